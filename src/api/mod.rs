@@ -1,0 +1,45 @@
+//! The HTTP and WebSocket surface: routes, the shared application state, errors, auth
+//! extractors, and the WebSocket session machinery every socket endpoint runs on.
+//!
+//! Feature modules (`crate::features`) own what their endpoints mean; this module owns how
+//! requests and sockets are handled: authentication, error bodies, bounded queues, heartbeats,
+//! resume with `?since=`, and close codes.
+
+mod error;
+mod extract;
+mod health;
+pub mod ws;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+
+use crate::auth::Authenticator;
+use crate::backplane::Backplane;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::store::Store;
+
+pub use error::ApiError;
+pub use extract::{ApiKey, AuthUser, Caller, find_user_token};
+
+/// Everything a request handler may use; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub auth: Arc<Authenticator>,
+    pub backplane: Arc<dyn Backplane>,
+    pub started: Instant,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::routes())
+        .merge(crate::features::broadcasts::routes())
+        .merge(crate::features::channels::routes())
+        .with_state(state)
+}

@@ -1,0 +1,195 @@
+//! WebSocket sessions: the machinery every socket endpoint runs on.
+//!
+//! A feature describes its endpoint with [`SocketEndpoint`] (what `connected` says, what to send
+//! on connect, how to answer the client's JSON messages) and hands the upgrade to
+//! [`serve_socket`], which authenticates (closing with 1008 and a reason when it cannot),
+//! subscribes the connection in the hub, replays history for `?since=`, then runs the
+//! connection's reader and writer until either side ends.
+
+mod reader;
+mod session;
+
+use std::future::Future;
+
+use axum::extract::FromRequestParts;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::request::Parts;
+use axum::response::Response;
+
+use super::{AppState, find_user_token};
+use crate::auth::{AuthError, User};
+use crate::event::{Cursor, VersionVector};
+use crate::hub::SubscriptionSpec;
+
+/// Close codes herald uses (RFC 6455 section 7.4).
+pub mod close_code {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    pub const POLICY_VIOLATION: u16 = 1008;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// What the server sends after a client has been silent for the heartbeat interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The text frame `ping` (the broadcast socket, as in the seeds).
+    TextPing,
+    /// `{"type":"heartbeat"}` (every other socket).
+    JsonHeartbeat,
+}
+
+/// Who is connected and what they listen to.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub user: User,
+    pub spec: SubscriptionSpec,
+}
+
+/// One socket endpoint's behaviour.
+pub trait SocketEndpoint: Send + Sync + 'static {
+    fn heartbeat(&self) -> Heartbeat {
+        Heartbeat::JsonHeartbeat
+    }
+
+    /// Extra fields of the `connected` message (`type` and `cursor` are added).
+    fn connected_fields(&self, session: &SessionInfo)
+    -> serde_json::Map<String, serde_json::Value>;
+
+    /// Messages sent right after `connected` (for example the active broadcast).
+    fn on_connect(
+        &self,
+        state: &AppState,
+        session: &SessionInfo,
+    ) -> impl Future<Output = Vec<String>> + Send;
+
+    /// Answers to a client's JSON message other than `ping`.
+    fn on_client_message(
+        &self,
+        state: &AppState,
+        session: &SessionInfo,
+        message: serde_json::Value,
+    ) -> impl Future<Output = Vec<String>> + Send;
+}
+
+/// The credentials and resume point of a socket request: the token from the header, `?token=`
+/// or cookie, and `?since=`.
+pub struct SocketRequest {
+    pub token: Option<String>,
+    pub since: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SocketRequest {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let since = parts.uri.query().and_then(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "since")
+                .map(|(_, value)| value.into_owned())
+        });
+        Ok(Self {
+            token: find_user_token(parts),
+            since,
+        })
+    }
+}
+
+/// Why a socket is refused after the upgrade: sent as a 1008 close with this reason.
+pub type Refusal = &'static str;
+
+/// Authenticates, then runs the session built by `plan` for the verified user. Every refusal
+/// is an accepted socket closed with 1008 and a reason, so browsers can show why.
+pub fn serve_socket<E, F>(
+    state: AppState,
+    upgrade: WebSocketUpgrade,
+    request: SocketRequest,
+    plan: F,
+) -> Response
+where
+    E: SocketEndpoint,
+    F: FnOnce(&User) -> Result<(SubscriptionSpec, E), Refusal> + Send + 'static,
+{
+    let limits = &state.config.limits;
+    let upgrade = upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(limits.max_client_message_bytes)
+        .max_frame_size(limits.max_client_message_bytes);
+    let at_capacity = state.hub.counts().connections >= limits.max_connections;
+    upgrade.on_upgrade(move |mut socket| async move {
+        if at_capacity {
+            metrics::counter!("herald_connections_refused_total", "reason" => "capacity")
+                .increment(1);
+            close(
+                &mut socket,
+                close_code::TRY_AGAIN_LATER,
+                "server at connection capacity",
+            )
+            .await;
+            return;
+        }
+        let user = match authenticate(&state, request.token.as_deref()) {
+            Ok(user) => user,
+            Err(reason) => {
+                metrics::counter!("herald_connections_refused_total", "reason" => "auth")
+                    .increment(1);
+                close(&mut socket, close_code::POLICY_VIOLATION, reason).await;
+                return;
+            }
+        };
+        let since = match request
+            .since
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(Cursor::decode)
+        {
+            None => None,
+            Some(Ok(vector)) => Some(vector),
+            Some(Err(_)) => {
+                close(&mut socket, close_code::POLICY_VIOLATION, "invalid cursor").await;
+                return;
+            }
+        };
+        let (spec, endpoint) = match plan(&user) {
+            Ok(planned) => planned,
+            Err(reason) => {
+                metrics::counter!("herald_connections_refused_total", "reason" => "forbidden")
+                    .increment(1);
+                close(&mut socket, close_code::POLICY_VIOLATION, reason).await;
+                return;
+            }
+        };
+        session::run(state, socket, SessionInfo { user, spec }, since, endpoint).await;
+    })
+}
+
+fn authenticate(state: &AppState, token: Option<&str>) -> Result<User, Refusal> {
+    let token = token.ok_or("missing token")?;
+    state.auth.verify_user(token).map_err(|error| match error {
+        AuthError::Expired => "token expired",
+        _ => "invalid token",
+    })
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// A `{"type":"error","message":...}` message.
+pub fn error_message(message: &str) -> String {
+    serde_json::json!({ "type": "error", "message": message }).to_string()
+}
+
+/// `max(a, b)` per origin.
+fn merged(a: &VersionVector, b: &VersionVector) -> VersionVector {
+    let mut vector = a.clone();
+    vector.merge(b);
+    vector
+}

@@ -1,0 +1,110 @@
+//! The reading half of a session: answers pings, hands JSON messages to the endpoint,
+//! refuses binary and oversized frames, and asks for a heartbeat after client silence.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
+use tokio::sync::mpsc;
+
+use super::{Heartbeat, SessionInfo, SocketEndpoint, close_code, error_message};
+use crate::api::AppState;
+
+/// What the reader asks the writer to send.
+pub(super) enum Outgoing {
+    Text(String),
+    Close(u16, &'static str),
+}
+
+pub(super) async fn read_client<E: SocketEndpoint>(
+    state: AppState,
+    mut stream: SplitStream<WebSocket>,
+    info: Arc<SessionInfo>,
+    endpoint: Arc<E>,
+    writer: mpsc::Sender<Outgoing>,
+) {
+    let heartbeat_every = state.config.limits.heartbeat;
+    let heartbeat = match endpoint.heartbeat() {
+        Heartbeat::TextPing => "ping".to_string(),
+        Heartbeat::JsonHeartbeat => r#"{"type":"heartbeat"}"#.to_string(),
+    };
+    loop {
+        let frame = match tokio::time::timeout(heartbeat_every, stream.next()).await {
+            Err(_silence) => {
+                if writer
+                    .send(Outgoing::Text(heartbeat.clone()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(error))) => {
+                let _ = writer.send(close_for_read_error(&error)).await;
+                return;
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let replies = match frame {
+            Message::Text(text) => {
+                answer_text(&state, &info, endpoint.as_ref(), text.as_str()).await
+            }
+            Message::Binary(_) => {
+                let _ = writer
+                    .send(Outgoing::Close(
+                        close_code::UNSUPPORTED_DATA,
+                        "binary frames are not supported",
+                    ))
+                    .await;
+                return;
+            }
+            Message::Close(_) => return,
+            Message::Ping(_) | Message::Pong(_) => Vec::new(),
+        };
+        for reply in replies {
+            if writer.send(Outgoing::Text(reply)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn answer_text<E: SocketEndpoint>(
+    state: &AppState,
+    info: &SessionInfo,
+    endpoint: &E,
+    text: &str,
+) -> Vec<String> {
+    if text == "ping" {
+        return vec!["pong".to_string()];
+    }
+    let message: serde_json::Value = match serde_json::from_str(text) {
+        Ok(value @ serde_json::Value::Object(_)) => value,
+        Ok(_) => return vec![error_message("messages must be JSON objects")],
+        Err(_) => return vec![error_message("invalid JSON")],
+    };
+    match message.get("type").and_then(|t| t.as_str()) {
+        Some("ping") => vec![r#"{"type":"pong"}"#.to_string()],
+        Some(_) => endpoint.on_client_message(state, info, message).await,
+        None => vec![error_message("message has no type")],
+    }
+}
+
+fn close_for_read_error(error: &axum::Error) -> Outgoing {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let source = std::error::Error::source(error);
+    let too_big = source
+        .and_then(|e| e.downcast_ref::<WsError>())
+        .is_some_and(|e| matches!(e, WsError::Capacity(_)));
+    if too_big
+        || error.to_string().contains("too long")
+        || error.to_string().contains("Space limit")
+    {
+        Outgoing::Close(close_code::MESSAGE_TOO_BIG, "message too big")
+    } else {
+        Outgoing::Close(close_code::PROTOCOL_ERROR, "protocol error")
+    }
+}

@@ -1,0 +1,283 @@
+//! One connection's life: subscribe, greet, replay, then write live deliveries while the
+//! reader task answers the client.
+//!
+//! Ordering and exactly-once: the subscription is registered before history is read, the
+//! replay covers `(since, delivered_before]`, and the queue holds everything after
+//! `delivered_before`, so every event of the connection's channels is sent once, each origin in
+//! seq order. A cursor from another node may be ahead of this node for some origin: those
+//! live events are skipped, and the cursors sent are raised to it until this node catches up.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::reader::{Outgoing, read_client};
+use super::{SessionInfo, SocketEndpoint, close_code, merged};
+use crate::api::AppState;
+use crate::event::{Cursor, VersionVector};
+use crate::hub::{CloseReason, Delivery, render_event};
+use crate::store::{LogQuery, StoreError};
+
+/// Replies the reader may queue for the writer before it waits.
+const CONTROL_QUEUE: usize = 32;
+/// Queued deliveries written to the socket before one flush.
+const WRITE_BATCH: usize = 64;
+
+type Sink = SplitSink<WebSocket, Message>;
+
+pub(super) async fn run<E: SocketEndpoint>(
+    state: AppState,
+    socket: WebSocket,
+    info: SessionInfo,
+    since: Option<VersionVector>,
+    endpoint: E,
+) {
+    let mut subscription = state.hub.subscribe(info.spec.clone());
+    let (mut sink, stream) = socket.split();
+    metrics::gauge!("herald_connections").increment(1.0);
+    let endpoint = Arc::new(endpoint);
+    let info = Arc::new(info);
+
+    let greeted = greet(
+        &state,
+        &mut sink,
+        &info,
+        endpoint.as_ref(),
+        since.as_ref(),
+        &subscription.delivered_before,
+    )
+    .await;
+    let mut floor = since.clone();
+    let replayed = match (&greeted, &since) {
+        (Ok(()), Some(since)) => {
+            replay(
+                &state,
+                &mut sink,
+                &info,
+                since,
+                &subscription.delivered_before,
+            )
+            .await
+        }
+        (Ok(()), None) => Ok(()),
+        (Err(()), _) => Err(()),
+    };
+    if replayed.is_ok() {
+        if let Some(vector) = &floor {
+            if subscription.delivered_before.dominates(vector) {
+                floor = None;
+            }
+        }
+        let (control, control_queue) = mpsc::channel(CONTROL_QUEUE);
+        let reader = tokio::spawn(read_client(
+            state.clone(),
+            stream,
+            Arc::clone(&info),
+            Arc::clone(&endpoint),
+            control,
+        ));
+        write_live(&mut sink, &mut subscription, control_queue, floor).await;
+        reader.abort();
+    }
+    drop(subscription);
+    metrics::gauge!("herald_connections").decrement(1.0);
+}
+
+/// Sends `connected` (with the cursor the connection starts from) and the endpoint's
+/// on-connect messages.
+async fn greet<E: SocketEndpoint>(
+    state: &AppState,
+    sink: &mut Sink,
+    info: &SessionInfo,
+    endpoint: &E,
+    since: Option<&VersionVector>,
+    delivered_before: &VersionVector,
+) -> Result<(), ()> {
+    let mut connected = serde_json::Map::new();
+    connected.insert("type".into(), json!("connected"));
+    connected.extend(endpoint.connected_fields(info));
+    let start = since.unwrap_or(delivered_before);
+    connected.insert("cursor".into(), json!(Cursor::encode(start)));
+    feed(sink, serde_json::Value::Object(connected).to_string()).await?;
+    for message in endpoint.on_connect(state, info).await {
+        feed(sink, message).await?;
+    }
+    sink.flush().await.map_err(|_| ())
+}
+
+/// Sends the events of the connection's channels in `(since, upto]`, page by page, then
+/// `recovered`.
+async fn replay(
+    state: &AppState,
+    sink: &mut Sink,
+    info: &SessionInfo,
+    since: &VersionVector,
+    upto: &VersionVector,
+) -> Result<(), ()> {
+    let mut position = since.clone();
+    let mut replayed = 0u64;
+    loop {
+        let query = LogQuery {
+            channels: info.spec.channels.clone(),
+            prefixes: info.spec.prefixes.clone(),
+            after: position.clone(),
+            upto: upto.clone(),
+            limit: state.config.limits.replay_page,
+        };
+        let page = state
+            .store
+            .read(move |connection| query.run(connection))
+            .await
+            .map_err(|error: StoreError| tracing::warn!(%error, "replay read failed"))?;
+        for event in &page.events {
+            position.advance(&event.origin, event.seq);
+            if !event.is_for_user(&info.user.id) {
+                continue;
+            }
+            feed(sink, render_event(event, &position)).await?;
+            replayed += 1;
+        }
+        sink.flush().await.map_err(|_| ())?;
+        if page.complete {
+            break;
+        }
+    }
+    metrics::counter!("herald_replayed_events_total").increment(replayed);
+    let recovered = json!({
+        "type": "recovered",
+        "recovered": true,
+        "replayed": replayed,
+        "cursor": Cursor::encode(&merged(since, upto)),
+    });
+    feed(sink, recovered.to_string()).await?;
+    sink.flush().await.map_err(|_| ())
+}
+
+/// Writes live deliveries (batched: one flush per burst) and the reader's replies until the
+/// client goes, the hub asks for a close, or the reader ends.
+async fn write_live(
+    sink: &mut Sink,
+    subscription: &mut crate::hub::Subscription,
+    mut control: mpsc::Receiver<Outgoing>,
+    mut floor: Option<VersionVector>,
+) {
+    let close_signal = Arc::clone(&subscription.close_signal);
+    let mut batch: Vec<Arc<Delivery>> = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let step = tokio::select! {
+            biased;
+            reason = close_signal.raised() => Step::Close(reason),
+            outgoing = control.recv() => match outgoing {
+                Some(Outgoing::Text(text)) => Step::Text(text),
+                Some(Outgoing::Close(code, reason)) => Step::CloseWith(code, reason),
+                None => return,
+            },
+            received = subscription.deliveries.recv_many(&mut batch, WRITE_BATCH) => {
+                if received == 0 { return; }
+                Step::Deliveries
+            }
+        };
+        let written = match step {
+            Step::Close(reason) => {
+                let (code, text) = match reason {
+                    CloseReason::SlowClient => {
+                        (close_code::TRY_AGAIN_LATER, "client too slow: queue full")
+                    }
+                    _ => (close_code::GOING_AWAY, "server shutting down"),
+                };
+                send_close(sink, code, text).await;
+                return;
+            }
+            Step::CloseWith(code, reason) => {
+                send_close(sink, code, reason).await;
+                return;
+            }
+            Step::Text(text) => {
+                let send = sink.send(Message::Text(text.into()));
+                race_close(send, &close_signal).await
+            }
+            Step::Deliveries => {
+                let write = write_deliveries(sink, &mut batch, &mut floor);
+                race_close(write, &close_signal).await
+            }
+        };
+        batch.clear();
+        if !written {
+            return;
+        }
+    }
+}
+
+enum Step {
+    Close(CloseReason),
+    CloseWith(u16, &'static str),
+    Text(String),
+    Deliveries,
+}
+
+/// Runs a socket write unless the hub asks for a close first (a write to a client that does
+/// not read can wait forever). Answers whether the write completed.
+async fn race_close<F, E>(write: F, close_signal: &crate::hub::CloseSignal) -> bool
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    tokio::select! {
+        result = write => result.is_ok(),
+        _ = close_signal.raised() => false,
+    }
+}
+
+async fn write_deliveries(
+    sink: &mut Sink,
+    batch: &mut [Arc<Delivery>],
+    floor: &mut Option<VersionVector>,
+) -> Result<(), axum::Error> {
+    for delivery in batch.iter() {
+        let text = match floor {
+            None => delivery.text.clone(),
+            Some(vector) => {
+                if delivery.seq != 0 && vector.covers(&delivery.origin, delivery.seq) {
+                    continue;
+                }
+                if delivery.cursor.dominates(vector) {
+                    *floor = None;
+                    delivery.text.clone()
+                } else {
+                    Utf8Bytes::from(with_cursor(
+                        &delivery.text,
+                        &merged(&delivery.cursor, vector),
+                    ))
+                }
+            }
+        };
+        sink.feed(Message::Text(text)).await?;
+    }
+    sink.flush().await
+}
+
+/// Replaces the trailing `"cursor":"..."}` of a rendered event.
+fn with_cursor(text: &str, cursor: &VersionVector) -> String {
+    let cut = text.rfind("\"cursor\":\"").unwrap_or(text.len());
+    let mut replaced = String::with_capacity(text.len() + 16);
+    replaced.push_str(&text[..cut]);
+    replaced.push_str("\"cursor\":\"");
+    replaced.push_str(&Cursor::encode(cursor));
+    replaced.push_str("\"}");
+    replaced
+}
+
+async fn feed(sink: &mut Sink, text: String) -> Result<(), ()> {
+    sink.feed(Message::Text(text.into())).await.map_err(|_| ())
+}
+
+async fn send_close(sink: &mut Sink, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let close = sink.send(Message::Close(Some(frame)));
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
+}

@@ -1,0 +1,66 @@
+//! The command line: `herald serve`, `herald token`, `herald publish`.
+//!
+//! Each subcommand is a small module; errors reach the user as one line on stderr and a
+//! non-zero exit code.
+
+mod publish;
+mod serve;
+mod token;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "A clustered real-time WebSocket server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (a single node on 127.0.0.1:8000 with no arguments).
+    Serve(crate::config::ServeArgs),
+    /// Mint a user token signed with HERALD_JWT_SECRET.
+    Token(token::TokenArgs),
+    /// Publish one event through a node's HTTP API.
+    Publish(publish::PublishArgs),
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&anyhow::anyhow!("cannot start the runtime: {error}")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Token(args) => token::run(args),
+            Command::Publish(args) => publish::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("herald: error: {error:#}");
+    ExitCode::from(2)
+}
+
+/// The secret or key named `env`, from the environment.
+pub(crate) fn env_secret(env: &str) -> Option<String> {
+    std::env::var(env).ok().filter(|v| !v.is_empty())
+}

@@ -1,0 +1,101 @@
+//! The TOML file: top-level keys apply to every node, `[[nodes]]` entries override them for
+//! the node selected with `--node NAME`.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{BackplaneKind, ConfigError};
+use crate::store::SyncMode;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub cluster_id: Option<String>,
+    pub seeds: Option<Vec<String>>,
+    pub backplane: Option<BackplaneKind>,
+    pub redis_url: Option<String>,
+    pub replication: Option<u8>,
+    pub jwt_secret: Option<String>,
+    pub api_key: Option<String>,
+    pub cluster_secret: Option<String>,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub nodes: Vec<NodeEntry>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub sync: Option<SyncMode>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub client_queue: Option<usize>,
+    pub max_client_message_bytes: Option<usize>,
+    pub max_payload_bytes: Option<usize>,
+    /// For example `"30s"`.
+    pub heartbeat: Option<String>,
+    pub replay_page: Option<usize>,
+    pub max_connections: Option<usize>,
+}
+
+/// One node of the cluster file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    pub name: String,
+    pub node_id: Option<String>,
+    pub http: Option<String>,
+    pub gossip: Option<String>,
+    pub mesh: Option<String>,
+    pub data: Option<String>,
+    pub seeds: Option<Vec<String>>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|reason| ConfigError::File {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.message().to_string().replace('\n', " "))
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeEntry> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_unknown_keys_and_names_them() {
+        let error = FileConfig::parse("cluster_id = \"a\"\nbogus = 1\n").unwrap_err();
+        assert!(error.contains("bogus"), "{error}");
+        let error = FileConfig::parse("[[nodes]]\nname = \"n1\"\nhttpp = \"x\"\n").unwrap_err();
+        assert!(error.contains("httpp"), "{error}");
+    }
+
+    #[test]
+    fn reads_the_repository_cluster_file() {
+        let text = include_str!("../../cluster.toml");
+        let file = FileConfig::parse(text).unwrap();
+        assert_eq!(file.nodes.len(), 3);
+        assert!(file.node("n2").is_some());
+    }
+}

@@ -1,0 +1,148 @@
+//! Configuration: `cluster.toml` (or any `--config FILE`), `HERALD_*` environment variables and
+//! command-line flags, merged and validated into one [`Config`].
+//!
+//! Precedence: flags > environment > the selected `[[nodes]]` entry > the file's top level >
+//! defaults. Unknown keys in the file are refused. Every error names the key at fault, in one
+//! line. The node id is taken from the configuration or generated once and kept in the data
+//! directory (`<data>/node_id`), which is then bound to that node for good.
+
+mod file;
+mod resolve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use file::{FileConfig, NodeEntry};
+pub use resolve::{ServeArgs, resolve};
+
+use crate::event::NodeId;
+use crate::store::SyncMode;
+
+/// Secrets used when none is configured: fine on a laptop, refused nowhere, warned about loudly.
+pub const DEV_JWT_SECRET: &str = "herald-dev-jwt-secret-change-me";
+pub const DEV_API_KEY: &str = "herald-dev-api-key-change-me";
+pub const DEV_CLUSTER_SECRET: &str = "herald-dev-cluster-secret-change-me";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("invalid {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("data dir {path}: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: &'static str, reason: impl ToString) -> Self {
+        Self::Invalid {
+            key,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BackplaneKind {
+    /// Gossip membership and QUIC links between nodes.
+    Mesh,
+    /// Redis Streams between nodes.
+    Redis,
+    /// A single node: nothing leaves it.
+    Local,
+}
+
+/// Bounds and timings of client connections.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Messages queued per connection before it is closed as slow (1013).
+    pub client_queue: usize,
+    /// Largest WebSocket message or frame a client may send.
+    pub max_client_message_bytes: usize,
+    /// Largest `data` object accepted by the publish API.
+    pub max_payload_bytes: usize,
+    /// Silence from a client after which the server sends a heartbeat.
+    pub heartbeat: Duration,
+    /// Events per page when replaying history to a resuming client.
+    pub replay_page: usize,
+    /// Most connections this node accepts.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            client_queue: 1024,
+            max_client_message_bytes: 64 * 1024,
+            max_payload_bytes: 64 * 1024,
+            heartbeat: Duration::from_secs(30),
+            replay_page: 1000,
+            max_connections: 18_000,
+        }
+    }
+}
+
+/// A validated configuration for one node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub http: SocketAddr,
+    pub gossip: SocketAddr,
+    pub mesh: SocketAddr,
+    pub seeds: Vec<String>,
+    pub data_dir: PathBuf,
+    pub backplane: BackplaneKind,
+    pub redis_url: Option<String>,
+    pub replication: u8,
+    pub jwt_secret: String,
+    pub api_key: String,
+    pub cluster_secret: String,
+    pub store_sync: SyncMode,
+    pub limits: Limits,
+    /// How long a graceful shutdown waits for clients and the store.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// A single-node configuration on loopback port 0 with data in `data_dir`: for tests and
+    /// examples.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            node_id: NodeId::new("test-node").expect("valid id"),
+            cluster_id: "herald-test".into(),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            gossip: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mesh: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seeds: Vec::new(),
+            data_dir: data_dir.into(),
+            backplane: BackplaneKind::Local,
+            redis_url: None,
+            replication: 1,
+            jwt_secret: DEV_JWT_SECRET.into(),
+            api_key: DEV_API_KEY.into(),
+            cluster_secret: DEV_CLUSTER_SECRET.into(),
+            store_sync: SyncMode::Normal,
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
+    pub fn uses_dev_secrets(&self) -> Vec<&'static str> {
+        let mut dev = Vec::new();
+        if self.jwt_secret == DEV_JWT_SECRET {
+            dev.push("HERALD_JWT_SECRET");
+        }
+        if self.api_key == DEV_API_KEY {
+            dev.push("HERALD_API_KEY");
+        }
+        if self.cluster_secret == DEV_CLUSTER_SECRET && self.backplane != BackplaneKind::Local {
+            dev.push("HERALD_CLUSTER_SECRET");
+        }
+        dev
+    }
+}

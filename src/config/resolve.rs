@@ -1,0 +1,396 @@
+//! Merging flags, environment, file and defaults into a [`Config`].
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use super::file::FileConfig;
+use super::{
+    BackplaneKind, Config, ConfigError, DEV_API_KEY, DEV_CLUSTER_SECRET, DEV_JWT_SECRET, Limits,
+};
+use crate::event::NodeId;
+use crate::store::SyncMode;
+
+const DEFAULT_HTTP: &str = "127.0.0.1:8000";
+const DEFAULT_GOSSIP: &str = "127.0.0.1:7000";
+const DEFAULT_MESH: &str = "127.0.0.1:9000";
+const DEFAULT_DATA_ROOT: &str = "data";
+const NODE_ID_FILE: &str = "node_id";
+
+/// Flags of `herald serve` (and `herald cluster join`); each also reads `HERALD_<FLAG>`.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (for example cluster.toml).
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Selects a [[nodes]] entry of the configuration file by name.
+    #[arg(long, env = "HERALD_NODE")]
+    pub node: Option<String>,
+    /// This node's stable id (default: generated once, kept in the data dir).
+    #[arg(long, env = "HERALD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// HTTP and WebSocket listen address.
+    #[arg(long, env = "HERALD_HTTP")]
+    pub http: Option<String>,
+    /// Gossip (UDP) listen address.
+    #[arg(long, env = "HERALD_GOSSIP")]
+    pub gossip: Option<String>,
+    /// Mesh (QUIC) listen address.
+    #[arg(long, env = "HERALD_MESH")]
+    pub mesh: Option<String>,
+    /// Data directory (default: ./data/<node_id>).
+    #[arg(long, env = "HERALD_DATA")]
+    pub data: Option<PathBuf>,
+    /// Gossip address of a node to join through; repeat for several.
+    #[arg(long = "seed", env = "HERALD_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// How events travel between nodes.
+    #[arg(long, env = "HERALD_BACKPLANE", value_enum)]
+    pub backplane: Option<BackplaneKind>,
+    /// Redis URL for the redis backplane.
+    #[arg(long, env = "HERALD_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// 2: a publish answers only after another live node stored it.
+    #[arg(long, env = "HERALD_REPLICATION")]
+    pub replication: Option<u8>,
+    /// Seconds of client silence before the server sends a heartbeat (for example 30s).
+    #[arg(long, env = "HERALD_HEARTBEAT")]
+    pub heartbeat: Option<String>,
+    /// Commit durability: full (fsync every commit) or normal.
+    #[arg(long, env = "HERALD_STORE_SYNC", value_enum)]
+    pub store_sync: Option<SyncMode>,
+}
+
+impl clap::ValueEnum for SyncMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Full, Self::Normal]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(match self {
+            Self::Full => clap::builder::PossibleValue::new("full"),
+            Self::Normal => clap::builder::PossibleValue::new("normal"),
+        })
+    }
+}
+
+/// Builds the configuration; `env_secret` reads a secret from the environment (a parameter so
+/// tests need not touch the process environment).
+pub fn resolve(
+    args: &ServeArgs,
+    env_secret: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let node = match &args.node {
+        Some(name) => Some(file.node(name).cloned().ok_or_else(|| {
+            ConfigError::invalid(
+                "node",
+                format!("no [[nodes]] entry named {name:?} in the config file"),
+            )
+        })?),
+        None => None,
+    };
+    let node = node.unwrap_or_default();
+    let base_dir = args
+        .config
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+
+    let configured_id = match args
+        .node_id
+        .clone()
+        .or_else(|| node.node_id.clone())
+        .or_else(|| args.node.clone().filter(|_| !node.name.is_empty()))
+    {
+        Some(id) => Some(NodeId::new(&id).map_err(|e| ConfigError::invalid("node_id", e))?),
+        None => None,
+    };
+    let explicit_data = args
+        .data
+        .clone()
+        .or_else(|| node.data.as_ref().map(|d| base_dir.join(d)));
+    let (node_id, data_dir) = resolve_identity(configured_id, explicit_data)?;
+
+    let limits = resolve_limits(&file, args)?;
+    let replication = args.replication.or(file.replication).unwrap_or(1);
+    if !(1..=2).contains(&replication) {
+        return Err(ConfigError::invalid("replication", "must be 1 or 2"));
+    }
+    let backplane = args
+        .backplane
+        .or(file.backplane)
+        .unwrap_or(BackplaneKind::Local);
+    let redis_url = args.redis_url.clone().or(file.redis_url.clone());
+    if backplane == BackplaneKind::Redis && redis_url.is_none() {
+        return Err(ConfigError::invalid(
+            "redis_url",
+            "required with backplane = redis",
+        ));
+    }
+    let seeds = if !args.seeds.is_empty() {
+        args.seeds.clone()
+    } else {
+        node.seeds
+            .clone()
+            .or(file.seeds.clone())
+            .unwrap_or_default()
+    };
+    let cluster_id = file.cluster_id.clone().unwrap_or_else(|| "herald".into());
+    if cluster_id.is_empty() || cluster_id.len() > 64 {
+        return Err(ConfigError::invalid(
+            "cluster_id",
+            "must be 1 to 64 characters",
+        ));
+    }
+    let secret = |key: &'static str, env: &str, from_file: &Option<String>, dev: &str| {
+        let value = env_secret(env)
+            .or_else(|| from_file.clone())
+            .unwrap_or_else(|| dev.to_string());
+        if value.len() < 8 {
+            return Err(ConfigError::invalid(key, "must be at least 8 characters"));
+        }
+        Ok(value)
+    };
+    Ok(Config {
+        http: address(
+            "http",
+            args.http.as_deref().or(node.http.as_deref()),
+            DEFAULT_HTTP,
+        )?,
+        gossip: address(
+            "gossip",
+            args.gossip.as_deref().or(node.gossip.as_deref()),
+            DEFAULT_GOSSIP,
+        )?,
+        mesh: address(
+            "mesh",
+            args.mesh.as_deref().or(node.mesh.as_deref()),
+            DEFAULT_MESH,
+        )?,
+        node_id,
+        cluster_id,
+        seeds,
+        data_dir,
+        backplane,
+        redis_url,
+        replication,
+        jwt_secret: secret(
+            "jwt_secret",
+            "HERALD_JWT_SECRET",
+            &file.jwt_secret,
+            DEV_JWT_SECRET,
+        )?,
+        api_key: secret("api_key", "HERALD_API_KEY", &file.api_key, DEV_API_KEY)?,
+        cluster_secret: secret(
+            "cluster_secret",
+            "HERALD_CLUSTER_SECRET",
+            &file.cluster_secret,
+            DEV_CLUSTER_SECRET,
+        )?,
+        store_sync: args
+            .store_sync
+            .or(file.store.sync)
+            .unwrap_or(SyncMode::Full),
+        limits,
+        shutdown_grace: std::time::Duration::from_secs(10),
+    })
+}
+
+fn resolve_limits(file: &FileConfig, args: &ServeArgs) -> Result<Limits, ConfigError> {
+    let defaults = Limits::default();
+    let section = &file.limits;
+    let heartbeat = match args.heartbeat.as_deref().or(section.heartbeat.as_deref()) {
+        Some(text) => {
+            humantime::parse_duration(text).map_err(|e| ConfigError::invalid("heartbeat", e))?
+        }
+        None => defaults.heartbeat,
+    };
+    if heartbeat.is_zero() {
+        return Err(ConfigError::invalid("heartbeat", "must be positive"));
+    }
+    let positive = |key: &'static str, value: Option<usize>, default: usize| match value {
+        Some(0) => Err(ConfigError::invalid(key, "must be positive")),
+        Some(value) => Ok(value),
+        None => Ok(default),
+    };
+    Ok(Limits {
+        client_queue: positive(
+            "limits.client_queue",
+            section.client_queue,
+            defaults.client_queue,
+        )?,
+        max_client_message_bytes: positive(
+            "limits.max_client_message_bytes",
+            section.max_client_message_bytes,
+            defaults.max_client_message_bytes,
+        )?,
+        max_payload_bytes: positive(
+            "limits.max_payload_bytes",
+            section.max_payload_bytes,
+            defaults.max_payload_bytes,
+        )?,
+        heartbeat,
+        replay_page: positive(
+            "limits.replay_page",
+            section.replay_page,
+            defaults.replay_page,
+        )?,
+        max_connections: positive(
+            "limits.max_connections",
+            section.max_connections,
+            defaults.max_connections,
+        )?,
+    })
+}
+
+fn address(
+    key: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let text = value.unwrap_or(default);
+    text.to_socket_addrs()
+        .map_err(|e| ConfigError::invalid(key, format!("{text:?}: {e}")))?
+        .next()
+        .ok_or_else(|| ConfigError::invalid(key, format!("{text:?} resolves to no address")))
+}
+
+/// The node id and data dir: configured, or read from `<data>/node_id`, or generated and kept.
+fn resolve_identity(
+    configured: Option<NodeId>,
+    explicit_data: Option<PathBuf>,
+) -> Result<(NodeId, PathBuf), ConfigError> {
+    let data_dir = match (&configured, explicit_data) {
+        (_, Some(dir)) => dir,
+        (Some(id), None) => Path::new(DEFAULT_DATA_ROOT).join(id.as_str()),
+        (None, None) => {
+            let root = Path::new(DEFAULT_DATA_ROOT);
+            let id = read_or_create_node_id(root, None)?;
+            root.join(id.as_str())
+        }
+    };
+    let id = read_or_create_node_id(&data_dir, configured)?;
+    Ok((id, data_dir))
+}
+
+/// Reads `dir/node_id`, or writes `configured` (or a generated id) there. A data dir that
+/// belongs to another node is refused.
+fn read_or_create_node_id(dir: &Path, configured: Option<NodeId>) -> Result<NodeId, ConfigError> {
+    let data_error = |reason: String| ConfigError::DataDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let path = dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored = NodeId::new(text.trim()).map_err(|e| data_error(e.to_string()))?;
+            match configured {
+                Some(id) if id != stored => Err(data_error(format!(
+                    "belongs to node {stored}, not {id}: use another --data or the same --node-id"
+                ))),
+                _ => Ok(stored),
+            }
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let id = configured.unwrap_or_else(NodeId::generate);
+            std::fs::create_dir_all(dir).map_err(|e| data_error(e.to_string()))?;
+            std::fs::write(&path, format!("{id}\n")).map_err(|e| data_error(e.to_string()))?;
+            Ok(id)
+        }
+        Err(error) => Err(data_error(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_generate_and_keep_a_node_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ServeArgs {
+            data: Some(dir.path().to_path_buf()),
+            ..ServeArgs::default()
+        };
+        let first = resolve(&args, no_env).unwrap();
+        let second = resolve(&args, no_env).unwrap();
+        assert_eq!(first.node_id, second.node_id);
+        assert_eq!(first.http.to_string(), DEFAULT_HTTP);
+        assert_eq!(first.replication, 1);
+    }
+
+    #[test]
+    fn refuses_a_data_dir_of_another_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = ServeArgs {
+            data: Some(dir.path().to_path_buf()),
+            node_id: Some("a".into()),
+            ..ServeArgs::default()
+        };
+        resolve(&args, no_env).unwrap();
+        args.node_id = Some("b".into());
+        let error = resolve(&args, no_env).unwrap_err().to_string();
+        assert!(error.contains("belongs to node a"), "{error}");
+    }
+
+    #[test]
+    fn flags_override_the_file_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "replication = 2\n[[nodes]]\nname = \"n1\"\nhttp = \"127.0.0.1:8101\"\ndata = \"d1\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(file.clone()),
+            node: Some("n1".into()),
+            ..ServeArgs::default()
+        };
+        let config = resolve(&args, no_env).unwrap();
+        assert_eq!(config.http.port(), 8101);
+        assert_eq!(config.replication, 2);
+        assert_eq!(config.node_id.as_str(), "n1");
+        assert_eq!(config.data_dir, dir.path().join("d1"));
+
+        args.http = Some("127.0.0.1:9999".into());
+        assert_eq!(resolve(&args, no_env).unwrap().http.port(), 9999);
+
+        args.replication = Some(3);
+        let error = resolve(&args, no_env).unwrap_err().to_string();
+        assert!(error.starts_with("invalid replication"), "{error}");
+
+        args.replication = None;
+        args.node = Some("n9".into());
+        let error = resolve(&args, no_env).unwrap_err().to_string();
+        assert!(error.contains("n9"), "{error}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ServeArgs {
+            data: Some(dir.path().to_path_buf()),
+            ..ServeArgs::default()
+        };
+        let config = resolve(&args, |key| {
+            (key == "HERALD_JWT_SECRET").then(|| "from-env-secret".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.jwt_secret, "from-env-secret");
+        assert_eq!(config.api_key, DEV_API_KEY);
+        let error = resolve(&args, |key| {
+            (key == "HERALD_API_KEY").then(|| "short".to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("invalid api_key"), "{error}");
+    }
+}

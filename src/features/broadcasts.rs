@@ -1,0 +1,393 @@
+//! The admin broadcast banner (the seeds' `broadcast_router.py`): create, clear, acknowledge,
+//! the active broadcast, limits, stats, and the `/api/creator/broadcast/ws` socket.
+//!
+//! State lives in the event log: `new_broadcast` and `broadcast_cleared` on the `broadcasts`
+//! channel (last writer wins by hybrid clock), and `broadcast_acknowledged` on the internal
+//! `herald:acks` channel (a grow-only set). Materialization is the store's; this module
+//! validates, publishes, and reads.
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::publish;
+use crate::api::ws::{
+    Heartbeat, SessionInfo, SocketEndpoint, SocketRequest, error_message, serve_socket,
+};
+use crate::api::{ApiError, AppState, AuthUser};
+use crate::auth::User;
+use crate::event::ChannelName;
+use crate::hub::SubscriptionSpec;
+use crate::store::BroadcastRecord;
+use crate::store::state::{self, kinds};
+
+/// Longest broadcast, in Unicode scalar values.
+pub const MAX_BROADCAST_CHARS: usize = 280;
+const RECOMMENDED_LENGTH: usize = 120;
+const MESSAGE_TYPES: &[&str] = &["info", "warning", "alert"];
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/creator/broadcast", post(create))
+        .route("/api/creator/broadcast/clear", post(clear))
+        .route(
+            "/api/creator/broadcast/acknowledge",
+            post(acknowledge_route),
+        )
+        .route("/api/creator/broadcast/active", get(active))
+        .route("/api/creator/broadcast/limits", get(limits))
+        .route("/api/creator/broadcast/stats", get(stats))
+        .route("/api/creator/broadcast/ws", get(socket))
+}
+
+fn broadcasts_channel() -> ChannelName {
+    ChannelName::internal(kinds::BROADCASTS_CHANNEL)
+}
+
+fn require_creator(user: &User) -> Result<(), ApiError> {
+    if user.is_creator_or_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("creator or admin role required".into()))
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    #[serde(default)]
+    message: Option<Value>,
+    #[serde(default, rename = "type")]
+    message_type: Option<Value>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_creator(&user)?;
+    let Json(body) = body?;
+    let message = match body.message {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(text)) => text.trim().to_string(),
+        Some(_) => return Err(ApiError::bad_request("message must be a string")),
+    };
+    if message.is_empty() {
+        return Err(ApiError::bad_request("Broadcast message cannot be empty"));
+    }
+    let character_count = message.chars().count();
+    if character_count > MAX_BROADCAST_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "Broadcast message too long. Maximum {MAX_BROADCAST_CHARS} characters (got {character_count})"
+        )));
+    }
+    let message_type = match body.message_type {
+        None | Some(Value::Null) => "info".to_string(),
+        Some(Value::String(kind)) if MESSAGE_TYPES.contains(&kind.as_str()) => kind,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "type must be one of info, warning, alert",
+            ));
+        }
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let created_at = now_rfc3339();
+    let payload = json!({
+        "type": kinds::NEW_BROADCAST,
+        "broadcast": {
+            "id": id,
+            "message": message,
+            "message_type": message_type,
+            "created_by": user.name,
+            "created_by_id": user.id,
+            "created_at": created_at,
+        }
+    });
+    let published = publish(
+        &state,
+        broadcasts_channel(),
+        kinds::NEW_BROADCAST,
+        payload.to_string(),
+        None,
+    )
+    .await?;
+    let sent_to_users = broadcast_listeners(&state);
+    tracing::info!(broadcast_id = %id, creator = %user.id, sent_to_users, "broadcast created");
+    Ok(Json(json!({
+        "status": "success",
+        "id": id,
+        "message": format!("Broadcast sent successfully to {sent_to_users} connected users."),
+        "character_count": character_count,
+        "max_characters": MAX_BROADCAST_CHARS,
+        "sent_to_users": sent_to_users,
+        "cursor": published.cursor,
+    })))
+}
+
+async fn clear(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<Value>, ApiError> {
+    require_creator(&user)?;
+    let payload = json!({
+        "type": kinds::BROADCAST_CLEARED,
+        "message": "Active broadcast has been cleared",
+    });
+    let published = publish(
+        &state,
+        broadcasts_channel(),
+        kinds::BROADCAST_CLEARED,
+        payload.to_string(),
+        None,
+    )
+    .await?;
+    let cleared_for_users = broadcast_listeners(&state);
+    tracing::info!(creator = %user.id, "broadcast cleared");
+    Ok(Json(json!({
+        "status": "success",
+        "message": "Broadcast cleared successfully",
+        "cleared_for_users": cleared_for_users,
+        "cursor": published.cursor,
+    })))
+}
+
+#[derive(Deserialize)]
+struct AcknowledgeBody {
+    #[serde(default)]
+    broadcast_id: Option<Value>,
+}
+
+async fn acknowledge_route(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    body: Result<Json<AcknowledgeBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body?;
+    let broadcast_id = match body.broadcast_id {
+        Some(Value::String(id)) if !id.is_empty() => id,
+        _ => return Err(ApiError::bad_request("Broadcast ID is required")),
+    };
+    acknowledge(&state, &user, &broadcast_id).await?;
+    Ok(Json(
+        json!({ "status": "success", "message": "Broadcast acknowledged" }),
+    ))
+}
+
+/// Records that `user` acknowledged `broadcast_id`: 404 when no such broadcast is known here;
+/// a repeated acknowledgement is a no-op.
+async fn acknowledge(state: &AppState, user: &User, broadcast_id: &str) -> Result<(), ApiError> {
+    if broadcast_id.len() > 64 {
+        return Err(ApiError::NotFound("Broadcast not found".into()));
+    }
+    let (id, uid) = (broadcast_id.to_string(), user.id.clone());
+    let (exists, acknowledged) = state
+        .store
+        .read(move |c| {
+            Ok((
+                state::broadcast_exists(c, &id)?,
+                state::is_acknowledged(c, &id, &uid)?,
+            ))
+        })
+        .await?;
+    if !exists {
+        return Err(ApiError::NotFound("Broadcast not found".into()));
+    }
+    if acknowledged {
+        return Ok(());
+    }
+    let payload = json!({
+        "type": kinds::BROADCAST_ACKNOWLEDGED,
+        "broadcast_id": broadcast_id,
+        "user_id": user.id,
+    });
+    let channel = ChannelName::internal(kinds::ACKS_CHANNEL);
+    publish(
+        state,
+        channel,
+        kinds::BROADCAST_ACKNOWLEDGED,
+        payload.to_string(),
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The active broadcast unless `user` acknowledged it.
+async fn unacknowledged_active(
+    state: &AppState,
+    user: &User,
+) -> Result<Option<BroadcastRecord>, ApiError> {
+    let uid = user.id.clone();
+    let record = state
+        .store
+        .read(move |c| match state::active_broadcast(c)? {
+            Some(record) if !state::is_acknowledged(c, &record.id, &uid)? => Ok(Some(record)),
+            _ => Ok(None),
+        })
+        .await?;
+    Ok(record)
+}
+
+async fn active(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<Value>, ApiError> {
+    let broadcast = unacknowledged_active(&state, &user).await?.map(|record| {
+        json!({
+            "id": record.id,
+            "message": record.message,
+            "type": record.message_type,
+            "created_by": record.created_by,
+            "created_at": record.created_at,
+        })
+    });
+    Ok(Json(json!({ "broadcast": broadcast })))
+}
+
+async fn limits(
+    State(state): State<AppState>,
+    AuthUser(_user): AuthUser,
+) -> Result<Json<Value>, ApiError> {
+    let active = state.store.read(state::active_broadcast).await?;
+    Ok(Json(json!({
+        "max_characters": MAX_BROADCAST_CHARS,
+        "recommended_length": RECOMMENDED_LENGTH,
+        "current_active_broadcasts": usize::from(active.is_some()),
+    })))
+}
+
+async fn stats(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<Value>, ApiError> {
+    require_creator(&user)?;
+    let since_ms = start_of_utc_day_ms();
+    let creator = user.id.clone();
+    let (broadcasts_today, active) = state
+        .store
+        .read(move |c| {
+            Ok((
+                state::broadcasts_by_creator_since(c, &creator, since_ms)?,
+                state::active_broadcast(c)?.is_some(),
+            ))
+        })
+        .await?;
+    let local = state.hub.channel_users(kinds::BROADCASTS_CHANNEL);
+    Ok(Json(json!({
+        "status": "success",
+        "stats": {
+            "broadcasts_today": broadcasts_today,
+            "active_broadcast": active,
+            "connected_users": broadcast_listeners(&state),
+            "connected_users_local": local,
+            "max_characters": MAX_BROADCAST_CHARS,
+        }
+    })))
+}
+
+/// Users connected to the broadcast socket across the cluster.
+fn broadcast_listeners(state: &AppState) -> usize {
+    state.hub.channel_users(kinds::BROADCASTS_CHANNEL)
+}
+
+// ---- the socket ----
+
+async fn socket(
+    State(state): State<AppState>,
+    upgrade: WebSocketUpgrade,
+    request: SocketRequest,
+) -> Response {
+    serve_socket(state, upgrade, request, |user| {
+        let spec = SubscriptionSpec {
+            user_id: user.id.as_str().into(),
+            channels: vec![broadcasts_channel()],
+            prefixes: Vec::new(),
+        };
+        Ok((spec, BroadcastSocket))
+    })
+}
+
+struct BroadcastSocket;
+
+impl BroadcastSocket {
+    async fn active_message(state: &AppState, user: &User) -> Option<String> {
+        let record = unacknowledged_active(state, user).await.ok().flatten()?;
+        Some(
+            json!({
+                "type": "active_broadcast",
+                "broadcast": {
+                    "id": record.id,
+                    "message": record.message,
+                    "message_type": record.message_type,
+                    "created_by": record.created_by,
+                    "created_at": record.created_at,
+                }
+            })
+            .to_string(),
+        )
+    }
+}
+
+impl SocketEndpoint for BroadcastSocket {
+    fn heartbeat(&self) -> Heartbeat {
+        Heartbeat::TextPing
+    }
+
+    fn connected_fields(&self, _session: &SessionInfo) -> serde_json::Map<String, Value> {
+        let mut fields = serde_json::Map::new();
+        fields.insert(
+            "message".into(),
+            json!("Connected to broadcast live updates"),
+        );
+        fields
+    }
+
+    async fn on_connect(&self, state: &AppState, session: &SessionInfo) -> Vec<String> {
+        Self::active_message(state, &session.user)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    async fn on_client_message(
+        &self,
+        state: &AppState,
+        session: &SessionInfo,
+        message: Value,
+    ) -> Vec<String> {
+        match message.get("type").and_then(Value::as_str) {
+            Some("acknowledge_broadcast") => {
+                let Some(id) = message.get("broadcast_id").and_then(Value::as_str) else {
+                    return vec![error_message("Broadcast ID is required")];
+                };
+                match acknowledge(state, &session.user, id).await {
+                    Ok(()) => vec![
+                        json!({ "type": "broadcast_acknowledged", "broadcast_id": id }).to_string(),
+                    ],
+                    Err(error) => vec![error_message(&error.to_string())],
+                }
+            }
+            Some("get_active_broadcast") => Self::active_message(state, &session.user)
+                .await
+                .into_iter()
+                .collect(),
+            _ => vec![error_message("unknown message type")],
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+fn start_of_utc_day_ms() -> u64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    now_ms - now_ms % 86_400_000
+}

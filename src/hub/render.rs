@@ -1,0 +1,82 @@
+//! Rendering an event into the JSON text clients receive: the payload object with `channel`
+//! (unless the payload has its own) and `cursor` appended. Done once per event per node.
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::event::{Cursor, Event, VersionVector};
+
+#[derive(Deserialize)]
+struct ChannelProbe {
+    channel: Option<IgnoredAny>,
+}
+
+/// The client message for `event`, carrying `cursor` as the resume point after it.
+pub fn render_event(event: &Event, cursor: &VersionVector) -> String {
+    let body = event.payload.trim_end();
+    let body = body.strip_suffix('}').unwrap_or(body);
+    let has_fields = body.trim_start().len() > 1;
+    let has_channel = serde_json::from_str::<ChannelProbe>(&event.payload)
+        .map(|probe| probe.channel.is_some())
+        .unwrap_or(false);
+    let cursor = Cursor::encode(cursor);
+    let mut text =
+        String::with_capacity(body.len() + event.channel.as_str().len() + cursor.len() + 32);
+    text.push_str(body);
+    if has_fields {
+        text.push(',');
+    }
+    if !has_channel {
+        text.push_str("\"channel\":\"");
+        text.push_str(event.channel.as_str());
+        text.push_str("\",");
+    }
+    text.push_str("\"cursor\":\"");
+    text.push_str(&cursor);
+    text.push_str("\"}");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ChannelName, Hlc, NodeId};
+
+    fn event(payload: &str) -> Event {
+        Event {
+            origin: NodeId::new("n1").unwrap(),
+            seq: 3,
+            id: uuid::Uuid::nil(),
+            hlc: Hlc(1),
+            channel: ChannelName::new("forum").unwrap(),
+            kind: "x".into(),
+            payload: payload.into(),
+            users: None,
+            ephemeral: false,
+        }
+    }
+
+    #[test]
+    fn appends_channel_and_cursor_as_valid_json() {
+        let mut vector = VersionVector::new();
+        vector.advance(&NodeId::new("n1").unwrap(), 3);
+        let text = render_event(&event(r#"{"type":"x","n":{"channel":1}}"#), &vector);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["type"], "x");
+        assert_eq!(value["channel"], "forum");
+        assert_eq!(
+            Cursor::decode(value["cursor"].as_str().unwrap()).unwrap(),
+            vector
+        );
+    }
+
+    #[test]
+    fn keeps_a_payload_channel() {
+        let text = render_event(
+            &event(r#"{"type":"x","channel":"mine"}"#),
+            &VersionVector::new(),
+        );
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["channel"], "mine");
+    }
+}

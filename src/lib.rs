@@ -1,0 +1,46 @@
+//! herald: a clustered real-time WebSocket server.
+//!
+//! # Layout
+//!
+//! A publish (HTTP, or a feature such as a new broadcast) becomes an event committed to this
+//! node's SQLite log; the commit hands it, in log order, to the hub (local subscribers) and the
+//! backplane (other nodes). Clients hold WebSocket sessions that the hub feeds through bounded
+//! queues, each message carrying a cursor that resumes the stream on any node.
+//!
+//! ```text
+//!  HTTP/WS (api) -> auth -> features (broadcasts, channels, ...)
+//!                                |
+//!                                v
+//!                 store (writer thread, group commit) -- assigns (origin, seq)
+//!                                |
+//!                 +--------------+--------------+
+//!                 v                             v
+//!               hub (subscriptions,          backplane (to other nodes)
+//!               bounded queues, cursors)
+//! ```
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`event`] | the event, node ids, channel names, hybrid clock, version vectors, cursors |
+//! | [`config`] | flags + `HERALD_*` environment + TOML file -> a validated [`config::Config`] |
+//! | [`store`] | SQLite: schema, writer thread with group commit, log queries, materialized state |
+//! | [`hub`] | local subscriptions, server-side routing, per-connection bounded queues |
+//! | [`backplane`] | the [`backplane::Backplane`] trait and its implementations |
+//! | [`auth`] | user JWTs, the API key, channel permissions |
+//! | [`api`] | routes, errors, extractors, WebSocket sessions |
+//! | [`features`] | broadcasts, generic channels and publish |
+//! | [`server`] | assembling and stopping a node |
+//! | [`cli`] | `herald serve`, `token`, `publish` |
+//! | [`telemetry`] | logging and the Prometheus recorder |
+
+pub mod api;
+pub mod auth;
+pub mod backplane;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod features;
+pub mod hub;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,167 @@
+//! Materialized broadcast state: the broadcasts, the active-broadcast register and the
+//! acknowledgement set.
+
+use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::event::Event;
+
+/// The `broadcast` object of a `new_broadcast` event, as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastRecord {
+    pub id: String,
+    pub message: String,
+    pub message_type: String,
+    /// The creator's user id.
+    pub created_by: String,
+    /// The creator's username.
+    pub created_by_name: String,
+    pub created_at: String,
+    pub created_ms: u64,
+}
+
+/// Payload of `new_broadcast`: `{"type":"new_broadcast","broadcast":{...}}`, where the
+/// broadcast carries the seeds' fields (`created_by` is the username) plus `created_by_id`.
+#[derive(Deserialize)]
+struct NewBroadcastPayload {
+    broadcast: WireBroadcast,
+}
+
+#[derive(Deserialize)]
+struct WireBroadcast {
+    id: String,
+    message: String,
+    message_type: String,
+    created_by: String,
+    created_by_id: String,
+    created_at: String,
+}
+
+#[derive(Deserialize)]
+struct AckPayload {
+    broadcast_id: String,
+    user_id: String,
+}
+
+fn corrupt(error: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(error.to_string())
+}
+
+pub(super) fn apply_new_broadcast(
+    connection: &Connection,
+    event: &Event,
+) -> Result<(), StoreError> {
+    let payload: NewBroadcastPayload = serde_json::from_str(&event.payload).map_err(corrupt)?;
+    connection
+        .prepare_cached(
+            "INSERT OR IGNORE INTO broadcasts
+             (id, message, message_type, created_by, created_by_name, created_at, created_ms, hlc, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(rusqlite::params![
+            payload.broadcast.id,
+            payload.broadcast.message,
+            payload.broadcast.message_type,
+            payload.broadcast.created_by_id,
+            payload.broadcast.created_by,
+            payload.broadcast.created_at,
+            event.hlc.millis() as i64,
+            event.hlc.0 as i64,
+            event.origin.as_str(),
+        ])?;
+    write_active_register(connection, Some(&payload.broadcast.id), event)
+}
+
+pub(super) fn apply_clear(connection: &Connection, event: &Event) -> Result<(), StoreError> {
+    write_active_register(connection, None, event)
+}
+
+/// Last-writer-wins on `(hlc, origin)`: the write lands only if it is newer than the stored one.
+fn write_active_register(
+    connection: &Connection,
+    broadcast_id: Option<&str>,
+    event: &Event,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT INTO active_broadcast (slot, broadcast_id, hlc, origin) VALUES (0, ?1, ?2, ?3)
+             ON CONFLICT (slot) DO UPDATE SET
+                broadcast_id = excluded.broadcast_id, hlc = excluded.hlc, origin = excluded.origin
+             WHERE (excluded.hlc, excluded.origin) > (active_broadcast.hlc, active_broadcast.origin)",
+        )?
+        .execute(rusqlite::params![broadcast_id, event.hlc.0 as i64, event.origin.as_str()])?;
+    Ok(())
+}
+
+pub(super) fn apply_acknowledgement(
+    connection: &Connection,
+    event: &Event,
+) -> Result<(), StoreError> {
+    let payload: AckPayload = serde_json::from_str(&event.payload).map_err(corrupt)?;
+    connection
+        .prepare_cached(
+            "INSERT OR IGNORE INTO broadcast_acks (broadcast_id, user_id) VALUES (?1, ?2)",
+        )?
+        .execute(rusqlite::params![payload.broadcast_id, payload.user_id])?;
+    Ok(())
+}
+
+// ---- reads ----
+
+pub fn active_broadcast(connection: &Connection) -> Result<Option<BroadcastRecord>, StoreError> {
+    let record = connection
+        .prepare_cached(
+            "SELECT b.id, b.message, b.message_type, b.created_by, b.created_by_name, b.created_at, b.created_ms
+             FROM active_broadcast a JOIN broadcasts b ON b.id = a.broadcast_id WHERE a.slot = 0",
+        )?
+        .query_row([], |row| {
+            Ok(BroadcastRecord {
+                id: row.get(0)?,
+                message: row.get(1)?,
+                message_type: row.get(2)?,
+                created_by: row.get(3)?,
+                created_by_name: row.get(4)?,
+                created_at: row.get(5)?,
+                created_ms: row.get::<_, i64>(6)? as u64,
+            })
+        })
+        .optional()?;
+    Ok(record)
+}
+
+pub fn broadcast_exists(connection: &Connection, broadcast_id: &str) -> Result<bool, StoreError> {
+    let found = connection
+        .prepare_cached("SELECT 1 FROM broadcasts WHERE id = ?1")?
+        .query_row([broadcast_id], |_| Ok(()))
+        .optional()?;
+    Ok(found.is_some())
+}
+
+pub fn is_acknowledged(
+    connection: &Connection,
+    broadcast_id: &str,
+    user_id: &str,
+) -> Result<bool, StoreError> {
+    let found = connection
+        .prepare_cached("SELECT 1 FROM broadcast_acks WHERE broadcast_id = ?1 AND user_id = ?2")?
+        .query_row([broadcast_id, user_id], |_| Ok(()))
+        .optional()?;
+    Ok(found.is_some())
+}
+
+/// Broadcasts `creator` made at or after `since_ms` (Unix milliseconds).
+pub fn broadcasts_by_creator_since(
+    connection: &Connection,
+    creator: &str,
+    since_ms: u64,
+) -> Result<u64, StoreError> {
+    let count: i64 = connection
+        .prepare_cached(
+            "SELECT count(*) FROM broadcasts WHERE created_by = ?1 AND created_ms >= ?2",
+        )?
+        .query_row(rusqlite::params![creator, since_ms as i64], |row| {
+            row.get(0)
+        })?;
+    Ok(count as u64)
+}

@@ -1,0 +1,203 @@
+//! The event store: each node's SQLite database.
+//!
+//! It owns the schema, the single writer thread (group commit: many appends in one
+//! transaction, each caller answered only after the commit), the per-origin log positions,
+//! and the materialized state (active broadcast, acknowledgements) that is updated in the same
+//! transaction as the event that changes it, by [`materialize::apply`]. The same apply code
+//! runs for local appends and, later, for events that arrive from other nodes, so state is a
+//! pure function of the set of events held.
+//!
+//! Reads (history since a cursor, active broadcast) run on separate read-only connections on
+//! tokio's blocking pool; nothing here holds a lock across an `.await`.
+//!
+//! The store must not know about sockets or peers: after each commit it hands the newly
+//! committed events, in log order, to a [`CommitSink`] (the hub and the backplane).
+
+mod broadcasts;
+mod log;
+mod materialize;
+mod readers;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::event::{EventDraft, HybridClock, NodeId, SharedEvent, VersionVector};
+
+pub use broadcasts::BroadcastRecord;
+pub use log::{HistoryPage, LogQuery};
+use readers::ReaderPool;
+pub use writer::Appended;
+use writer::{WriteCommand, WriterThread};
+
+/// Receives every batch of committed events, in log order, on the writer thread.
+/// Implementations must not block: they hand events on through bounded queues.
+pub trait CommitSink: Send + Sync + 'static {
+    fn committed(&self, events: &[SharedEvent]);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// How hard a commit tries to reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// fsync the WAL on every commit: survives power loss.
+    Full,
+    /// fsync at checkpoints only: survives a killed process, not a power cut.
+    Normal,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    pub sync: SyncMode,
+    /// Most appends folded into one transaction.
+    pub max_batch: usize,
+    /// Bound of the queue in front of the writer thread.
+    pub queue_capacity: usize,
+    /// Read-only connections kept open.
+    pub readers: usize,
+}
+
+impl StoreOptions {
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            path: dir.join("herald.db"),
+            sync: SyncMode::Full,
+            max_batch: 1024,
+            queue_capacity: 16 * 1024,
+            readers: 4,
+        }
+    }
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    node_id: NodeId,
+    commands: mpsc::Sender<WriteCommand>,
+    readers: Arc<ReaderPool>,
+    writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Store {
+    /// Opens (creating or migrating) the database and starts the writer thread.
+    pub fn open(
+        options: &StoreOptions,
+        node_id: NodeId,
+        clock: Arc<HybridClock>,
+        sink: Arc<dyn CommitSink>,
+    ) -> Result<Self, StoreError> {
+        if let Some(parent) = options.path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let connection = schema::open_writer(&options.path, options.sync)?;
+        let (commands, receiver) = mpsc::channel(options.queue_capacity);
+        let writer =
+            WriterThread::new(connection, node_id.clone(), clock, sink, options.max_batch)?;
+        let handle = std::thread::Builder::new()
+            .name("herald-store-writer".into())
+            .spawn(move || writer.run(receiver))?;
+        Ok(Self {
+            node_id,
+            commands,
+            readers: Arc::new(ReaderPool::new(options.path.clone(), options.readers)),
+            writer: Arc::new(std::sync::Mutex::new(Some(handle))),
+        })
+    }
+
+    /// The log position held in the database at `path` (empty when it does not exist yet):
+    /// what a hub starts from, before the writer runs.
+    pub fn read_version_vector(path: &Path) -> Result<VersionVector, StoreError> {
+        if !path.exists() {
+            return Ok(VersionVector::new());
+        }
+        let connection = schema::open_writer(path, SyncMode::Normal)?;
+        log::version_vector(&connection)
+    }
+
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// Commits a new event from this node; answers after the commit with its identity.
+    pub async fn append(&self, draft: EventDraft) -> Result<Appended, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(WriteCommand::Append { draft, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `query` on a read-only connection on the blocking pool.
+    pub async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with_connection(query))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// The highest contiguous seq held per origin.
+    pub async fn version_vector(&self) -> Result<VersionVector, StoreError> {
+        self.read(log::version_vector).await
+    }
+
+    /// True when the writer thread is alive and a write transaction can be begun and rolled back.
+    pub async fn probe_writable(&self) -> bool {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(WriteCommand::Probe { reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        matches!(answer.await, Ok(true))
+    }
+
+    /// Stops the writer after it has committed everything queued, and waits for it.
+    /// Other clones of the handle see [`StoreError::Closed`] afterwards.
+    pub async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self
+            .commands
+            .send(WriteCommand::Close { reply })
+            .await
+            .is_ok()
+        {
+            let _ = done.await;
+        }
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+/// Read queries on materialized state, for use inside [`Store::read`].
+pub mod state {
+    pub use super::broadcasts::{
+        active_broadcast, broadcast_exists, broadcasts_by_creator_since, is_acknowledged,
+    };
+    pub use super::materialize::kinds;
+}

@@ -1,0 +1,108 @@
+//! Schema and migrations, applied in order by `PRAGMA user_version`.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{StoreError, SyncMode};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the event log, log positions, broadcast state.
+    "CREATE TABLE events (
+        origin   TEXT    NOT NULL,
+        seq      INTEGER NOT NULL,
+        id       TEXT    NOT NULL,
+        hlc      INTEGER NOT NULL,
+        channel  TEXT    NOT NULL,
+        kind     TEXT    NOT NULL,
+        payload  TEXT    NOT NULL,
+        users    TEXT,
+        PRIMARY KEY (origin, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_by_channel ON events (channel, origin, seq);
+    CREATE TABLE log_positions (
+        origin     TEXT PRIMARY KEY,
+        contiguous INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE broadcasts (
+        id              TEXT PRIMARY KEY,
+        message         TEXT    NOT NULL,
+        message_type    TEXT    NOT NULL,
+        created_by      TEXT    NOT NULL,
+        created_by_name TEXT    NOT NULL,
+        created_at      TEXT    NOT NULL,
+        created_ms      INTEGER NOT NULL,
+        hlc             INTEGER NOT NULL,
+        origin          TEXT    NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX broadcasts_by_creator ON broadcasts (created_by, created_ms);
+    CREATE TABLE active_broadcast (
+        slot         INTEGER PRIMARY KEY CHECK (slot = 0),
+        broadcast_id TEXT,
+        hlc          INTEGER NOT NULL,
+        origin       TEXT    NOT NULL
+    );
+    CREATE TABLE broadcast_acks (
+        broadcast_id TEXT NOT NULL,
+        user_id      TEXT NOT NULL,
+        PRIMARY KEY (broadcast_id, user_id)
+    ) WITHOUT ROWID;",
+];
+
+pub(super) fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
+    let mut connection = Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    let synchronous = match sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
+    };
+    connection.pragma_update(None, "synchronous", synchronous)?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    migrate(&mut connection)?;
+    Ok(connection)
+}
+
+pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let current = current as usize;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {current} is newer than this herald ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = connection.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_a_new_database_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(open_writer(&path, SyncMode::Normal).unwrap());
+        let connection = open_writer(&path, SyncMode::Normal).unwrap();
+        let version: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+    }
+}
