@@ -11,14 +11,67 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
-use crate::backplane::{Backplane, CommitFanout, LocalBackplane};
+use crate::backplane::{Backplane, CommitFanout, LocalBackplane, MeshBackplane};
+use crate::cluster::{Cluster, SelfDescription, keys, resolve_gossip_addr};
 use crate::config::{BackplaneKind, Config};
 use crate::event::HybridClock;
 use crate::hub::Hub;
+use crate::mesh::{LocalIdentity, Mesh};
 use crate::store::{Store, StoreError, StoreOptions};
+
+/// Binds the mesh endpoint, joins gossip, and builds the mesh backplane (not yet running).
+async fn start_mesh(
+    config: &Config,
+    http_addr: SocketAddr,
+) -> Result<
+    (
+        Arc<MeshBackplane>,
+        tokio::sync::mpsc::Receiver<crate::mesh::Inbound>,
+    ),
+    ServerError,
+> {
+    let generation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let local = LocalIdentity {
+        node_id: config.node_id.clone(),
+        cluster_id: config.cluster_id.clone(),
+        generation,
+    };
+    let (mesh, inbound) = Mesh::start(config.mesh, local, &config.cluster_secret)
+        .map_err(|e| ServerError::Cluster(e.to_string()))?;
+    let mesh_addr = mesh.local_addr().unwrap_or(config.mesh);
+    let gossip_addr = resolve_gossip_addr(config.gossip).map_err(|source| ServerError::Bind {
+        addr: config.gossip,
+        source,
+    })?;
+    let description = SelfDescription {
+        node_id: config.node_id.clone(),
+        cluster_id: config.cluster_id.clone(),
+        generation,
+        gossip_addr,
+        seeds: config.seeds.clone(),
+        initial_keys: vec![
+            (keys::MESH_ADDR.to_string(), mesh_addr.to_string()),
+            (keys::HTTP_ADDR.to_string(), http_addr.to_string()),
+            (
+                keys::VERSION.to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+        ],
+    };
+    let cluster = Cluster::join(description)
+        .await
+        .map_err(|e| ServerError::Cluster(e.to_string()))?;
+    tracing::info!(node_id = %config.node_id, mesh = %mesh_addr, gossip = %gossip_addr, seeds = ?config.seeds, "joined gossip");
+    Ok((MeshBackplane::new(mesh, cluster), inbound))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -60,8 +113,15 @@ impl Server {
             addr: config.http,
             source,
         })?;
+        let (stop, stopped) = watch::channel(false);
+        let mut mesh_parts = None;
         let backplane: Arc<dyn Backplane> = match config.backplane {
             BackplaneKind::Local => Arc::new(LocalBackplane),
+            BackplaneKind::Mesh => {
+                let (mesh, inbound) = start_mesh(&config, http_addr).await?;
+                mesh_parts = Some((Arc::clone(&mesh), inbound));
+                mesh
+            }
             other => return Err(ServerError::BackplaneUnavailable(other)),
         };
         let clock = Arc::new(HybridClock::new());
@@ -83,7 +143,15 @@ impl Server {
             backplane,
             started: Instant::now(),
         };
-        let (stop, mut stopped) = watch::channel(false);
+        if let Some((mesh, inbound)) = mesh_parts {
+            mesh.run(
+                state.store.clone(),
+                Arc::clone(&state.hub),
+                inbound,
+                stopped.clone(),
+            );
+        }
+        let mut stopped = stopped;
         let app = api::router(state.clone());
         let http_task = tokio::spawn(async move {
             let shutdown = async move {
@@ -125,6 +193,7 @@ impl Server {
             tracing::warn!("clients still connected after the grace period; closing anyway");
             http_task.abort();
         }
+        self.state.backplane.close();
         self.state.store.close().await;
         tracing::info!(node_id = %self.state.config.node_id, "stopped");
     }

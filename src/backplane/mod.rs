@@ -6,6 +6,7 @@
 //! events to bounded queues with a written overflow policy.
 
 mod local;
+pub mod mesh;
 
 use serde::Serialize;
 
@@ -15,6 +16,7 @@ use crate::store::CommitSink;
 use std::sync::Arc;
 
 pub use local::LocalBackplane;
+pub use mesh::MeshBackplane;
 
 /// What `/readyz` and `/api/cluster` say about the backplane.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -29,7 +31,33 @@ pub trait Backplane: Send + Sync + 'static {
     /// Hands committed events, in log order, to the other nodes. Never blocks.
     fn ship(&self, events: &[SharedEvent]);
 
+    /// Hands ephemeral events (typing indicators) to the other nodes, best effort.
+    fn ship_ephemeral(&self, _events: &[SharedEvent]) {}
+
     fn health(&self) -> BackplaneHealth;
+
+    /// Peers this node can ship to right now.
+    fn linked_peers(&self) -> usize {
+        0
+    }
+
+    /// The highest seq of this node's own events that another node reported storing.
+    fn replication_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// Peer links, for `/api/cluster`.
+    fn links(&self) -> Vec<crate::mesh::LinkInfo> {
+        Vec::new()
+    }
+
+    /// Stops shipping: closes links and leaves gossip without announcing anything.
+    fn close(&self) {}
+
+    /// Gossip membership, when this backplane has one.
+    fn cluster(&self) -> Option<Arc<crate::cluster::Cluster>> {
+        None
+    }
 }
 
 /// The store's commit sink: local subscribers first, then the other nodes.

@@ -122,7 +122,7 @@ pub fn resolve(
     let backplane = args
         .backplane
         .or(file.backplane)
-        .unwrap_or(BackplaneKind::Local);
+        .unwrap_or(BackplaneKind::Mesh);
     let redis_url = args.redis_url.clone().or(file.redis_url.clone());
     if backplane == BackplaneKind::Redis && redis_url.is_none() {
         return Err(ConfigError::invalid(

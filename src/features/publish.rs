@@ -6,6 +6,9 @@ use serde::Serialize;
 use crate::api::{ApiError, AppState};
 use crate::event::{ChannelName, Cursor, EventDraft};
 
+/// How long a `replication = 2` publish waits for another node to store the event.
+pub const REPLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, Serialize)]
 pub struct Published {
     pub id: String,
@@ -46,9 +49,29 @@ pub async fn publish(
         })
         .await?;
     metrics::counter!("herald_publishes_total").increment(1);
+    let replicated =
+        state.config.replication >= 2 && confirm_replicated(state, appended.event.seq).await;
     Ok(Published {
         id: appended.event.id.to_string(),
         cursor: Cursor::encode(&appended.position),
-        replicated: false,
+        replicated,
     })
+}
+
+/// Waits until another node reports storing this node's event `seq`. With no linked peer it
+/// answers false at once (the publish degrades to a local commit and says so).
+async fn confirm_replicated(state: &AppState, seq: u64) -> bool {
+    if state.backplane.linked_peers() == 0 {
+        return false;
+    }
+    let Some(mut acked) = state.backplane.replication_watch() else {
+        return false;
+    };
+    let waited =
+        tokio::time::timeout(REPLICATION_TIMEOUT, acked.wait_for(|acked| *acked >= seq)).await;
+    let confirmed = matches!(waited, Ok(Ok(_)));
+    if !confirmed {
+        metrics::counter!("herald_replication_timeouts_total").increment(1);
+    }
+    confirmed
 }

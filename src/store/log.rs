@@ -68,6 +68,64 @@ pub(super) fn highest_hlc(connection: &Connection) -> Result<Option<Hlc>, StoreE
     Ok(highest.map(|h| Hlc(h as u64)))
 }
 
+/// The events of `origin` right after `after` that are present without a gap, in seq order.
+pub(super) fn contiguous_after(
+    connection: &Connection,
+    origin: &NodeId,
+    after: u64,
+    page: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let mut walked = Vec::new();
+    let mut next = after + 1;
+    loop {
+        let batch = range(connection, origin, next - 1, u64::MAX >> 1, page)?;
+        let full = batch.len() == page;
+        for event in batch {
+            if event.seq != next {
+                return Ok(walked);
+            }
+            next += 1;
+            walked.push(event);
+        }
+        if !full {
+            return Ok(walked);
+        }
+    }
+}
+
+/// Events of `origin` with `after < seq <= upto`, in seq order, at most `limit`.
+pub fn range(
+    connection: &Connection,
+    origin: &NodeId,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT origin, seq, id, hlc, channel, kind, payload, users FROM events
+         WHERE origin = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
+    )?;
+    let rows = statement.query_map(
+        rusqlite::params![origin.as_str(), after as i64, upto as i64, limit as i64],
+        read_event,
+    )?;
+    let mut events = Vec::new();
+    for row in rows {
+        events.push(row??);
+    }
+    Ok(events)
+}
+
+pub(super) fn highest_seq(
+    connection: &Connection,
+    origin: &NodeId,
+) -> Result<Option<u64>, StoreError> {
+    let highest: Option<i64> = connection
+        .prepare_cached("SELECT max(seq) FROM events WHERE origin = ?1")?
+        .query_row([origin.as_str()], |row| row.get(0))?;
+    Ok(highest.map(|h| h as u64))
+}
+
 /// Which events a resuming subscription needs: those of its channels (exact names or name
 /// prefixes) with `after[origin] < seq <= upto[origin]`, at most `limit` of them.
 #[derive(Clone, Debug)]

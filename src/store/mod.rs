@@ -30,7 +30,7 @@ use crate::event::{EventDraft, HybridClock, NodeId, SharedEvent, VersionVector};
 pub use broadcasts::BroadcastRecord;
 pub use log::{HistoryPage, LogQuery};
 use readers::ReaderPool;
-pub use writer::Appended;
+pub use writer::{Appended, Applied};
 use writer::{WriteCommand, WriterThread};
 
 /// Receives every batch of committed events, in log order, on the writer thread.
@@ -88,7 +88,7 @@ impl StoreOptions {
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    node_id: NodeId,
+    origin: NodeId,
     commands: mpsc::Sender<WriteCommand>,
     readers: Arc<ReaderPool>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -106,14 +106,14 @@ impl Store {
             std::fs::create_dir_all(parent)?;
         }
         let connection = schema::open_writer(&options.path, options.sync)?;
+        let origin = schema::origin_id(&connection, &node_id)?;
         let (commands, receiver) = mpsc::channel(options.queue_capacity);
-        let writer =
-            WriterThread::new(connection, node_id.clone(), clock, sink, options.max_batch)?;
+        let writer = WriterThread::new(connection, origin.clone(), clock, sink, options.max_batch)?;
         let handle = std::thread::Builder::new()
             .name("herald-store-writer".into())
             .spawn(move || writer.run(receiver))?;
         Ok(Self {
-            node_id,
+            origin,
             commands,
             readers: Arc::new(ReaderPool::new(options.path.clone(), options.readers)),
             writer: Arc::new(std::sync::Mutex::new(Some(handle))),
@@ -130,8 +130,10 @@ impl Store {
         log::version_vector(&connection)
     }
 
-    pub fn node_id(&self) -> &NodeId {
-        &self.node_id
+    /// The origin id under which this database's own events are logged: the node id plus the
+    /// database's creation time, so that a node whose disk was wiped never reuses a seq.
+    pub fn origin(&self) -> &NodeId {
+        &self.origin
     }
 
     /// Commits a new event from this node; answers after the commit with its identity.
@@ -139,6 +141,20 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(WriteCommand::Append { draft, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores events that other nodes committed (idempotent on `(origin, seq)`), and hands
+    /// what became contiguous to the sink.
+    pub async fn apply_remote(
+        &self,
+        events: Vec<crate::event::Event>,
+    ) -> Result<Applied, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(WriteCommand::ApplyRemote { events, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -199,5 +215,6 @@ pub mod state {
     pub use super::broadcasts::{
         active_broadcast, broadcast_exists, broadcasts_by_creator_since, is_acknowledged,
     };
+    pub use super::log::range as log_range;
     pub use super::materialize::kinds;
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 
 use super::{StoreError, SyncMode};
+use crate::event::NodeId;
 
 const MIGRATIONS: &[&str] = &[
     // 1: the event log, log positions, broadcast state.
@@ -47,7 +48,53 @@ const MIGRATIONS: &[&str] = &[
         user_id      TEXT NOT NULL,
         PRIMARY KEY (broadcast_id, user_id)
     ) WITHOUT ROWID;",
+    // 2: this database's identity as an origin.
+    "CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
+
+/// The origin id of this database: `<node_id>.<creation time in base 36>`, created once.
+pub(super) fn origin_id(connection: &Connection, node_id: &NodeId) -> Result<NodeId, StoreError> {
+    use rusqlite::OptionalExtension;
+    let stored: Option<String> = connection
+        .query_row("SELECT value FROM meta WHERE key = 'origin'", [], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    if let Some(origin) = stored {
+        return NodeId::new(&origin).map_err(|e| StoreError::Corrupt(e.to_string()));
+    }
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let epoch = base36(millis);
+    let keep = 64 - epoch.len() - 1;
+    let name: String = node_id.as_str().chars().take(keep).collect();
+    let origin =
+        NodeId::new(&format!("{name}.{epoch}")).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    connection.execute(
+        "INSERT INTO meta (key, value) VALUES ('origin', ?1)",
+        [origin.as_str()],
+    )?;
+    Ok(origin)
+}
+
+fn base36(mut value: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut digits = Vec::new();
+    loop {
+        digits.push(DIGITS[(value % 36) as usize]);
+        value /= 36;
+        if value == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap_or_default()
+}
 
 pub(super) fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
     let mut connection = Connection::open(path)?;

@@ -1,10 +1,14 @@
 //! The writer thread: the only connection that writes.
 //!
-//! It drains its queue into batches (group commit), assigns this node's gap-free `seq` and the
-//! hybrid-clock timestamp to each appended event, inserts the events and applies them to the
-//! materialized state in one transaction, commits, hands the committed events to the sink in
-//! log order, and only then answers each caller.
+//! It drains its queue into batches (group commit). For events published here it assigns this
+//! node's gap-free `seq` and the hybrid-clock timestamp; events from other nodes are inserted
+//! idempotently on `(origin, seq)`. Every new event is applied to the materialized state in
+//! the same transaction. After the commit, the events that became contiguous (this node's own,
+//! and any origin whose gap was just filled) go to the sink in per-origin seq order, and only
+//! then is each caller answered. An out-of-order event from another node is stored but held
+//! back from the sink until the events before it arrive.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use rusqlite::Connection;
@@ -21,10 +25,25 @@ pub struct Appended {
     pub position: VersionVector,
 }
 
+/// What applying events from other nodes changed.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    /// Events that were new here.
+    pub inserted: usize,
+    /// The log position after the apply.
+    pub position: VersionVector,
+    /// Origins with events held back behind a gap: `(origin, first missing seq, highest held)`.
+    pub gaps: Vec<(NodeId, u64, u64)>,
+}
+
 pub(super) enum WriteCommand {
     Append {
         draft: EventDraft,
         reply: oneshot::Sender<Result<Appended, StoreError>>,
+    },
+    ApplyRemote {
+        events: Vec<Event>,
+        reply: oneshot::Sender<Result<Applied, StoreError>>,
     },
     /// Answer whether a write transaction can begin.
     Probe { reply: oneshot::Sender<bool> },
@@ -34,7 +53,7 @@ pub(super) enum WriteCommand {
 
 pub(super) struct WriterThread {
     connection: Connection,
-    node_id: NodeId,
+    origin: NodeId,
     clock: Arc<HybridClock>,
     sink: Arc<dyn CommitSink>,
     max_batch: usize,
@@ -44,10 +63,13 @@ pub(super) struct WriterThread {
 
 type PendingAppend = (EventDraft, oneshot::Sender<Result<Appended, StoreError>>);
 
+/// Events read per query while walking a held-back range.
+const CONTIGUOUS_WALK_PAGE: usize = 1024;
+
 impl WriterThread {
     pub(super) fn new(
         connection: Connection,
-        node_id: NodeId,
+        origin: NodeId,
         clock: Arc<HybridClock>,
         sink: Arc<dyn CommitSink>,
         max_batch: usize,
@@ -58,7 +80,7 @@ impl WriterThread {
         }
         Ok(Self {
             connection,
-            node_id,
+            origin,
             clock,
             sink,
             max_batch: max_batch.max(1),
@@ -71,15 +93,20 @@ impl WriterThread {
             let mut appends: Vec<PendingAppend> = Vec::new();
             let mut close = None;
             let mut next = Some(first);
+            let mut batched = 0usize;
             while let Some(command) = next.take() {
+                batched += 1;
                 match command {
                     WriteCommand::Append { draft, reply } => appends.push((draft, reply)),
+                    WriteCommand::ApplyRemote { events, reply } => {
+                        let _ = reply.send(self.apply_remote(events));
+                    }
                     WriteCommand::Close { reply } => close = Some(reply),
                     WriteCommand::Probe { reply } => {
                         let _ = reply.send(self.probe());
                     }
                 }
-                if close.is_none() && appends.len() < self.max_batch {
+                if close.is_none() && batched < self.max_batch {
                     next = commands.try_recv().ok();
                 }
             }
@@ -106,8 +133,7 @@ impl WriterThread {
     }
 
     fn commit_appends(&mut self, appends: Vec<PendingAppend>) {
-        let result = self.write_own_events(&appends);
-        match result {
+        match self.write_own_events(&appends) {
             Ok(events) => {
                 self.sink.committed(&events);
                 metrics::counter!("herald_store_commits_total").increment(1);
@@ -136,11 +162,11 @@ impl WriterThread {
     ) -> Result<Vec<SharedEvent>, StoreError> {
         let tx = self.connection.transaction()?;
         let mut events = Vec::with_capacity(appends.len());
-        let mut seq = self.position.get(&self.node_id);
+        let mut seq = self.position.get(&self.origin);
         for (draft, _) in appends {
             seq += 1;
             let event = Event {
-                origin: self.node_id.clone(),
+                origin: self.origin.clone(),
                 seq,
                 id: Uuid::new_v4(),
                 hlc: self.clock.now(),
@@ -154,8 +180,55 @@ impl WriterThread {
             materialize::apply(&tx, &event)?;
             events.push(Arc::new(event));
         }
-        log::set_position(&tx, &self.node_id, seq)?;
+        log::set_position(&tx, &self.origin, seq)?;
         tx.commit()?;
         Ok(events)
+    }
+
+    /// Stores events from other nodes (idempotent), then hands on what became contiguous.
+    fn apply_remote(&mut self, events: Vec<Event>) -> Result<Applied, StoreError> {
+        let tx = self.connection.transaction()?;
+        let mut inserted = 0;
+        let mut touched: BTreeSet<NodeId> = BTreeSet::new();
+        for event in &events {
+            if event.ephemeral || event.seq == 0 || self.position.covers(&event.origin, event.seq) {
+                continue;
+            }
+            if log::insert_event(&tx, event)? {
+                materialize::apply(&tx, event)?;
+                self.clock.observe(event.hlc);
+                inserted += 1;
+            }
+            touched.insert(event.origin.clone());
+        }
+        let mut contiguous = Vec::new();
+        let mut position = self.position.clone();
+        let mut gaps = Vec::new();
+        for origin in &touched {
+            let before = position.get(origin);
+            let walked = log::contiguous_after(&tx, origin, before, CONTIGUOUS_WALK_PAGE)?;
+            let reached = walked.last().map(|e| e.seq).unwrap_or(before);
+            if reached > before {
+                log::set_position(&tx, origin, reached)?;
+                position.advance(origin, reached);
+            }
+            contiguous.extend(walked.into_iter().map(Arc::new));
+            if let Some(highest) = log::highest_seq(&tx, origin)? {
+                if highest > reached {
+                    gaps.push((origin.clone(), reached + 1, highest));
+                }
+            }
+        }
+        tx.commit()?;
+        self.position = position;
+        if !contiguous.is_empty() {
+            self.sink.committed(&contiguous);
+        }
+        metrics::counter!("herald_store_events_replicated_total").increment(inserted as u64);
+        Ok(Applied {
+            inserted,
+            position: self.position.clone(),
+            gaps,
+        })
     }
 }

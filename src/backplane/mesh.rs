@@ -1,0 +1,369 @@
+//! The mesh backplane: replication over the QUIC mesh, membership from gossip.
+//!
+//! - Live push: every commit on this node is encoded once and queued for every linked peer.
+//! - Ingest: pushed and pulled events are stored idempotently; the store holds back an event
+//!   behind a gap and reports the gap, which is pulled from the peer that sent it.
+//! - Anti-entropy: every tick each node sends its log position to every peer; a node that sees
+//!   a peer ahead for some origin pulls the missing range (a window at a time) from it. This is
+//!   also how a restarted or wiped node catches up, and how events dropped from a full link
+//!   queue are recovered.
+//! - Replication acks: the position a peer sends after storing a push doubles as the ack that
+//!   `replication = 2` publishes wait for.
+//! - Dialing: for each live member the node with the lower id dials; one link per pair.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::{Backplane, BackplaneHealth};
+use crate::cluster::{Cluster, MemberState, keys};
+use crate::event::{Event, NodeId, SharedEvent, VersionVector};
+use crate::hub::Hub;
+use crate::mesh::{Frame, Inbound, LinkInfo, Mesh, frame};
+use crate::store::Store;
+
+/// How often positions are exchanged, gaps looked for, peers dialed and gossip keys refreshed.
+pub const TICK: Duration = Duration::from_millis(200);
+/// Most events asked for in one pull.
+const PULL_WINDOW: u64 = 20_000;
+/// Events read per store query when serving a pull.
+const PULL_PAGE: usize = 2_000;
+/// A pull with no progress for this long is asked again (possibly from another peer).
+const PULL_STALE: Duration = Duration::from_secs(2);
+/// Pulls served at once.
+const PULLS_SERVED_AT_ONCE: usize = 4;
+
+struct PullInFlight {
+    upto: u64,
+    asked: Instant,
+}
+
+pub struct MeshBackplane {
+    mesh: Arc<Mesh>,
+    cluster: Arc<Cluster>,
+    /// The latest position each linked peer reported.
+    peer_positions: Mutex<HashMap<NodeId, VersionVector>>,
+    pulls: Mutex<HashMap<NodeId, PullInFlight>>,
+    /// The highest seq of this node's own origin that some peer reported holding.
+    replicated: watch::Sender<u64>,
+    origin: Mutex<Option<NodeId>>,
+}
+
+impl MeshBackplane {
+    pub fn new(mesh: Arc<Mesh>, cluster: Arc<Cluster>) -> Arc<Self> {
+        Arc::new(Self {
+            mesh,
+            cluster,
+            peer_positions: Mutex::new(HashMap::new()),
+            pulls: Mutex::new(HashMap::new()),
+            replicated: watch::channel(0).0,
+            origin: Mutex::new(None),
+        })
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    pub fn mesh(&self) -> &Arc<Mesh> {
+        &self.mesh
+    }
+
+    /// Starts ingest and the periodic tick; both end when `stop` fires.
+    pub fn run(
+        self: &Arc<Self>,
+        store: Store,
+        hub: Arc<Hub>,
+        inbound: mpsc::Receiver<Inbound>,
+        stop: watch::Receiver<bool>,
+    ) {
+        *lock(&self.origin) = Some(store.origin().clone());
+        tokio::spawn(Arc::clone(self).ingest(
+            store.clone(),
+            Arc::clone(&hub),
+            inbound,
+            stop.clone(),
+        ));
+        tokio::spawn(Arc::clone(self).tick_loop(hub, stop));
+    }
+
+    async fn ingest(
+        self: Arc<Self>,
+        store: Store,
+        hub: Arc<Hub>,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let serving = Arc::new(Semaphore::new(PULLS_SERVED_AT_ONCE));
+        loop {
+            let Inbound { from, frame } = tokio::select! {
+                received = inbound.recv() => match received { Some(inbound) => inbound, None => return },
+                _ = stop.wait_for(|stop| *stop) => return,
+            };
+            match frame {
+                Frame::Events { events } | Frame::Range { events, .. } => {
+                    self.store_remote(&store, &from, events).await;
+                }
+                Frame::Position { vector } => self.peer_reported(&from, vector, &hub),
+                Frame::Pull {
+                    origin,
+                    after,
+                    upto,
+                } => {
+                    let Ok(permit) = Arc::clone(&serving).acquire_owned().await else {
+                        return;
+                    };
+                    let (mesh, store, hub) =
+                        (Arc::clone(&self.mesh), store.clone(), Arc::clone(&hub));
+                    tokio::spawn(async move {
+                        serve_pull(&mesh, &store, &hub, &from, &origin, after, upto).await;
+                        drop(permit);
+                    });
+                }
+                Frame::Ephemeral { events } => {
+                    let events: Vec<SharedEvent> = events
+                        .into_iter()
+                        .filter(|e| e.ephemeral)
+                        .map(Arc::new)
+                        .collect();
+                    hub.dispatch(&events);
+                }
+                Frame::Hello { .. } => {
+                    tracing::warn!(peer = %from, "unexpected hello on an established link");
+                }
+            }
+        }
+    }
+
+    async fn store_remote(&self, store: &Store, from: &NodeId, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        match store.apply_remote(events).await {
+            Ok(applied) => {
+                // The position doubles as the replication ack for the sender.
+                if let Ok(bytes) = frame::encode(&Frame::Position {
+                    vector: applied.position.clone(),
+                }) {
+                    let _ = self.mesh.push_to(from, &Arc::from(bytes));
+                }
+                for (origin, first_missing, highest) in applied.gaps {
+                    self.request_pull(from, &origin, first_missing - 1, highest, true);
+                }
+                self.forget_finished_pulls(&applied.position);
+            }
+            Err(error) => {
+                tracing::warn!(peer = %from, %error, "storing replicated events failed");
+            }
+        }
+    }
+
+    fn peer_reported(&self, peer: &NodeId, vector: VersionVector, hub: &Hub) {
+        if let Some(origin) = lock(&self.origin).clone() {
+            let theirs = vector.get(&origin);
+            self.replicated.send_if_modified(|acked| {
+                if theirs > *acked {
+                    *acked = theirs;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        let mine = hub.delivered();
+        for (origin, seq) in vector.iter() {
+            let have = mine.get(origin);
+            if seq > have {
+                self.request_pull(peer, origin, have, seq, false);
+            }
+        }
+        lock(&self.peer_positions).insert(peer.clone(), vector);
+    }
+
+    /// Asks `peer` for `origin`'s events in `(after, upto]` unless a fresh pull covers them.
+    fn request_pull(&self, peer: &NodeId, origin: &NodeId, after: u64, upto: u64, urgent: bool) {
+        let upto = upto.min(after + PULL_WINDOW);
+        {
+            let mut pulls = lock(&self.pulls);
+            if let Some(pull) = pulls.get(origin) {
+                let fresh = pull.asked.elapsed() < PULL_STALE;
+                if fresh && (pull.upto >= upto || !urgent) {
+                    return;
+                }
+            }
+            pulls.insert(
+                origin.clone(),
+                PullInFlight {
+                    upto,
+                    asked: Instant::now(),
+                },
+            );
+        }
+        let pull = Frame::Pull {
+            origin: origin.clone(),
+            after,
+            upto,
+        };
+        if let Ok(bytes) = frame::encode(&pull) {
+            if self.mesh.push_to(peer, &Arc::from(bytes)).is_ok() {
+                metrics::counter!("herald_mesh_pulls_requested_total").increment(1);
+                tracing::debug!(%peer, %origin, after, upto, "pulling missing events");
+            }
+        }
+    }
+
+    fn forget_finished_pulls(&self, position: &VersionVector) {
+        lock(&self.pulls).retain(|origin, pull| position.get(origin) < pull.upto);
+    }
+
+    async fn tick_loop(self: Arc<Self>, hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            self.dial_peers();
+            let position = hub.delivered();
+            if let Ok(bytes) = frame::encode(&Frame::Position {
+                vector: position.clone(),
+            }) {
+                self.mesh.push_to_all(&Arc::from(bytes));
+            }
+            let linked = self.mesh.linked_peers();
+            lock(&self.peer_positions).retain(|peer, _| linked.contains(peer));
+            let counts = hub.counts();
+            self.cluster
+                .publish(vec![
+                    (keys::CONNECTIONS, counts.connections.to_string()),
+                    (keys::USERS, counts.users.to_string()),
+                    (
+                        keys::BROADCAST_USERS,
+                        hub.channel_users("broadcasts").to_string(),
+                    ),
+                    (keys::LOG_POSITION, keys::encode_vector(&position)),
+                ])
+                .await;
+        }
+    }
+
+    fn dial_peers(&self) {
+        let own = self.mesh.local().node_id.clone();
+        for member in self.cluster.live_peers() {
+            let (Some(addr), Ok(peer)) = (member.mesh_addr, NodeId::new(&member.node_id)) else {
+                continue;
+            };
+            if own < peer {
+                self.mesh.ensure_link(&peer, addr);
+            }
+        }
+    }
+
+    /// Live members (by gossip) other than this node.
+    fn believed_alive(&self) -> usize {
+        self.cluster
+            .members()
+            .iter()
+            .filter(|m| !m.is_self && m.state == MemberState::Alive)
+            .count()
+    }
+}
+
+async fn serve_pull(
+    mesh: &Mesh,
+    store: &Store,
+    hub: &Hub,
+    peer: &NodeId,
+    origin: &NodeId,
+    after: u64,
+    upto: u64,
+) {
+    let upto = upto.min(hub.delivered().get(origin));
+    let mut after = after;
+    while after < upto {
+        let origin_for_query = origin.clone();
+        let page = store
+            .read(move |c| {
+                crate::store::state::log_range(c, &origin_for_query, after, upto, PULL_PAGE)
+            })
+            .await;
+        let events = match page {
+            Ok(events) if !events.is_empty() => events,
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(%peer, %origin, %error, "serving a pull failed");
+                return;
+            }
+        };
+        after = events.last().map(|e| e.seq).unwrap_or(upto);
+        for chunk in frame::chunk_events(&events) {
+            let Ok(bytes) = frame::encode(&Frame::Range {
+                origin: origin.clone(),
+                events: chunk,
+            }) else {
+                return;
+            };
+            if mesh.send_to(peer, Arc::from(bytes)).await.is_err() {
+                return;
+            }
+        }
+        metrics::counter!("herald_mesh_events_served_total").increment(events.len() as u64);
+    }
+}
+
+impl Backplane for MeshBackplane {
+    fn ship(&self, events: &[SharedEvent]) {
+        let owned: Vec<Event> = events.iter().map(|e| Event::clone(e)).collect();
+        for chunk in frame::chunk_events(&owned) {
+            match frame::encode(&Frame::Events { events: chunk }) {
+                Ok(bytes) => self.mesh.push_to_all(&Arc::from(bytes)),
+                Err(error) => tracing::error!(%error, "cannot encode events for peers"),
+            }
+        }
+    }
+
+    fn ship_ephemeral(&self, events: &[SharedEvent]) {
+        let owned: Vec<Event> = events.iter().map(|e| Event::clone(e)).collect();
+        if let Ok(bytes) = frame::encode(&Frame::Ephemeral { events: owned }) {
+            self.mesh.push_to_all(&Arc::from(bytes));
+        }
+    }
+
+    fn health(&self) -> BackplaneHealth {
+        let alive = self.believed_alive();
+        let linked = self.mesh.linked_peers().len();
+        BackplaneHealth {
+            kind: "mesh",
+            healthy: alive == 0 || linked > 0,
+            detail: format!("linked to {linked} peers; {alive} believed alive"),
+        }
+    }
+
+    fn linked_peers(&self) -> usize {
+        self.mesh.linked_peers().len()
+    }
+
+    fn replication_watch(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.replicated.subscribe())
+    }
+
+    fn links(&self) -> Vec<LinkInfo> {
+        self.mesh.links()
+    }
+
+    fn cluster(&self) -> Option<Arc<Cluster>> {
+        Some(Arc::clone(&self.cluster))
+    }
+
+    fn close(&self) {
+        self.cluster.stop();
+        self.mesh.close();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,187 @@
+//! Cluster membership over chitchat gossip (UDP).
+//!
+//! Owns this node's gossip identity (node id, a generation that grows on every restart, the
+//! gossip address), the gossip keys it publishes about itself (see [`keys`]), the failure
+//! detector's tuning, and a typed view of the members: the newest generation of each node id,
+//! live or dead, refreshed a few times a second and published on a watch channel. Changes
+//! (added, updated, removed) are derived from successive views.
+//!
+//! Gossip carries no authority: a node that gossips but cannot prove the cluster secret on the
+//! mesh is listed, but no event is ever exchanged with it.
+
+pub mod keys;
+mod member;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chitchat::transport::UdpTransport;
+use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, spawn_chitchat};
+use tokio::sync::watch;
+
+pub use member::{Member, MemberState, MembershipChange, diff_members};
+
+use crate::event::NodeId;
+
+/// Gossip round interval; with the failure detector below a killed node is marked dead by its
+/// peers in about 1.2 s on loopback.
+pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
+const PHI_THRESHOLD: f64 = 5.0;
+/// How often the member view is rebuilt from chitchat's state.
+const VIEW_REFRESH: Duration = Duration::from_millis(100);
+/// How long a dead node stays listed.
+const DEAD_NODE_GRACE: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("gossip: {0}")]
+    Gossip(String),
+}
+
+/// What this node says about itself on start.
+#[derive(Clone, Debug)]
+pub struct SelfDescription {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub generation: u64,
+    pub gossip_addr: SocketAddr,
+    pub seeds: Vec<String>,
+    pub initial_keys: Vec<(String, String)>,
+}
+
+/// Handle to membership: read the member view, publish this node's keys, leave.
+pub struct Cluster {
+    handle: ChitchatHandle,
+    self_id: ChitchatId,
+    members: watch::Receiver<Arc<Vec<Member>>>,
+    view_task: tokio::task::JoinHandle<()>,
+}
+
+impl Cluster {
+    pub async fn join(description: SelfDescription) -> Result<Arc<Self>, ClusterError> {
+        let self_id = ChitchatId::new(
+            description.node_id.as_str().to_string(),
+            description.generation,
+            description.gossip_addr,
+        );
+        let failure_detector_config = FailureDetectorConfig {
+            phi_threshold: PHI_THRESHOLD,
+            sampling_window_size: 200,
+            max_interval: Duration::from_secs(2),
+            initial_interval: GOSSIP_INTERVAL,
+            dead_node_grace_period: DEAD_NODE_GRACE,
+        };
+        let config = ChitchatConfig {
+            chitchat_id: self_id.clone(),
+            cluster_id: description.cluster_id.clone(),
+            gossip_interval: GOSSIP_INTERVAL,
+            listen_addr: description.gossip_addr,
+            seed_nodes: description.seeds.clone(),
+            failure_detector_config,
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V0,
+        };
+        let handle = spawn_chitchat(config, description.initial_keys.clone(), &UdpTransport)
+            .await
+            .map_err(|e| ClusterError::Gossip(format!("{e:#}")))?;
+        let (publish, members) = watch::channel(Arc::new(Vec::new()));
+        let chitchat = handle.chitchat();
+        let own_id = self_id.clone();
+        let view_task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(VIEW_REFRESH);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let view = {
+                    let chitchat = chitchat.lock().await;
+                    member::build_view(&chitchat, &own_id)
+                };
+                if **publish.borrow() != view {
+                    let _ = publish.send(Arc::new(view));
+                }
+                if publish.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(Arc::new(Self {
+            handle,
+            self_id,
+            members,
+            view_task,
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.self_id.node_id
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.self_id.generation_id
+    }
+
+    /// The current member view (this node included).
+    pub fn members(&self) -> Arc<Vec<Member>> {
+        Arc::clone(&self.members.borrow())
+    }
+
+    /// A receiver that changes whenever the member view does.
+    pub fn watch_members(&self) -> watch::Receiver<Arc<Vec<Member>>> {
+        self.members.clone()
+    }
+
+    /// Live members other than this node.
+    pub fn live_peers(&self) -> Vec<Member> {
+        self.members()
+            .iter()
+            .filter(|m| m.state == MemberState::Alive && !m.is_self)
+            .cloned()
+            .collect()
+    }
+
+    /// Sets gossip keys about this node.
+    pub async fn publish(&self, entries: Vec<(&'static str, String)>) {
+        self.handle
+            .with_chitchat(|chitchat| {
+                let state = chitchat.self_node_state();
+                for (key, value) in &entries {
+                    if state.get(key) != Some(value.as_str()) {
+                        state.set(*key, value);
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Announces a graceful leave, lets it spread for a few gossip rounds, and stops gossip.
+    pub async fn leave(&self) {
+        self.publish(vec![(keys::LEAVING, "1".into())]).await;
+        tokio::time::sleep(GOSSIP_INTERVAL * 5).await;
+        let _ = self.handle.initiate_shutdown();
+    }
+
+    /// Stops gossip without announcing anything.
+    pub fn stop(&self) {
+        let _ = self.handle.initiate_shutdown();
+        self.view_task.abort();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.view_task.abort();
+        let _ = self.handle.initiate_shutdown();
+    }
+}
+
+/// Binds and releases a UDP port to find a free gossip port when the configured one is 0.
+pub fn resolve_gossip_addr(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.local_addr()
+}

@@ -1,0 +1,289 @@
+//! The mesh: one QUIC endpoint per node, mutually authenticated with the cluster secret, and
+//! one link per peer pair carrying versioned frames.
+//!
+//! It owns the endpoint, the links (one per peer node id; a newer connection from the same
+//! node replaces the older one), each link's bounded outbound queue, and the decoding of
+//! incoming frames, which it hands to one bounded inbound queue. It does not know what frames
+//! mean: the mesh backplane (`crate::backplane::mesh`) does.
+//!
+//! Overflow policy: a live push to a peer whose queue is full is dropped and counted; the peer
+//! finds the gap (the next push skips a seq, or a `Position` frame is ahead) and pulls the
+//! range. Replies to pulls wait for queue space instead.
+
+pub mod frame;
+mod link;
+pub mod tls;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+pub use frame::{Frame, FrameError};
+use link::Link;
+pub use link::LinkInfo;
+use tls::{ClusterIdentity, TlsError};
+
+use crate::event::NodeId;
+
+/// Frames queued per peer link.
+pub const LINK_QUEUE_FRAMES: usize = 1024;
+/// Frames received from all peers waiting to be handled.
+pub const INBOUND_QUEUE_FRAMES: usize = 256;
+/// Keep-alive on idle links, and the idle timeout after which a silent peer's link closes.
+pub const KEEP_ALIVE: Duration = Duration::from_millis(300);
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot bind the mesh endpoint on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("no link to {0}")]
+    NoLink(NodeId),
+}
+
+/// A frame from a peer.
+#[derive(Debug)]
+pub struct Inbound {
+    pub from: NodeId,
+    pub frame: Frame,
+}
+
+/// Who this node is on the mesh.
+#[derive(Clone, Debug)]
+pub struct LocalIdentity {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub generation: u64,
+}
+
+pub struct Mesh {
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    local: LocalIdentity,
+    links: Mutex<HashMap<NodeId, Link>>,
+    dialing: Mutex<HashSet<NodeId>>,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+impl Mesh {
+    /// Binds the endpoint and starts accepting peers. Frames from peers arrive on the returned
+    /// receiver.
+    pub fn start(
+        bind: SocketAddr,
+        local: LocalIdentity,
+        cluster_secret: &str,
+    ) -> Result<(Arc<Self>, mpsc::Receiver<Inbound>), MeshError> {
+        let identity = ClusterIdentity::derive(cluster_secret, &local.cluster_id)?;
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .keep_alive_interval(Some(KEEP_ALIVE))
+            .max_idle_timeout(Some(
+                IDLE_TIMEOUT
+                    .try_into()
+                    .map_err(|_| MeshError::Connect("idle timeout".into()))?,
+            ));
+        let transport = Arc::new(transport);
+        let mut server_config = identity.server_config()?;
+        server_config.transport_config(Arc::clone(&transport));
+        let mut client_config = identity.client_config()?;
+        client_config.transport_config(transport);
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, identity.reset_key());
+        let endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        let socket = std::net::UdpSocket::bind(bind)
+            .map_err(|source| MeshError::Bind { addr: bind, source })?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| MeshError::Connect("no async runtime".into()))?;
+        let endpoint = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
+            .map_err(|source| MeshError::Bind { addr: bind, source })?;
+        let (inbound, inbound_queue) = mpsc::channel(INBOUND_QUEUE_FRAMES);
+        let mesh = Arc::new(Self {
+            endpoint,
+            client_config,
+            local,
+            links: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashSet::new()),
+            inbound,
+        });
+        tokio::spawn(Arc::clone(&mesh).accept_loop());
+        Ok((mesh, inbound_queue))
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    pub fn local(&self) -> &LocalIdentity {
+        &self.local
+    }
+
+    async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let mesh = Arc::clone(&self);
+            tokio::spawn(async move {
+                match incoming.await {
+                    Ok(connection) => {
+                        if let Err(error) = mesh.establish(connection, None).await {
+                            tracing::warn!(%error, "inbound mesh link refused");
+                        }
+                    }
+                    Err(error) => {
+                        metrics::counter!("herald_mesh_handshake_failures_total").increment(1);
+                        tracing::warn!(%error, "inbound mesh handshake failed");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Dials `peer` at `addr` unless a link exists or a dial is under way.
+    pub fn ensure_link(self: &Arc<Self>, peer: &NodeId, addr: SocketAddr) {
+        if self.is_linked(peer) {
+            return;
+        }
+        if !self.lock_dialing().insert(peer.clone()) {
+            return;
+        }
+        let mesh = Arc::clone(self);
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let result = mesh.dial(&peer, addr).await;
+            mesh.lock_dialing().remove(&peer);
+            if let Err(error) = result {
+                metrics::counter!("herald_mesh_dial_failures_total").increment(1);
+                tracing::debug!(%peer, %addr, %error, "mesh dial failed");
+            }
+        });
+    }
+
+    async fn dial(self: &Arc<Self>, peer: &NodeId, addr: SocketAddr) -> Result<(), MeshError> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.client_config.clone(), addr, tls::SERVER_NAME)
+            .map_err(|e| MeshError::Connect(e.to_string()))?;
+        let connection = tokio::time::timeout(Duration::from_secs(3), connecting)
+            .await
+            .map_err(|_| MeshError::Connect("timed out".into()))?
+            .map_err(|e| MeshError::Connect(e.to_string()))?;
+        self.establish(connection, Some(peer)).await
+    }
+
+    /// Exchanges `Hello` frames and registers the link.
+    async fn establish(
+        self: &Arc<Self>,
+        connection: quinn::Connection,
+        expected: Option<&NodeId>,
+    ) -> Result<(), MeshError> {
+        let (link, hello) = link::open(
+            connection,
+            &self.local,
+            self.inbound.clone(),
+            Arc::downgrade(self),
+        )
+        .await?;
+        if let Some(expected) = expected {
+            if &hello.node_id != expected {
+                link.close("unexpected node id");
+                return Err(MeshError::Handshake(format!(
+                    "dialed {expected}, reached {}",
+                    hello.node_id
+                )));
+            }
+        }
+        if hello.node_id == self.local.node_id {
+            link.close("connected to self");
+            return Err(MeshError::Handshake("connected to self".into()));
+        }
+        tracing::info!(peer = %hello.node_id, generation = hello.generation, remote = %link.remote_addr(), "mesh link up");
+        metrics::counter!("herald_mesh_links_established_total").increment(1);
+        let replaced = self.lock_links().insert(hello.node_id.clone(), link);
+        if let Some(old) = replaced {
+            old.close("replaced by a newer link");
+        }
+        Ok(())
+    }
+
+    /// Called by a link's tasks when its connection ends.
+    pub(crate) fn link_closed(&self, peer: &NodeId, connection_id: usize) {
+        let mut links = self.lock_links();
+        if links
+            .get(peer)
+            .is_some_and(|link| link.connection_id() == connection_id)
+        {
+            links.remove(peer);
+            tracing::info!(%peer, "mesh link down");
+        }
+    }
+
+    pub fn is_linked(&self, peer: &NodeId) -> bool {
+        self.lock_links().contains_key(peer)
+    }
+
+    pub fn linked_peers(&self) -> Vec<NodeId> {
+        self.lock_links().keys().cloned().collect()
+    }
+
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.lock_links().values().map(Link::info).collect()
+    }
+
+    /// Queues an encoded frame for every linked peer; a full queue drops it (see module docs).
+    pub fn push_to_all(&self, bytes: &Arc<[u8]>) {
+        for link in self.lock_links().values() {
+            link.try_send(bytes);
+        }
+    }
+
+    /// Queues an encoded frame for one peer; a full queue drops it.
+    pub fn push_to(&self, peer: &NodeId, bytes: &Arc<[u8]>) -> Result<(), MeshError> {
+        let links = self.lock_links();
+        let link = links
+            .get(peer)
+            .ok_or_else(|| MeshError::NoLink(peer.clone()))?;
+        link.try_send(bytes);
+        Ok(())
+    }
+
+    /// Queues an encoded frame for one peer, waiting for queue space.
+    pub async fn send_to(&self, peer: &NodeId, bytes: Arc<[u8]>) -> Result<(), MeshError> {
+        let sender = {
+            let links = self.lock_links();
+            links
+                .get(peer)
+                .ok_or_else(|| MeshError::NoLink(peer.clone()))?
+                .sender()
+        };
+        sender
+            .send(bytes)
+            .await
+            .map_err(|_| MeshError::NoLink(peer.clone()))
+    }
+
+    /// Closes every link and the endpoint; peers see the links end at once.
+    pub fn close(&self) {
+        let links: Vec<Link> = self.lock_links().drain().map(|(_, link)| link).collect();
+        for link in links {
+            link.close("node shutting down");
+        }
+        self.endpoint.close(0u32.into(), b"shutdown");
+    }
+
+    fn lock_links(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Link>> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_dialing(&self) -> std::sync::MutexGuard<'_, HashSet<NodeId>> {
+        self.dialing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
