@@ -9,13 +9,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Lifecycle};
 use crate::auth::Authenticator;
 use crate::backplane::{Backplane, CommitFanout, LocalBackplane, MeshBackplane};
 use crate::cluster::{Cluster, SelfDescription, keys, resolve_gossip_addr};
 use crate::config::{BackplaneKind, Config};
 use crate::event::HybridClock;
-use crate::hub::Hub;
+use crate::hub::{CloseReason, Hub};
 use crate::mesh::{LocalIdentity, Mesh};
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -142,6 +142,7 @@ impl Server {
             auth,
             backplane,
             started: Instant::now(),
+            lifecycle: Arc::new(Lifecycle::default()),
         };
         if let Some((mesh, inbound)) = mesh_parts {
             mesh.run(
@@ -181,12 +182,29 @@ impl Server {
         &self.state
     }
 
+    /// Leaves the cluster gracefully: closes clients with 1012 (reconnect elsewhere, with the
+    /// cursor), announces the leave on gossip so peers need not wait for the failure detector,
+    /// then shuts down.
+    pub async fn leave(self) {
+        tracing::info!(node_id = %self.state.config.node_id, "leaving the cluster");
+        self.state.hub.close_all(CloseReason::Leaving);
+        if let Some(cluster) = self.state.backplane.cluster() {
+            cluster.leave().await;
+        }
+        self.shutdown().await;
+    }
+
+    /// Resolves when someone asked this node to leave (`POST /api/cluster/leave`).
+    pub async fn leave_requested(&self) {
+        self.state.lifecycle.leave_requested().await;
+    }
+
     /// Stops accepting, closes every client with 1001, waits (up to the configured grace) for
     /// the sessions to end, then commits what is queued and closes the store.
     pub async fn shutdown(self) {
         tracing::info!(node_id = %self.state.config.node_id, "shutting down");
         let _ = self.stop.send(true);
-        self.state.hub.close_all();
+        self.state.hub.close_all(CloseReason::Shutdown);
         let grace = self.state.config.shutdown_grace;
         let mut http_task = self.http_task;
         if tokio::time::timeout(grace, &mut http_task).await.is_err() {

@@ -5,6 +5,7 @@
 //! requests and sockets are handled: authentication, error bodies, bounded queues, heartbeats,
 //! resume with `?since=`, and close codes.
 
+mod cluster;
 mod error;
 mod extract;
 mod health;
@@ -33,12 +34,30 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub backplane: Arc<dyn Backplane>,
     pub started: Instant,
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// Requests that end the node from inside (a graceful leave asked over HTTP).
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    leave: tokio::sync::Notify,
+}
+
+impl Lifecycle {
+    pub fn request_leave(&self) {
+        self.leave.notify_one();
+    }
+
+    pub async fn leave_requested(&self) {
+        self.leave.notified().await;
+    }
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(cluster::routes())
         .merge(crate::features::broadcasts::routes())
         .merge(crate::features::channels::routes())
         .with_state(state)

@@ -3,6 +3,7 @@
 //! Each subcommand is a small module; errors reach the user as one line on stderr and a
 //! non-zero exit code.
 
+mod cluster;
 mod publish;
 mod serve;
 mod token;
@@ -26,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a node (a single node on 127.0.0.1:8000 with no arguments).
     Serve(crate::config::ServeArgs),
+    /// Join, inspect or leave a cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Mint a user token signed with HERALD_JWT_SECRET.
     Token(token::TokenArgs),
     /// Publish one event through a node's HTTP API.
@@ -45,6 +49,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Cluster(command) => cluster::run(command).await,
             Command::Token(args) => token::run(args),
             Command::Publish(args) => publish::run(args).await,
         }

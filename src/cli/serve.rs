@@ -21,8 +21,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         server.state().config.node_id,
         server.http_addr()
     );
-    wait_for_signal().await;
-    server.shutdown().await;
+    tokio::select! {
+        _ = wait_for_signal() => server.shutdown().await,
+        _ = server.leave_requested() => server.leave().await,
+    }
     Ok(())
 }
 

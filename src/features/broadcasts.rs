@@ -289,9 +289,16 @@ async fn stats(
     })))
 }
 
-/// Users connected to the broadcast socket across the cluster.
+/// Users connected to the broadcast socket across the cluster: this node's count, live, plus
+/// what every other live node last gossiped.
 fn broadcast_listeners(state: &AppState) -> usize {
-    state.hub.channel_users(kinds::BROADCASTS_CHANNEL)
+    let local = state.hub.channel_users(kinds::BROADCASTS_CHANNEL);
+    let peers: u64 = state
+        .backplane
+        .cluster()
+        .map(|cluster| cluster.live_peers().iter().map(|m| m.broadcast_users).sum())
+        .unwrap_or(0);
+    local + peers as usize
 }
 
 // ---- the socket ----

@@ -103,8 +103,8 @@ impl Hub {
 
     /// Tells every connection to close (shutdown): each one's close_signal signal fires with the
     /// given reason.
-    pub fn close_all(&self) {
-        self.lock().close_all();
+    pub fn close_all(&self, reason: CloseReason) {
+        self.lock().close_all(reason);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {

@@ -206,12 +206,12 @@ impl Registry {
         users.len()
     }
 
-    pub(super) fn close_all(&mut self) {
+    pub(super) fn close_all(&mut self, reason: CloseReason) {
         for subscriber in self.by_channel.values().flatten() {
-            subscriber.close.raise(CloseReason::Shutdown);
+            subscriber.close.raise(reason);
         }
         for (_, subscriber) in &self.by_prefix {
-            subscriber.close.raise(CloseReason::Shutdown);
+            subscriber.close.raise(reason);
         }
     }
 }

@@ -48,6 +48,8 @@ pub enum CloseReason {
     SlowClient = 1,
     /// The node is shutting down (close code 1001).
     Shutdown = 2,
+    /// The node is leaving the cluster: reconnect elsewhere (close code 1012).
+    Leaving = 3,
 }
 
 /// Raised by the hub, awaited by the connection's writer.
@@ -71,6 +73,7 @@ impl CloseSignal {
             match self.reason.load(Ordering::Acquire) {
                 1 => return CloseReason::SlowClient,
                 2 => return CloseReason::Shutdown,
+                3 => return CloseReason::Leaving,
                 _ => self.notify.notified().await,
             }
         }

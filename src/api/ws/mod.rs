@@ -28,6 +28,7 @@ pub mod close_code {
     pub const UNSUPPORTED_DATA: u16 = 1003;
     pub const POLICY_VIOLATION: u16 = 1008;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const SERVICE_RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
