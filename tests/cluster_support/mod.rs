@@ -118,7 +118,7 @@ impl TestCluster {
             .args(node.spec.extra_args.iter())
             .env("HERALD_CLUSTER_SECRET", &node.spec.cluster_secret)
             .env("HERALD_SEEDS", seeds.join(","))
-            .env("HERALD_LOG", "warn")
+            .env("HERALD_LOG", "error")
             .env_remove("HERALD_CONFIG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
