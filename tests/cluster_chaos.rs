@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use cluster_support::client::connect;
 use cluster_support::{API_KEY, TestCluster, wait_until};
 use futures_util::StreamExt;
 use herald::auth::Role;

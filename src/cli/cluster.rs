@@ -8,7 +8,7 @@ use crate::config::{DEV_API_KEY, ServeArgs};
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
     /// Start this node and join the cluster through a seed (takes every `serve` flag).
-    Join(ServeArgs),
+    Join(Box<ServeArgs>),
     /// Print the members table: id, addresses, state, connections, log position.
     Status(AdminArgs),
     /// Ask a node to leave gracefully: drain clients, announce the leave, exit.
@@ -31,7 +31,7 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             if args.seeds.is_empty() {
                 anyhow::bail!("invalid seed: `cluster join` needs at least one --seed ADDR");
             }
-            super::serve::run(args).await
+            super::serve::run(*args).await
         }
         ClusterCommand::Status(args) => status(args).await,
         ClusterCommand::Leave(args) => leave(args).await,
