@@ -1,0 +1,213 @@
+//! The backplane conformance suite: the same scenarios run against every Backplane
+//! implementation, with nodes started in-process on port 0.
+//!
+//! - an event published on one node reaches every node's log and a subscriber on another node
+//!   exactly once;
+//! - a node that was down while events were published catches up after it restarts;
+//! - every node reports ready once its backplane can deliver.
+//!
+//! `local` is the single-node case of the same scenarios.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use herald::config::{BackplaneKind, Config, DEV_API_KEY, DEV_JWT_SECRET};
+use herald::server::Server;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Topology {
+    kind: BackplaneKind,
+    configs: Vec<Config>,
+    nodes: Vec<Option<Server>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Topology {
+    async fn start(kind: BackplaneKind, count: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let gossip: Vec<SocketAddr> = (0..count)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap())
+            .collect();
+        let configs: Vec<Config> = (0..count)
+            .map(|index| {
+                let mut config = Config::for_tests(dir.path().join(format!("n{index}")));
+                config.node_id = herald::event::NodeId::new(&format!("n{index}")).unwrap();
+                config.backplane = kind;
+                config.gossip = gossip[index];
+                config.seeds = gossip.iter().map(ToString::to_string).collect();
+                config.cluster_secret = "conformance-secret".into();
+                config.shutdown_grace = Duration::from_secs(2);
+                config
+            })
+            .collect();
+        let mut topology = Self {
+            kind,
+            nodes: (0..count).map(|_| None).collect(),
+            configs,
+            _dir: dir,
+        };
+        for index in 0..count {
+            topology.start_node(index).await;
+        }
+        topology
+    }
+
+    async fn start_node(&mut self, index: usize) {
+        let server = Server::start(self.configs[index].clone()).await.expect("start node");
+        self.nodes[index] = Some(server);
+    }
+
+    async fn stop_node(&mut self, index: usize) {
+        if let Some(server) = self.nodes[index].take() {
+            server.shutdown().await;
+        }
+    }
+
+    fn addr(&self, index: usize) -> SocketAddr {
+        self.nodes[index].as_ref().expect("running").http_addr()
+    }
+
+    async fn publish(&self, index: usize, channel: &str, data: Value) -> Value {
+        reqwest::Client::new()
+            .post(format!("http://{}/api/publish", self.addr(index)))
+            .bearer_auth(DEV_API_KEY)
+            .json(&json!({"channel": channel, "data": data}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn history_len(&self, index: usize, channel: &str) -> usize {
+        let body: Value = reqwest::Client::new()
+            .get(format!("http://{}/api/channels/{channel}/history?limit=1000", self.addr(index)))
+            .bearer_auth(DEV_API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["events"].as_array().map(Vec::len).unwrap_or(0)
+    }
+
+    async fn ready(&self, index: usize) -> bool {
+        reqwest::get(format!("http://{}/readyz", self.addr(index)))
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+    }
+
+    async fn shutdown(mut self) {
+        for index in 0..self.nodes.len() {
+            self.stop_node(index).await;
+        }
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn token(user: &str) -> String {
+    let auth = herald::auth::Authenticator::new(DEV_JWT_SECRET, DEV_API_KEY);
+    let user = herald::auth::User {
+        id: user.into(),
+        name: user.into(),
+        roles: Vec::new(),
+        creator_id: None,
+    };
+    auth.mint(&user, Duration::from_secs(600))
+}
+
+// ---- the scenarios ----
+
+async fn delivers_to_every_node_exactly_once(kind: BackplaneKind, count: usize) {
+    let topology = Topology::start(kind, count).await;
+    for index in 0..count {
+        wait_until("every node is ready", || topology.ready(index)).await;
+    }
+    let last = count - 1;
+    let url = format!("ws://{}/ws?channel=conformance&token={}", topology.addr(last), token("u1"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    for n in 0..20 {
+        let answer = topology.publish(n % count, "conformance", json!({"type": "item", "n": n})).await;
+        assert_eq!(answer["status"], "success", "{answer}");
+    }
+    for index in 0..count {
+        wait_until("every node holds all 20 events", || async { topology.history_len(index, "conformance").await == 20 }).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        let message = tokio::time::timeout(WAIT, socket.next()).await.unwrap().unwrap().unwrap();
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] == "item" {
+                seen.push(value["n"].as_u64().unwrap());
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, (0..20).collect::<Vec<u64>>(), "each event exactly once ({:?})", topology.kind);
+    topology.shutdown().await;
+}
+
+async fn catches_up_after_a_restart(kind: BackplaneKind, count: usize) {
+    let mut topology = Topology::start(kind, count).await;
+    let behind = count - 1;
+    for index in 0..count {
+        wait_until("every node is ready", || topology.ready(index)).await;
+    }
+    if count == 1 {
+        // A single node: what was committed before the restart is there after it.
+        for n in 0..200 {
+            topology.publish(0, "catchup", json!({"type": "item", "n": n})).await;
+        }
+        topology.stop_node(behind).await;
+    } else {
+        topology.stop_node(behind).await;
+        for n in 0..200 {
+            topology.publish(n % behind, "catchup", json!({"type": "item", "n": n})).await;
+        }
+    }
+    topology.start_node(behind).await;
+    wait_until("the restarted node holds every event", || async {
+        topology.history_len(behind, "catchup").await == 200
+    })
+    .await;
+    topology.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_delivers_to_every_node_exactly_once() {
+    delivers_to_every_node_exactly_once(BackplaneKind::Mesh, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_catches_up_after_a_restart() {
+    catches_up_after_a_restart(BackplaneKind::Mesh, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_delivers_exactly_once() {
+    delivers_to_every_node_exactly_once(BackplaneKind::Local, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_keeps_its_log_across_a_restart() {
+    catches_up_after_a_restart(BackplaneKind::Local, 1).await;
+}
