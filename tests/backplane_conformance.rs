@@ -30,7 +30,12 @@ impl Topology {
     async fn start(kind: BackplaneKind, count: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let gossip: Vec<SocketAddr> = (0..count)
-            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap())
+            .map(|_| {
+                UdpSocket::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+            })
             .collect();
         let configs: Vec<Config> = (0..count)
             .map(|index| {
@@ -57,7 +62,9 @@ impl Topology {
     }
 
     async fn start_node(&mut self, index: usize) {
-        let server = Server::start(self.configs[index].clone()).await.expect("start node");
+        let server = Server::start(self.configs[index].clone())
+            .await
+            .expect("start node");
         self.nodes[index] = Some(server);
     }
 
@@ -86,7 +93,10 @@ impl Topology {
 
     async fn history_len(&self, index: usize, channel: &str) -> usize {
         let body: Value = reqwest::Client::new()
-            .get(format!("http://{}/api/channels/{channel}/history?limit=1000", self.addr(index)))
+            .get(format!(
+                "http://{}/api/channels/{channel}/history?limit=1000",
+                self.addr(index)
+            ))
             .bearer_auth(DEV_API_KEY)
             .send()
             .await
@@ -142,18 +152,31 @@ async fn delivers_to_every_node_exactly_once(kind: BackplaneKind, count: usize) 
         wait_until("every node is ready", || topology.ready(index)).await;
     }
     let last = count - 1;
-    let url = format!("ws://{}/ws?channel=conformance&token={}", topology.addr(last), token("u1"));
+    let url = format!(
+        "ws://{}/ws?channel=conformance&token={}",
+        topology.addr(last),
+        token("u1")
+    );
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     for n in 0..20 {
-        let answer = topology.publish(n % count, "conformance", json!({"type": "item", "n": n})).await;
+        let answer = topology
+            .publish(n % count, "conformance", json!({"type": "item", "n": n}))
+            .await;
         assert_eq!(answer["status"], "success", "{answer}");
     }
     for index in 0..count {
-        wait_until("every node holds all 20 events", || async { topology.history_len(index, "conformance").await == 20 }).await;
+        wait_until("every node holds all 20 events", || async {
+            topology.history_len(index, "conformance").await == 20
+        })
+        .await;
     }
     let mut seen = Vec::new();
     while seen.len() < 20 {
-        let message = tokio::time::timeout(WAIT, socket.next()).await.unwrap().unwrap().unwrap();
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let Message::Text(text) = message {
             let value: Value = serde_json::from_str(&text).unwrap();
             if value["type"] == "item" {
@@ -162,7 +185,12 @@ async fn delivers_to_every_node_exactly_once(kind: BackplaneKind, count: usize) 
         }
     }
     seen.sort();
-    assert_eq!(seen, (0..20).collect::<Vec<u64>>(), "each event exactly once ({:?})", topology.kind);
+    assert_eq!(
+        seen,
+        (0..20).collect::<Vec<u64>>(),
+        "each event exactly once ({:?})",
+        topology.kind
+    );
     topology.shutdown().await;
 }
 
@@ -175,13 +203,17 @@ async fn catches_up_after_a_restart(kind: BackplaneKind, count: usize) {
     if count == 1 {
         // A single node: what was committed before the restart is there after it.
         for n in 0..200 {
-            topology.publish(0, "catchup", json!({"type": "item", "n": n})).await;
+            topology
+                .publish(0, "catchup", json!({"type": "item", "n": n}))
+                .await;
         }
         topology.stop_node(behind).await;
     } else {
         topology.stop_node(behind).await;
         for n in 0..200 {
-            topology.publish(n % behind, "catchup", json!({"type": "item", "n": n})).await;
+            topology
+                .publish(n % behind, "catchup", json!({"type": "item", "n": n}))
+                .await;
         }
     }
     topology.start_node(behind).await;

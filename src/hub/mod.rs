@@ -111,3 +111,6 @@ impl Hub {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests;

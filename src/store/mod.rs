@@ -218,3 +218,6 @@ pub mod state {
     pub use super::log::range as log_range;
     pub use super::materialize::kinds;
 }
+
+#[cfg(test)]
+mod tests;

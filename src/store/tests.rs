@@ -1,0 +1,179 @@
+//! Store behaviour: group commit answers, gap-free seqs, idempotent remote applies, holding
+//! back events behind a gap, and materialized state that does not depend on arrival order.
+
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::event::{ChannelName, Event, EventDraft, Hlc, HybridClock, NodeId, SharedEvent};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(String, u64)>>);
+
+impl CommitSink for Recorder {
+    fn committed(&self, events: &[SharedEvent]) {
+        let mut seen = self.0.lock().unwrap();
+        seen.extend(events.iter().map(|e| (e.origin.to_string(), e.seq)));
+    }
+}
+
+fn open(dir: &std::path::Path, recorder: Arc<Recorder>) -> Store {
+    let mut options = StoreOptions::in_dir(dir);
+    options.sync = SyncMode::Normal;
+    Store::open(
+        &options,
+        NodeId::new("n1").unwrap(),
+        Arc::new(HybridClock::new()),
+        recorder,
+    )
+    .unwrap()
+}
+
+fn draft(n: u64) -> EventDraft {
+    EventDraft {
+        channel: ChannelName::new("feed").unwrap(),
+        kind: "item".into(),
+        payload: format!("{{\"type\":\"item\",\"n\":{n}}}"),
+        users: None,
+    }
+}
+
+fn remote(origin: &str, seq: u64) -> Event {
+    Event {
+        origin: NodeId::new(origin).unwrap(),
+        seq,
+        id: uuid::Uuid::new_v4(),
+        hlc: Hlc::from_parts(1_000 + seq, 0),
+        channel: ChannelName::new("feed").unwrap(),
+        kind: "item".into(),
+        payload: format!("{{\"type\":\"item\",\"seq\":{seq}}}"),
+        users: None,
+        ephemeral: false,
+    }
+}
+
+#[tokio::test]
+async fn concurrent_appends_get_gap_free_seqs_in_commit_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let store = open(dir.path(), Arc::clone(&recorder));
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.append(draft(n)).await.unwrap().event.seq
+        }));
+    }
+    let mut seqs = Vec::new();
+    for task in tasks {
+        seqs.push(task.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+    let dispatched: Vec<u64> = recorder.0.lock().unwrap().iter().map(|(_, s)| *s).collect();
+    assert_eq!(
+        dispatched,
+        (1..=200).collect::<Vec<u64>>(),
+        "the sink sees log order"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn remote_events_are_idempotent_and_held_back_behind_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let store = open(dir.path(), Arc::clone(&recorder));
+
+    let applied = store
+        .apply_remote(vec![remote("n2.x", 1), remote("n2.x", 3)])
+        .await
+        .unwrap();
+    assert_eq!(applied.position.get(&NodeId::new("n2.x").unwrap()), 1);
+    assert_eq!(applied.gaps, vec![(NodeId::new("n2.x").unwrap(), 2, 3)]);
+    assert_eq!(recorder.0.lock().unwrap().len(), 1, "seq 3 is held back");
+
+    let applied = store
+        .apply_remote(vec![remote("n2.x", 2), remote("n2.x", 1)])
+        .await
+        .unwrap();
+    assert_eq!(applied.position.get(&NodeId::new("n2.x").unwrap()), 3);
+    assert!(applied.gaps.is_empty());
+    assert_eq!(applied.inserted, 1, "seq 1 again is ignored");
+    let dispatched: Vec<u64> = recorder.0.lock().unwrap().iter().map(|(_, s)| *s).collect();
+    assert_eq!(
+        dispatched,
+        vec![1, 2, 3],
+        "each event handed on once, in seq order"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_reopened_store_keeps_its_origin_and_continues_its_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Arc::new(Recorder::default()));
+    let origin = store.origin().clone();
+    store.append(draft(1)).await.unwrap();
+    store.close().await;
+    let store = open(dir.path(), Arc::new(Recorder::default()));
+    assert_eq!(store.origin(), &origin);
+    assert_eq!(store.append(draft(2)).await.unwrap().event.seq, 2);
+    store.close().await;
+}
+
+fn broadcast_event(origin: &str, seq: u64, hlc: u64, id: &str) -> Event {
+    Event {
+        origin: NodeId::new(origin).unwrap(),
+        seq,
+        id: uuid::Uuid::new_v4(),
+        hlc: Hlc(hlc),
+        channel: ChannelName::new("broadcasts").unwrap(),
+        kind: "new_broadcast".into(),
+        payload: serde_json::json!({"type": "new_broadcast", "broadcast": {
+            "id": id, "message": id, "message_type": "info", "created_by": "a",
+            "created_by_id": "1", "created_at": "2026-01-01T00:00:00Z"}})
+        .to_string(),
+        users: None,
+        ephemeral: false,
+    }
+}
+
+fn clear_event(origin: &str, seq: u64, hlc: u64) -> Event {
+    Event {
+        kind: "broadcast_cleared".into(),
+        payload: r#"{"type":"broadcast_cleared","message":"Active broadcast has been cleared"}"#
+            .into(),
+        ..broadcast_event(origin, seq, hlc, "unused")
+    }
+}
+
+#[tokio::test]
+async fn the_active_broadcast_is_last_writer_wins_whatever_the_arrival_order() {
+    let events = [
+        broadcast_event("a.1", 1, 100, "first"),
+        broadcast_event("b.1", 1, 300, "second"),
+        clear_event("a.1", 2, 200),
+    ];
+    let mut outcomes = Vec::new();
+    for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Arc::new(Recorder::default()));
+        for index in order {
+            store
+                .apply_remote(vec![events[index].clone()])
+                .await
+                .unwrap();
+        }
+        let active = store
+            .read(state::active_broadcast)
+            .await
+            .unwrap()
+            .map(|b| b.id);
+        outcomes.push(active);
+        store.close().await;
+    }
+    assert!(
+        outcomes.iter().all(|o| o.as_deref() == Some("second")),
+        "{outcomes:?}"
+    );
+}
