@@ -60,5 +60,8 @@ pub fn router(state: AppState) -> Router {
         .merge(cluster::routes())
         .merge(crate::features::broadcasts::routes())
         .merge(crate::features::channels::routes())
+        .merge(crate::features::comments::routes())
+        .merge(crate::features::forum::routes())
+        .merge(crate::features::book_requests::routes())
         .with_state(state)
 }

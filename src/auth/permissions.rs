@@ -10,8 +10,8 @@ pub enum ChannelAccess {
     Denied(&'static str),
 }
 
-/// `user:{id}` and `book_requests:user:{id}` are for that user only; `book_requests:admin` for
-/// creators and admins; `herald:` channels for nobody; everything else for any signed-in user.
+/// `user:{id}` and `book_requests:user:{id}` are for that user only, `mentions:{name}` for the
+/// user of that (lowercased) name; `book_requests:admin` for creators and admins; `herald:` channels for nobody; everything else for any signed-in user.
 pub fn may_subscribe(user: &User, channel: &ChannelName) -> ChannelAccess {
     if channel.is_internal() {
         return ChannelAccess::Denied("internal channel");
@@ -21,6 +21,13 @@ pub fn may_subscribe(user: &User, channel: &ChannelName) -> ChannelAccess {
             ChannelAccess::Allowed
         } else {
             ChannelAccess::Denied("another user's private channel")
+        };
+    }
+    if let Some(name) = channel.as_str().strip_prefix("mentions:") {
+        return if name == user.name.to_lowercase() {
+            ChannelAccess::Allowed
+        } else {
+            ChannelAccess::Denied("another user's mentions")
         };
     }
     if channel.as_str() == "book_requests:admin" && !user.is_creator_or_admin() {

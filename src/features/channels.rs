@@ -16,7 +16,8 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::publish;
-use crate::api::ws::{SessionInfo, SocketEndpoint, SocketRequest, error_message, serve_socket};
+use super::socket::FeatureSocket;
+use crate::api::ws::{SocketRequest, serve_socket};
 use crate::api::{ApiError, ApiKey, AppState, Caller};
 use crate::auth::{ChannelAccess, may_subscribe};
 use crate::event::{ChannelName, Cursor, VersionVector};
@@ -68,7 +69,7 @@ async fn publish_route(
             "channel {channel} is reserved"
         )));
     }
-    let data = match body.data {
+    let mut data = match body.data {
         Some(Value::Object(data)) => data,
         _ => return Err(ApiError::bad_request("data must be a JSON object")),
     };
@@ -81,6 +82,7 @@ async fn publish_route(
         }
     };
     let users = parse_users(body.users)?;
+    super::forum::add_thread_id(&channel, &mut data);
     let payload = Value::Object(data).to_string();
     let max = state.config.limits.max_payload_bytes;
     if payload.len() > max {
@@ -232,36 +234,8 @@ async fn socket(
             channels,
             prefixes: Vec::new(),
         };
-        Ok((spec, ChannelSocket))
+        let names: Vec<&str> = spec.channels.iter().map(ChannelName::as_str).collect();
+        let connected = json!({ "channels": names, "user_id": user.id });
+        Ok((spec, FeatureSocket::new(connected, None)))
     })
-}
-
-struct ChannelSocket;
-
-impl SocketEndpoint for ChannelSocket {
-    fn connected_fields(&self, session: &SessionInfo) -> serde_json::Map<String, Value> {
-        let names: Vec<&str> = session
-            .spec
-            .channels
-            .iter()
-            .map(ChannelName::as_str)
-            .collect();
-        let mut fields = serde_json::Map::new();
-        fields.insert("channels".into(), json!(names));
-        fields.insert("user_id".into(), json!(session.user.id));
-        fields
-    }
-
-    async fn on_connect(&self, _state: &AppState, _session: &SessionInfo) -> Vec<String> {
-        Vec::new()
-    }
-
-    async fn on_client_message(
-        &self,
-        _state: &AppState,
-        _session: &SessionInfo,
-        _message: Value,
-    ) -> Vec<String> {
-        vec![error_message("unknown message type")]
-    }
 }

@@ -4,7 +4,9 @@
 use serde::Serialize;
 
 use crate::api::{ApiError, AppState};
-use crate::event::{ChannelName, Cursor, EventDraft};
+use std::sync::Arc;
+
+use crate::event::{ChannelName, Cursor, Event, EventDraft, Hlc};
 
 /// How long a `replication = 2` publish waits for another node to store the event.
 pub const REPLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -74,4 +76,24 @@ async fn confirm_replicated(state: &AppState, seq: u64) -> bool {
         metrics::counter!("herald_replication_timeouts_total").increment(1);
     }
     confirmed
+}
+
+/// Delivers an ephemeral event (a typing indicator) to local subscribers and, best effort, to
+/// the other nodes. It is never stored, never replayed, and has no seq.
+pub fn publish_ephemeral(state: &AppState, channel: ChannelName, kind: &str, payload: String) {
+    let event = Arc::new(Event {
+        origin: state.store.origin().clone(),
+        seq: 0,
+        id: uuid::Uuid::new_v4(),
+        hlc: Hlc::default(),
+        channel,
+        kind: kind.to_string(),
+        payload,
+        users: None,
+        ephemeral: true,
+    });
+    let events = [event];
+    state.hub.dispatch(&events);
+    state.backplane.ship_ephemeral(&events);
+    metrics::counter!("herald_ephemeral_events_total").increment(1);
 }

@@ -7,7 +7,7 @@
 
 use rusqlite::Connection;
 
-use super::{StoreError, broadcasts};
+use super::{StoreError, broadcasts, comments};
 use crate::event::Event;
 
 /// Event kinds with materialized state, by channel.
@@ -17,6 +17,10 @@ pub mod kinds {
     pub const BROADCAST_CLEARED: &str = "broadcast_cleared";
     pub const ACKS_CHANNEL: &str = "herald:acks";
     pub const BROADCAST_ACKNOWLEDGED: &str = "broadcast_acknowledged";
+    pub const TRACK_CHANNEL_PREFIX: &str = "track:";
+    pub const NEW_COMMENT: &str = "new_comment";
+    pub const COMMENT_EDITED: &str = "comment_edited";
+    pub const COMMENT_DELETED: &str = "comment_deleted";
 }
 
 pub(super) fn apply(connection: &Connection, event: &Event) -> Result<(), StoreError> {
@@ -27,6 +31,12 @@ pub(super) fn apply(connection: &Connection, event: &Event) -> Result<(), StoreE
         (ACKS_CHANNEL, BROADCAST_ACKNOWLEDGED) => {
             broadcasts::apply_acknowledgement(connection, event)
         }
+        (channel, kind) if channel.starts_with(TRACK_CHANNEL_PREFIX) => match kind {
+            NEW_COMMENT => comments::apply_new(connection, event),
+            COMMENT_EDITED => comments::apply_edited(connection, event),
+            COMMENT_DELETED => comments::apply_deleted(connection, event),
+            _ => Ok(()),
+        },
         _ => Ok(()),
     };
     match outcome {

@@ -14,6 +14,7 @@
 //! committed events, in log order, to a [`CommitSink`] (the hub and the backplane).
 
 mod broadcasts;
+mod comments;
 mod log;
 mod materialize;
 mod readers;
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::event::{EventDraft, HybridClock, NodeId, SharedEvent, VersionVector};
 
 pub use broadcasts::BroadcastRecord;
+pub use comments::CommentRecord;
 pub use log::{HistoryPage, LogQuery};
 use readers::ReaderPool;
 pub use writer::{Appended, Applied};
@@ -215,6 +217,7 @@ pub mod state {
     pub use super::broadcasts::{
         active_broadcast, broadcast_exists, broadcasts_by_creator_since, is_acknowledged,
     };
+    pub use super::comments::{comment, comment_state, track_comments};
     pub use super::log::range as log_range;
     pub use super::materialize::kinds;
 }

@@ -53,6 +53,24 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 3: track comments. A row may be created by an edit or a delete that arrived before the
+    // comment itself (from another origin); it is listed once its creation is known.
+    "CREATE TABLE comments (
+        id             TEXT PRIMARY KEY,
+        track_id       TEXT    NOT NULL,
+        author_id      TEXT,
+        author_name    TEXT,
+        created_at     TEXT,
+        created_hlc    INTEGER,
+        content        TEXT    NOT NULL DEFAULT '',
+        position       REAL    NOT NULL DEFAULT 0,
+        content_hlc    INTEGER NOT NULL DEFAULT 0,
+        content_origin TEXT    NOT NULL DEFAULT '',
+        is_edited      INTEGER NOT NULL DEFAULT 0,
+        last_edited_at TEXT,
+        deleted        INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE INDEX comments_by_track ON comments (track_id, position, created_hlc);",
 ];
 
 /// The origin id of this database: `<node_id>.<creation time in base 36>`, created once.
