@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::{Backplane, BackplaneHealth};
 use crate::cluster::{Cluster, MemberState, keys};
-use crate::event::{Event, NodeId, SharedEvent, VersionVector};
+use crate::event::{NodeId, SharedEvent, VersionVector};
 use crate::hub::Hub;
 use crate::mesh::{Frame, Inbound, LinkInfo, Mesh, frame};
 use crate::store::Store;
@@ -123,11 +123,8 @@ impl MeshBackplane {
                     });
                 }
                 Frame::Ephemeral { events } => {
-                    let events: Vec<SharedEvent> = events
-                        .into_iter()
-                        .filter(|e| e.ephemeral)
-                        .map(Arc::new)
-                        .collect();
+                    let events: Vec<SharedEvent> =
+                        events.into_iter().filter(|e| e.ephemeral).collect();
                     hub.dispatch(&events);
                 }
                 Frame::Hello { .. } => {
@@ -137,7 +134,7 @@ impl MeshBackplane {
         }
     }
 
-    async fn store_remote(&self, store: &Store, from: &NodeId, events: Vec<Event>) {
+    async fn store_remote(&self, store: &Store, from: &NodeId, events: Vec<SharedEvent>) {
         if events.is_empty() {
             return;
         }
@@ -299,6 +296,7 @@ async fn serve_pull(
             }
         };
         after = events.last().map(|e| e.seq).unwrap_or(upto);
+        let events: Vec<SharedEvent> = events.into_iter().map(Arc::new).collect();
         for chunk in frame::chunk_events(&events) {
             let Ok(bytes) = frame::encode(&Frame::Range {
                 origin: origin.clone(),
@@ -316,8 +314,7 @@ async fn serve_pull(
 
 impl Backplane for MeshBackplane {
     fn ship(&self, events: &[SharedEvent]) {
-        let owned: Vec<Event> = events.iter().map(|e| Event::clone(e)).collect();
-        for chunk in frame::chunk_events(&owned) {
+        for chunk in frame::chunk_events(events) {
             match frame::encode(&Frame::Events { events: chunk }) {
                 Ok(bytes) => self.mesh.push_to_all(&Arc::from(bytes)),
                 Err(error) => tracing::error!(%error, "cannot encode events for peers"),
@@ -326,8 +323,9 @@ impl Backplane for MeshBackplane {
     }
 
     fn ship_ephemeral(&self, events: &[SharedEvent]) {
-        let owned: Vec<Event> = events.iter().map(|e| Event::clone(e)).collect();
-        if let Ok(bytes) = frame::encode(&Frame::Ephemeral { events: owned }) {
+        if let Ok(bytes) = frame::encode(&Frame::Ephemeral {
+            events: events.to_vec(),
+        }) {
             self.mesh.push_to_all(&Arc::from(bytes));
         }
     }

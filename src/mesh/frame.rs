@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, NodeId, VersionVector};
+use crate::event::{NodeId, SharedEvent, VersionVector};
 
 pub const MAGIC: [u8; 4] = *b"HRLD";
 pub const FORMAT_VERSION: u8 = 1;
@@ -27,9 +27,9 @@ pub enum Frame {
         generation: u64,
     },
     /// Committed events pushed live by the node that holds them, in log order per origin.
-    Events { events: Vec<Event> },
+    Events { events: Vec<SharedEvent> },
     /// Ephemeral events (typing indicators): delivered, never stored.
-    Ephemeral { events: Vec<Event> },
+    Ephemeral { events: Vec<SharedEvent> },
     /// The sender's log position; sent after storing pushed events (the replication ack) and
     /// periodically (so that peers notice what they are missing).
     Position { vector: VersionVector },
@@ -40,7 +40,10 @@ pub enum Frame {
         upto: u64,
     },
     /// Events answering a pull, in seq order.
-    Range { origin: NodeId, events: Vec<Event> },
+    Range {
+        origin: NodeId,
+        events: Vec<SharedEvent>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -119,7 +122,7 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
 }
 
 /// Splits events into frames of about [`TARGET_FRAME_BYTES`] each.
-pub fn chunk_events(events: &[Event]) -> Vec<Vec<Event>> {
+pub fn chunk_events(events: &[SharedEvent]) -> Vec<Vec<SharedEvent>> {
     let mut chunks = Vec::new();
     let mut current = Vec::new();
     let mut bytes = 0;
@@ -130,7 +133,7 @@ pub fn chunk_events(events: &[Event]) -> Vec<Vec<Event>> {
             bytes = 0;
         }
         bytes += size;
-        current.push(event.clone());
+        current.push(std::sync::Arc::clone(event));
     }
     if !current.is_empty() {
         chunks.push(current);
@@ -141,11 +144,12 @@ pub fn chunk_events(events: &[Event]) -> Vec<Vec<Event>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ChannelName, Hlc};
+    use crate::event::{ChannelName, Event, Hlc};
     use proptest::prelude::*;
+    use std::sync::Arc;
 
-    fn event(seq: u64, payload: &str) -> Event {
-        Event {
+    fn event(seq: u64, payload: &str) -> SharedEvent {
+        Arc::new(Event {
             origin: NodeId::new("n1.abc").unwrap(),
             seq,
             id: uuid::Uuid::new_v4(),
@@ -159,7 +163,7 @@ mod tests {
                 None
             },
             ephemeral: false,
-        }
+        })
     }
 
     #[test]
@@ -221,7 +225,7 @@ mod tests {
     #[test]
     fn chunks_large_batches() {
         let big = "x".repeat(300 * 1024);
-        let events: Vec<Event> = (1..=10).map(|seq| event(seq, &big)).collect();
+        let events: Vec<SharedEvent> = (1..=10).map(|seq| event(seq, &big)).collect();
         let chunks = chunk_events(&events);
         assert!(chunks.len() >= 3);
         assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 10);

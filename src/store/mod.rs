@@ -150,10 +150,7 @@ impl Store {
 
     /// Stores events that other nodes committed (idempotent on `(origin, seq)`), and hands
     /// what became contiguous to the sink.
-    pub async fn apply_remote(
-        &self,
-        events: Vec<crate::event::Event>,
-    ) -> Result<Applied, StoreError> {
+    pub async fn apply_remote(&self, events: Vec<SharedEvent>) -> Result<Applied, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(WriteCommand::ApplyRemote { events, reply })

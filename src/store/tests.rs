@@ -85,7 +85,7 @@ async fn remote_events_are_idempotent_and_held_back_behind_gaps() {
     let store = open(dir.path(), Arc::clone(&recorder));
 
     let applied = store
-        .apply_remote(vec![remote("n2.x", 1), remote("n2.x", 3)])
+        .apply_remote(vec![remote("n2.x", 1).into(), remote("n2.x", 3).into()])
         .await
         .unwrap();
     assert_eq!(applied.position.get(&NodeId::new("n2.x").unwrap()), 1);
@@ -93,7 +93,7 @@ async fn remote_events_are_idempotent_and_held_back_behind_gaps() {
     assert_eq!(recorder.0.lock().unwrap().len(), 1, "seq 3 is held back");
 
     let applied = store
-        .apply_remote(vec![remote("n2.x", 2), remote("n2.x", 1)])
+        .apply_remote(vec![remote("n2.x", 2).into(), remote("n2.x", 1).into()])
         .await
         .unwrap();
     assert_eq!(applied.position.get(&NodeId::new("n2.x").unwrap()), 3);
@@ -160,7 +160,7 @@ async fn the_active_broadcast_is_last_writer_wins_whatever_the_arrival_order() {
         let store = open(dir.path(), Arc::new(Recorder::default()));
         for index in order {
             store
-                .apply_remote(vec![events[index].clone()])
+                .apply_remote(vec![events[index].clone().into()])
                 .await
                 .unwrap();
         }

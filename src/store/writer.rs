@@ -42,7 +42,7 @@ pub(super) enum WriteCommand {
         reply: oneshot::Sender<Result<Appended, StoreError>>,
     },
     ApplyRemote {
-        events: Vec<Event>,
+        events: Vec<SharedEvent>,
         reply: oneshot::Sender<Result<Applied, StoreError>>,
     },
     /// Answer whether a write transaction can begin.
@@ -186,7 +186,7 @@ impl WriterThread {
     }
 
     /// Stores events from other nodes (idempotent), then hands on what became contiguous.
-    fn apply_remote(&mut self, events: Vec<Event>) -> Result<Applied, StoreError> {
+    fn apply_remote(&mut self, events: Vec<SharedEvent>) -> Result<Applied, StoreError> {
         let tx = self.connection.transaction()?;
         let mut inserted = 0;
         let mut touched: BTreeSet<NodeId> = BTreeSet::new();
