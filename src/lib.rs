@@ -8,15 +8,17 @@
 //! queues, each message carrying a cursor that resumes the stream on any node.
 //!
 //! ```text
-//!  HTTP/WS (api) -> auth -> features (broadcasts, channels, ...)
+//!  HTTP/WS (api) -> auth -> features (broadcasts, comments, forum, book requests, channels)
 //!                                |
 //!                                v
-//!                 store (writer thread, group commit) -- assigns (origin, seq)
-//!                                |
-//!                 +--------------+--------------+
-//!                 v                             v
-//!               hub (subscriptions,          backplane (to other nodes)
-//!               bounded queues, cursors)
+//!       +-----> store (writer thread, group commit; assigns (origin, seq); applies
+//!       |         peers' events idempotently and holds back those behind a gap)
+//!       |                        |  committed events, per-origin seq order
+//!       |           +------------+------------+
+//!       |           v                         v
+//!       |     hub (subscriptions,        backplane: mesh (gossip + QUIC links) | local
+//!       |     bounded queues, cursors)        |
+//!       +-------------------------------------+  events pushed or pulled from peers
 //! ```
 //!
 //! | module | owns |
@@ -25,12 +27,14 @@
 //! | [`config`] | flags + `HERALD_*` environment + TOML file -> a validated [`config::Config`] |
 //! | [`store`] | SQLite: schema, writer thread with group commit, log queries, materialized state |
 //! | [`hub`] | local subscriptions, server-side routing, per-connection bounded queues |
-//! | [`backplane`] | the [`backplane::Backplane`] trait and its implementations |
+//! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up) |
+//! | [`cluster`] | chitchat gossip membership: members, liveness, gossip keys |
+//! | [`mesh`] | the QUIC endpoint, mutual TLS from the cluster secret, peer links, frames |
 //! | [`auth`] | user JWTs, the API key, channel permissions |
 //! | [`api`] | routes, errors, extractors, WebSocket sessions |
-//! | [`features`] | broadcasts, generic channels and publish |
+//! | [`features`] | broadcasts, track comments, forum, book requests, generic channels, publish |
 //! | [`server`] | assembling and stopping a node |
-//! | [`cli`] | `herald serve`, `token`, `publish` |
+//! | [`cli`] | `herald serve`, `cluster join/status/leave`, `token`, `publish` |
 //! | [`telemetry`] | logging and the Prometheus recorder |
 
 pub mod api;
