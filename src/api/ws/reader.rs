@@ -95,15 +95,15 @@ async fn answer_text<E: SocketEndpoint>(
 
 fn close_for_read_error(error: &axum::Error) -> Outgoing {
     use tokio_tungstenite::tungstenite::Error as WsError;
-    let source = std::error::Error::source(error);
-    let too_big = source
-        .and_then(|e| e.downcast_ref::<WsError>())
-        .is_some_and(|e| matches!(e, WsError::Capacity(_)));
+    let source = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
+    let too_big = matches!(source, Some(WsError::Capacity(_)));
     if too_big
         || error.to_string().contains("too long")
         || error.to_string().contains("Space limit")
     {
         Outgoing::Close(close_code::MESSAGE_TOO_BIG, "message too big")
+    } else if matches!(source, Some(WsError::Utf8(_))) {
+        Outgoing::Close(close_code::INVALID_PAYLOAD, "text is not valid UTF-8")
     } else {
         Outgoing::Close(close_code::PROTOCOL_ERROR, "protocol error")
     }
