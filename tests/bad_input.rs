@@ -8,6 +8,9 @@ mod common;
 use common::{BROADCAST_WS, TIMEOUT, TestNode, channels_path};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::protocol::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 // ---- broadcast bodies ----
 
@@ -246,6 +249,63 @@ async fn oversized_frames_close_the_socket_with_1009() {
         socket.send_text(&over).await;
         socket.expect_close(1009, TIMEOUT).await;
     }
+
+    // The limit is on the whole message: frames each under it do not add up to more.
+    let mut socket = node.channel_socket(&["forum"], &token).await;
+    let half = vec![b' '; LIMIT / 2 + 1];
+    socket
+        .send(Message::Frame(WsFrame::message(
+            half.clone(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await;
+    socket
+        .send(Message::Frame(WsFrame::message(
+            half,
+            OpCode::Data(Data::Continue),
+            true,
+        )))
+        .await;
+    socket.expect_close(1009, TIMEOUT).await;
+}
+
+#[tokio::test]
+async fn text_frames_that_are_not_utf8_close_the_socket_with_1007() {
+    let node = TestNode::start().await;
+    let mut socket = node
+        .channel_socket(&["forum"], &node.token("1", "alice", &[]))
+        .await;
+    let invalid = vec![b'{', 0xff, 0xfe, b'}'];
+    socket
+        .send(Message::Frame(WsFrame::message(
+            invalid,
+            OpCode::Data(Data::Text),
+            true,
+        )))
+        .await;
+    socket.expect_close(1007, TIMEOUT).await;
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_refused_with_1013() {
+    let node = TestNode::start_with(|config| config.limits.max_connections = 2).await;
+    let token = node.token("1", "alice", &[]);
+    let first = node.broadcast_socket(&token).await;
+    let _second = node.channel_socket(&["forum"], &token).await;
+
+    let mut third = node.ws(BROADCAST_WS, Some(&token)).await;
+    let reason = third.expect_close(1013, TIMEOUT).await;
+    assert!(reason.contains("capacity"), "{reason}");
+
+    // Room again once a client leaves.
+    first.close().await;
+    common::wait_until("the first client is gone", TIMEOUT, || async {
+        node.hub_counts().connections == 1
+    })
+    .await;
+    let mut again = node.ws(BROADCAST_WS, Some(&token)).await;
+    assert_eq!(again.recv_json(TIMEOUT).await["type"], "connected");
 }
 
 // ---- channel names ----
