@@ -1,5 +1,6 @@
-//! The reading half of a session: answers pings, hands JSON messages to the endpoint,
-//! refuses binary and oversized frames, and asks for a heartbeat after client silence.
+//! The reading half of a session: answers pings (and takes a text `pong` as the answer to a
+//! heartbeat), hands JSON messages to the endpoint, refuses binary, non-UTF-8 and oversized
+//! frames, and asks for a heartbeat after client silence.
 
 use std::sync::Arc;
 
@@ -80,6 +81,10 @@ async fn answer_text<E: SocketEndpoint>(
 ) -> Vec<String> {
     if text == "ping" {
         return vec!["pong".to_string()];
+    }
+    if text == "pong" {
+        // A client answering the broadcast socket's heartbeat (the seeds' clients do).
+        return Vec::new();
     }
     let message: serde_json::Value = match serde_json::from_str(text) {
         Ok(value @ serde_json::Value::Object(_)) => value,
