@@ -84,3 +84,14 @@ async fn json_ping_gets_json_pong_on_every_socket() {
         assert_eq!(socket.recv_json(TIMEOUT).await, json!({ "type": "pong" }));
     }
 }
+
+#[tokio::test]
+async fn a_client_answering_the_heartbeat_with_pong_gets_no_error() {
+    let node = node_with_short_heartbeat().await;
+    let mut socket = node.broadcast_socket(&node.token("1", "alice", &[])).await;
+    assert_eq!(socket.recv_text(TIMEOUT).await, "ping");
+    // The seeds' clients answer the server's "ping" with "pong".
+    socket.send_text("pong").await;
+    let replies = socket.messages_before_pong().await;
+    assert!(replies.is_empty(), "answers to a pong: {replies:#?}");
+}
