@@ -6,17 +6,77 @@ mod common;
 
 use common::{BROADCAST_WS, TIMEOUT, TestNode, channels_path};
 use herald::auth::Role;
+use herald::config::DEV_JWT_SECRET;
 use reqwest::StatusCode;
 use serde_json::json;
 
+/// A token with these claims, signed with the node's secret using `algorithm`.
+fn signed(claims: serde_json::Value, algorithm: jsonwebtoken::Algorithm) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(algorithm),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(DEV_JWT_SECRET.as_bytes()),
+    )
+    .expect("encode token")
+}
+
+fn in_an_hour() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600
+}
+
 /// Every kind of bad credential, with the reason a socket is given.
 fn bad_tokens(node: &TestNode) -> Vec<(&'static str, Option<String>, &'static str)> {
+    let exp = in_an_hour();
     vec![
         ("missing", None, "missing token"),
         ("garbage", Some("not-a-jwt".to_string()), "invalid token"),
         ("foreign", Some(node.foreign_token("1")), "invalid token"),
         ("expired", Some(node.expired_token("1")), "token expired"),
+        (
+            "another algorithm",
+            Some(signed(
+                json!({ "sub": "1", "roles": ["admin"], "exp": exp }),
+                jsonwebtoken::Algorithm::HS384,
+            )),
+            "invalid token",
+        ),
+        (
+            "no expiry",
+            Some(signed(
+                json!({ "sub": "1", "roles": ["admin"] }),
+                jsonwebtoken::Algorithm::HS256,
+            )),
+            "invalid token",
+        ),
+        (
+            "no subject",
+            Some(signed(
+                json!({ "roles": ["admin"], "exp": exp }),
+                jsonwebtoken::Algorithm::HS256,
+            )),
+            "invalid token",
+        ),
     ]
+}
+
+#[tokio::test]
+async fn numeric_user_ids_are_accepted() {
+    let node = TestNode::start().await;
+    // The seeds' user ids are integers.
+    let token = signed(
+        json!({ "sub": 42, "name": "num", "exp": in_an_hour() }),
+        jsonwebtoken::Algorithm::HS256,
+    );
+    let mut socket = node.channel_socket(&["user:42"], &token).await;
+    node.publish("user:42", json!({ "type": "mention" })).await;
+    assert_eq!(socket.recv_json(TIMEOUT).await["type"], "mention");
+    node.get("/api/creator/broadcast/active", Some(&token))
+        .await
+        .expect_status(StatusCode::OK);
 }
 
 #[tokio::test]

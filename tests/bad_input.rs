@@ -344,6 +344,19 @@ async fn invalid_channel_names_are_refused_by_publish_sockets_and_history() {
     node.publish(&longest, json!({ "type": "new_message" }))
         .await;
 
+    // At most 64 channels on one socket.
+    let many: Vec<String> = (0..65).map(|n| format!("c{n}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let mut socket = node.ws(&channels_path(&many, None), Some(&token)).await;
+    assert_eq!(
+        socket.expect_close(1008, TIMEOUT).await,
+        "too many channels"
+    );
+    let mut socket = node
+        .ws(&channels_path(&many[..64], None), Some(&token))
+        .await;
+    assert_eq!(socket.recv_json(TIMEOUT).await["type"], "connected");
+
     // A generic socket must name at least one channel.
     let mut socket = node.ws("/ws", Some(&token)).await;
     let reason = socket.expect_close(1008, TIMEOUT).await;
