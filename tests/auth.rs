@@ -141,7 +141,8 @@ async fn a_token_may_come_from_the_header_the_query_or_the_cookie() {
         )
         .await;
     assert_eq!(query.status, StatusCode::OK);
-    let cookie = reqwest::Client::new()
+    let cookie = node
+        .http()
         .get(node.http_url("/api/creator/broadcast/active"))
         .header("cookie", format!("theme=dark; herald_token={token}"))
         .send()

@@ -344,3 +344,32 @@ async fn a_cursor_from_before_a_restart_resumes_after_it() {
     assert_eq!(ns, [2, 3]);
     assert_eq!(recovered["replayed"], 2);
 }
+
+#[tokio::test]
+async fn a_replay_longer_than_one_page_is_complete_and_in_order() {
+    let node = TestNode::start_with(|config| config.limits.replay_page = 3).await;
+    let alice = node.token("1", "alice", &[]);
+    let start = cursor_of(
+        &node
+            .publish("forum", json!({ "type": "new_message", "n": 0 }))
+            .await,
+    );
+    for n in 1..=10 {
+        node.publish("forum", json!({ "type": "new_message", "n": n }))
+            .await;
+        node.publish("other", json!({ "type": "new_message", "n": 100 + n }))
+            .await;
+    }
+
+    let mut socket = node
+        .ws(&channels_path(&["forum"], Some(&start)), Some(&alice))
+        .await;
+    socket.recv_type("connected", TIMEOUT).await;
+    let (events, recovered) = split_replay(socket.messages_before_pong().await);
+    let ns: Vec<u64> = events
+        .iter()
+        .map(|m| m["n"].as_u64().unwrap_or(999))
+        .collect();
+    assert_eq!(ns, (1..=10).collect::<Vec<u64>>());
+    assert_eq!(recovered["replayed"], 10);
+}

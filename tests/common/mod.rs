@@ -6,6 +6,7 @@
 //!
 //! ```ignore
 //! let node = TestNode::start().await;
+//! let admin = node.admin_token("100");
 //! let mut alice = node.broadcast_socket(&node.token("1", "alice", &[])).await;
 //! let created = node.create_broadcast(&admin, "hello", "info").await;
 //! let message = alice.recv_type("new_broadcast", TIMEOUT).await;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use herald::auth::{Authenticator, Claims, Role, User};
-use herald::config::{Config, DEV_API_KEY, DEV_JWT_SECRET};
+use herald::config::Config;
 use herald::hub::HubCounts;
 use herald::server::Server;
 use reqwest::StatusCode;
@@ -50,6 +51,8 @@ pub struct TestNode {
     http_addr: SocketAddr,
     http: reqwest::Client,
     auth: Authenticator,
+    jwt_secret: String,
+    api_key: String,
 }
 
 impl TestNode {
@@ -73,6 +76,8 @@ impl TestNode {
             data_dir,
             http: reqwest::Client::new(),
             auth: Authenticator::new(&config.jwt_secret, &config.api_key),
+            jwt_secret: config.jwt_secret,
+            api_key: config.api_key,
             configure,
         }
     }
@@ -104,6 +109,11 @@ impl TestNode {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The HTTP client the helpers use, for requests they do not cover.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub fn http_url(&self, path: &str) -> String {
@@ -138,7 +148,7 @@ impl TestNode {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
             &claims,
-            &jsonwebtoken::EncodingKey::from_secret(DEV_JWT_SECRET.as_bytes()),
+            &jsonwebtoken::EncodingKey::from_secret(self.jwt_secret.as_bytes()),
         )
         .expect("encode token")
     }
@@ -149,8 +159,9 @@ impl TestNode {
             .mint(&user(id, id, &[Role::Admin]), Duration::from_secs(3600))
     }
 
-    pub fn api_key(&self) -> &'static str {
-        DEV_API_KEY
+    /// The backend API key (`Authorization: Bearer <key>` on publish and history).
+    pub fn api_key(&self) -> &str {
+        &self.api_key
     }
 
     // ---- REST ----
