@@ -1,9 +1,11 @@
 //! Request extractors: the signed-in user (bearer header, `?token=`, or cookie
-//! `herald_token`), the backend API key, and "either".
+//! `herald_token`), the backend API key, "either", and JSON bodies that must be objects.
 
-use axum::extract::FromRequestParts;
+use axum::Json;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
 use crate::auth::{AuthError, User};
@@ -19,6 +21,10 @@ pub enum Caller {
     Backend,
     User(User),
 }
+
+/// A JSON body that must be an object. (`axum::Json` of a struct also takes an array, field by
+/// field in declaration order: `["hi"]` would be `{"message":"hi"}`.)
+pub struct JsonObject<T>(pub T);
 
 /// The user token of a request, from the places DESIGN.md section 5 lists, in that order.
 pub fn find_user_token(parts: &Parts) -> Option<String> {
@@ -87,6 +93,26 @@ impl FromRequestParts<AppState> for Caller {
         }
         let AuthUser(user) = AuthUser::from_request_parts(parts, state).await?;
         Ok(Self::User(user))
+    }
+}
+
+impl<S, T> FromRequest<S> for JsonObject<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<serde_json::Value>::from_request(request, state).await?;
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
     }
 }
 

@@ -23,7 +23,7 @@ use crate::hub::Hub;
 use crate::store::Store;
 
 pub use error::ApiError;
-pub use extract::{ApiKey, AuthUser, Caller, find_user_token};
+pub use extract::{ApiKey, AuthUser, Caller, JsonObject, find_user_token};
 
 /// Everything a request handler may use; cheap to clone.
 #[derive(Clone)]

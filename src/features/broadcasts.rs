@@ -18,7 +18,7 @@ use super::publish;
 use crate::api::ws::{
     Heartbeat, SessionInfo, SocketEndpoint, SocketRequest, error_message, serve_socket,
 };
-use crate::api::{ApiError, AppState, AuthUser};
+use crate::api::{ApiError, AppState, AuthUser, JsonObject};
 use crate::auth::User;
 use crate::event::ChannelName;
 use crate::hub::SubscriptionSpec;
@@ -67,10 +67,10 @@ struct CreateBody {
 async fn create(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<JsonObject<CreateBody>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     require_creator(&user)?;
-    let Json(body) = body?;
+    let JsonObject(body) = body?;
     let message = match body.message {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(text)) => text.trim().to_string(),
@@ -164,9 +164,9 @@ struct AcknowledgeBody {
 async fn acknowledge_route(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    body: Result<Json<AcknowledgeBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<JsonObject<AcknowledgeBody>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body?;
+    let JsonObject(body) = body?;
     let broadcast_id = match body.broadcast_id {
         Some(Value::String(id)) if !id.is_empty() => id,
         _ => return Err(ApiError::bad_request("Broadcast ID is required")),

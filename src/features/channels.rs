@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::publish;
 use super::socket::FeatureSocket;
 use crate::api::ws::{SocketRequest, serve_socket};
-use crate::api::{ApiError, ApiKey, AppState, Caller};
+use crate::api::{ApiError, ApiKey, AppState, Caller, JsonObject};
 use crate::auth::{ChannelAccess, may_subscribe};
 use crate::event::{ChannelName, Cursor, VersionVector};
 use crate::hub::{SubscriptionSpec, render_event};
@@ -55,9 +55,9 @@ struct PublishBody {
 async fn publish_route(
     State(state): State<AppState>,
     _key: ApiKey,
-    body: Result<Json<PublishBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<JsonObject<PublishBody>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body?;
+    let JsonObject(body) = body?;
     let channel = match body.channel {
         Some(Value::String(name)) => {
             ChannelName::new(&name).map_err(|e| ApiError::bad_request(e.to_string()))?

@@ -1,5 +1,6 @@
-//! The reading half of a session: answers pings, hands JSON messages to the endpoint,
-//! refuses binary and oversized frames, and asks for a heartbeat after client silence.
+//! The reading half of a session: answers pings (and takes a text `pong` as the answer to a
+//! heartbeat), hands JSON messages to the endpoint, refuses binary, non-UTF-8 and oversized
+//! frames, and asks for a heartbeat after client silence.
 
 use std::sync::Arc;
 
@@ -81,6 +82,10 @@ async fn answer_text<E: SocketEndpoint>(
     if text == "ping" {
         return vec!["pong".to_string()];
     }
+    if text == "pong" {
+        // A client answering the broadcast socket's heartbeat (the seeds' clients do).
+        return Vec::new();
+    }
     let message: serde_json::Value = match serde_json::from_str(text) {
         Ok(value @ serde_json::Value::Object(_)) => value,
         Ok(_) => return vec![error_message("messages must be JSON objects")],
@@ -95,15 +100,15 @@ async fn answer_text<E: SocketEndpoint>(
 
 fn close_for_read_error(error: &axum::Error) -> Outgoing {
     use tokio_tungstenite::tungstenite::Error as WsError;
-    let source = std::error::Error::source(error);
-    let too_big = source
-        .and_then(|e| e.downcast_ref::<WsError>())
-        .is_some_and(|e| matches!(e, WsError::Capacity(_)));
+    let source = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
+    let too_big = matches!(source, Some(WsError::Capacity(_)));
     if too_big
         || error.to_string().contains("too long")
         || error.to_string().contains("Space limit")
     {
         Outgoing::Close(close_code::MESSAGE_TOO_BIG, "message too big")
+    } else if matches!(source, Some(WsError::Utf8(_))) {
+        Outgoing::Close(close_code::INVALID_PAYLOAD, "text is not valid UTF-8")
     } else {
         Outgoing::Close(close_code::PROTOCOL_ERROR, "protocol error")
     }

@@ -8,6 +8,7 @@
 //! live events are skipped, and the cursors sent are raised to it until this node catches up.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt, stream::SplitSink};
@@ -25,6 +26,11 @@ use crate::store::{LogQuery, StoreError};
 const CONTROL_QUEUE: usize = 32;
 /// Queued deliveries written to the socket before one flush.
 const WRITE_BATCH: usize = 64;
+/// How long a close frame may take to go out.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a client dropped as too slow has to take its close frame (behind what was already
+/// buffered for it) before the connection is cut without one.
+const SLOW_CLIENT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Sink = SplitSink<WebSocket, Message>;
 
@@ -182,17 +188,11 @@ async fn write_live(
         };
         let written = match step {
             Step::Close(reason) => {
-                let (code, text) = match reason {
-                    CloseReason::SlowClient => {
-                        (close_code::TRY_AGAIN_LATER, "client too slow: queue full")
-                    }
-                    _ => (close_code::GOING_AWAY, "server shutting down"),
-                };
-                send_close(sink, code, text).await;
+                close_for(sink, reason).await;
                 return;
             }
             Step::CloseWith(code, reason) => {
-                send_close(sink, code, reason).await;
+                send_close(sink, code, reason, CLOSE_TIMEOUT).await;
                 return;
             }
             Step::Text(text) => {
@@ -205,8 +205,40 @@ async fn write_live(
             }
         };
         batch.clear();
-        if !written {
-            return;
+        match written {
+            Written::Done => {}
+            Written::Failed => return,
+            // The hub gave up on the connection while a write waited (a client that stopped
+            // reading): the close frame goes out behind what is already buffered, so a client
+            // that reads again learns why it was dropped.
+            Written::Interrupted(reason) => {
+                close_for(sink, reason).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Sends the close frame for the hub's `reason`.
+async fn close_for(sink: &mut Sink, reason: CloseReason) {
+    match reason {
+        CloseReason::SlowClient => {
+            send_close(
+                sink,
+                close_code::TRY_AGAIN_LATER,
+                "client too slow: queue full",
+                SLOW_CLIENT_CLOSE_TIMEOUT,
+            )
+            .await;
+        }
+        _ => {
+            send_close(
+                sink,
+                close_code::GOING_AWAY,
+                "server shutting down",
+                CLOSE_TIMEOUT,
+            )
+            .await;
         }
     }
 }
@@ -218,15 +250,27 @@ enum Step {
     Deliveries,
 }
 
+/// How a socket write raced against the hub's close signal ended.
+enum Written {
+    Done,
+    /// The socket failed: the client is gone.
+    Failed,
+    /// The hub asked for a close before the write completed.
+    Interrupted(CloseReason),
+}
+
 /// Runs a socket write unless the hub asks for a close first (a write to a client that does
-/// not read can wait forever). Answers whether the write completed.
-async fn race_close<F, E>(write: F, close_signal: &crate::hub::CloseSignal) -> bool
+/// not read can wait forever).
+async fn race_close<F, E>(write: F, close_signal: &crate::hub::CloseSignal) -> Written
 where
     F: std::future::Future<Output = Result<(), E>>,
 {
     tokio::select! {
-        result = write => result.is_ok(),
-        _ = close_signal.raised() => false,
+        result = write => match result {
+            Ok(()) => Written::Done,
+            Err(_) => Written::Failed,
+        },
+        reason = close_signal.raised() => Written::Interrupted(reason),
     }
 }
 
@@ -273,11 +317,11 @@ async fn feed(sink: &mut Sink, text: String) -> Result<(), ()> {
     sink.feed(Message::Text(text.into())).await.map_err(|_| ())
 }
 
-async fn send_close(sink: &mut Sink, code: u16, reason: &'static str) {
+async fn send_close(sink: &mut Sink, code: u16, reason: &'static str, timeout: Duration) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
     let close = sink.send(Message::Close(Some(frame)));
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
+    let _ = tokio::time::timeout(timeout, close).await;
 }
