@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, Lifecycle};
 use crate::auth::Authenticator;
-use crate::backplane::{Backplane, CommitFanout, LocalBackplane, MeshBackplane};
+use crate::backplane::{Backplane, LocalBackplane, MeshBackplane, start_dispatcher};
 use crate::cluster::{Cluster, SelfDescription, keys, resolve_gossip_addr};
 use crate::config::{BackplaneKind, Config};
 use crate::event::HybridClock;
@@ -129,10 +129,7 @@ impl Server {
         options.sync = config.store_sync;
         let delivered = Store::read_version_vector(&options.path)?;
         let hub = Hub::new(delivered, config.limits.client_queue);
-        let sink = Arc::new(CommitFanout {
-            hub: Arc::clone(&hub),
-            backplane: Arc::clone(&backplane),
-        });
+        let sink = start_dispatcher(Arc::clone(&hub), Arc::clone(&backplane));
         let store = Store::open(&options, config.node_id.clone(), clock, sink)?;
         let auth = Arc::new(Authenticator::new(&config.jwt_secret, &config.api_key));
         let state = AppState {

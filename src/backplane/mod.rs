@@ -60,15 +60,36 @@ pub trait Backplane: Send + Sync + 'static {
     }
 }
 
-/// The store's commit sink: local subscribers first, then the other nodes.
-pub struct CommitFanout {
-    pub hub: Arc<Hub>,
-    pub backplane: Arc<dyn Backplane>,
+/// Committed batches waiting for the dispatcher; the writer thread waits when it is full.
+pub const DISPATCH_QUEUE_BATCHES: usize = 1024;
+
+/// The store's commit sink: hands each committed batch, in log order, to the dispatcher task.
+///
+/// The writer thread does not fan out itself: waking a thousand connection tasks from outside
+/// the runtime costs a cross-thread unpark each, and would hold up the next group commit. The
+/// dispatcher runs on the runtime, so its wake-ups are cheap, and the writer answers publishers
+/// as soon as their commit is done.
+pub struct CommitForwarder {
+    queue: tokio::sync::mpsc::Sender<Vec<SharedEvent>>,
 }
 
-impl CommitSink for CommitFanout {
+impl CommitSink for CommitForwarder {
     fn committed(&self, events: &[SharedEvent]) {
-        self.hub.dispatch(events);
-        self.backplane.ship(events);
+        if self.queue.blocking_send(events.to_vec()).is_err() {
+            tracing::warn!(events = events.len(), "dispatcher stopped; committed events not delivered live");
+        }
     }
+}
+
+/// Starts the dispatcher: local subscribers first, then the other nodes, batch by batch in
+/// commit order. Answers the sink to give the store.
+pub fn start_dispatcher(hub: Arc<Hub>, backplane: Arc<dyn Backplane>) -> Arc<CommitForwarder> {
+    let (queue, mut batches) = tokio::sync::mpsc::channel::<Vec<SharedEvent>>(DISPATCH_QUEUE_BATCHES);
+    tokio::spawn(async move {
+        while let Some(events) = batches.recv().await {
+            hub.dispatch(&events);
+            backplane.ship(&events);
+        }
+    });
+    Arc::new(CommitForwarder { queue })
 }
