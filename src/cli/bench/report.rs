@@ -223,21 +223,26 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let plan = &self.plan;
-        let rate = plan
-            .rate
-            .map_or("as fast as acknowledged".to_string(), |r| {
-                format!("{r:.0}/s")
-            });
+        let load = match (plan.scenario, plan.rate) {
+            (Scenario::Idle, _) => format!("held {:.0} s", plan.duration.as_secs_f64()),
+            (_, Some(rate)) => format!(
+                "{} publishers at {rate:.0}/s for {:.0} s",
+                plan.publishers,
+                plan.duration.as_secs_f64()
+            ),
+            (_, None) => format!(
+                "{} publishers as fast as acknowledged for {:.0} s",
+                plan.publishers,
+                plan.duration.as_secs_f64()
+            ),
+        };
         let _ = writeln!(
             out,
-            "herald bench {}: {} clients on {} channel(s) over {} node(s), {} publishers at {}, {:.0} s",
+            "herald bench {}: {} clients on {} channel(s) over {} node(s), {load}",
             plan.scenario.name(),
             plan.clients,
             plan.channels,
             self.nodes.len(),
-            plan.publishers,
-            rate,
-            plan.duration.as_secs_f64()
         );
         let _ = writeln!(out);
         let mut rows: Vec<(String, String)> = Vec::new();
