@@ -1,5 +1,5 @@
-//! A minimal HTTP/1.1 keep-alive client for `POST /api/publish`: one TCP connection per
-//! publisher, one request in flight on it.
+//! A minimal HTTP/1.1 keep-alive client for `POST /api/publish` (and `GET /metrics`): one TCP
+//! connection per publisher, one request in flight on it.
 //!
 //! Why not reqwest: on a 2-core machine the load generator competes with the server for CPU,
 //! and a general client's pool, header maps and body machinery cost several times what this
@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// Largest response body accepted (herald's publish answer is about 150 bytes).
-const MAX_BODY: usize = 64 * 1024;
+/// Largest response body accepted (a publish answer is about 150 bytes, `/metrics` a few KiB).
+const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -45,14 +45,23 @@ impl HttpConnection {
     /// Sends `POST path` with a JSON body and reads the answer. After an error the connection
     /// is dropped and the next call opens a new one.
     pub async fn post_json(&mut self, path: &str, body: &[u8]) -> anyhow::Result<Answer> {
-        let result = self.exchange(path, body).await;
+        let result = self.exchange("POST", path, body).await;
         if result.is_err() {
             self.stream = None;
         }
         result
     }
 
-    async fn exchange(&mut self, path: &str, body: &[u8]) -> anyhow::Result<Answer> {
+    /// Sends `GET path` and reads the answer.
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<Answer> {
+        let result = self.exchange("GET", path, &[]).await;
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn exchange(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Answer> {
         if self.stream.is_none() {
             let stream = TcpStream::connect(self.addr)
                 .await
@@ -66,7 +75,7 @@ impl HttpConnection {
         self.request.clear();
         self.request.extend_from_slice(
             format!(
-                "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+                "{method} {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
                  content-type: application/json\r\ncontent-length: {}\r\n\r\n",
                 self.addr,
                 self.api_key,

@@ -17,6 +17,7 @@
 //! | `publisher.rs` | fixed-rate publishers, one request in flight each |
 //! | `http.rs` | the minimal HTTP/1.1 client the publishers use |
 //! | `procfs.rs` | CPU time and resident memory from `/proc` |
+//! | `server_metrics.rs` | the server's own counters from `/metrics` (events per group commit) |
 //! | `progress.rs` | the progress bar |
 //! | `report.rs` | the table, `--json`, and the targets |
 //!
@@ -34,6 +35,7 @@ mod progress;
 mod publisher;
 mod report;
 mod scenario;
+mod server_metrics;
 mod subscriber;
 mod tracker;
 
@@ -287,6 +289,7 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
     }
 
     // The measured window.
+    let metrics_before = snapshots(nodes, &api_key).await;
     let cpu_before: Vec<Option<Duration>> = nodes
         .iter()
         .map(|n| n.pid.and_then(procfs::cpu_time))
@@ -305,6 +308,7 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
         .collect();
     let own_after = procfs::own_cpu_time();
     let window = window_start.elapsed();
+    let metrics_after = snapshots(nodes, &api_key).await;
     let rss_after: Vec<Option<u64>> = nodes
         .iter()
         .map(|n| n.pid.and_then(procfs::rss_kib))
@@ -455,11 +459,25 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
             bench_us_per_delivery: per(bench_seconds, received),
             window_seconds: window.as_secs_f64(),
         },
+        server_counters: server_metrics::difference(
+            &metrics_before
+                .into_iter()
+                .zip(metrics_after)
+                .collect::<Vec<_>>(),
+        ),
         targets: Vec::new(),
         errors,
     };
     report.judge();
     Ok(report)
+}
+
+async fn snapshots(nodes: &[Node], api_key: &str) -> Vec<Option<server_metrics::Snapshot>> {
+    let mut snapshots = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        snapshots.push(server_metrics::snapshot(node.http, api_key).await);
+    }
+    snapshots
 }
 
 /// Idle: hold the connections for the plan's duration while memory settles.

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::scenario::{Plan, Scenario};
+use super::server_metrics::ServerCounters;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -19,6 +20,8 @@ pub struct Report {
     pub latency_ms: Option<Latency>,
     pub correctness: Correctness,
     pub cpu: CpuReport,
+    /// The servers' own counters over the window, from `/metrics`.
+    pub server_counters: Option<ServerCounters>,
     pub targets: Vec<Target>,
     pub errors: Vec<String>,
 }
@@ -317,6 +320,21 @@ impl Report {
                 let _ = write!(text, ", {us:.2} us per delivery");
             }
             rows.push(("bench CPU".into(), text));
+        }
+        if let Some(counters) = &self.server_counters {
+            if counters.commits > 0 || counters.deliveries > 0 {
+                rows.push((
+                    "server counted".into(),
+                    format!(
+                        "{} commits of {} events ({:.1} per commit), {} deliveries, {} slow clients closed",
+                        counters.commits,
+                        counters.events_appended,
+                        counters.events_per_commit.unwrap_or(0.0),
+                        counters.deliveries,
+                        counters.slow_client_disconnects
+                    ),
+                ));
+            }
         }
         for node in &self.nodes {
             let mut text = format!(
