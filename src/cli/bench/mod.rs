@@ -134,7 +134,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(_) => Routing::PerChannel,
         None => Routing::Cluster,
     });
-    let result = measure(&args, &nodes, routing).await;
+    // On Ctrl-C, stop the spawned nodes rather than leave them running.
+    let result = tokio::select! {
+        result = measure(&args, &nodes, routing) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     if let Some(spawned) = spawned {
         spawned.stop().await;
     }
