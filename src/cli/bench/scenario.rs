@@ -5,7 +5,7 @@
 //! |---|---|---|---|---|---|
 //! | `fanout` | 1,000 on one channel | 1 | 200 for 10 s | 16 | keeps up, p99 < 50 ms |
 //! | `rooms` | 1,000, ten per channel | 100 | 500 for 10 s | 32 | p99 < 5 ms |
-//! | `durable` | 1, on every channel | 16 | as fast as acknowledged | 64 | 20k/s per node |
+//! | `durable` | 1, on every channel | 16 | as fast as acknowledged | 128 | 20k/s per node |
 //! | `idle` | 15,000 per node | 1 | none (held 5 s) | 0 | < 16 KiB resident each |
 //!
 //! `catchup` (a node restarted after missing 100k events) needs a cluster and is not here yet.
@@ -92,7 +92,7 @@ impl Plan {
         let (clients, channels, per_client, rate, duration, publishers) = match scenario {
             Scenario::Fanout => (1_000, 1, 1, Some(200.0), 10, 16),
             Scenario::Rooms => (1_000, 100, 1, Some(500.0), 10, 32),
-            Scenario::Durable => (1, 16, u32::MAX, None, 10, 64),
+            Scenario::Durable => (1, 16, u32::MAX, None, 10, 128),
             Scenario::Idle => (IDLE_PER_NODE * nodes, 1, 1, None, 5, 0),
         };
         let channels = flags.channels.unwrap_or(channels).max(1);
