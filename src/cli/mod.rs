@@ -1,8 +1,9 @@
-//! The command line: `herald serve`, `herald token`, `herald publish`.
+//! The command line: `herald serve`, `herald token`, `herald publish`, `herald bench`.
 //!
 //! Each subcommand is a small module; errors reach the user as one line on stderr and a
 //! non-zero exit code.
 
+pub mod bench;
 mod cluster;
 mod publish;
 mod serve;
@@ -34,6 +35,8 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Publish one event through a node's HTTP API.
     Publish(publish::PublishArgs),
+    /// Load a node (or start its own) and report latency, throughput, CPU and correctness.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line and runs it.
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
             Command::Cluster(command) => cluster::run(command).await,
             Command::Token(args) => token::run(args),
             Command::Publish(args) => publish::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,199 @@
+//! The nodes under load: addresses given with `--http` (and their pids with `--server-pid`,
+//! for CPU and memory readings), or nodes the bench starts itself with `--spawn N`.
+//!
+//! A spawned node is this very executable (`std::env::current_exe()`) running
+//! `herald serve` on 127.0.0.1 port 0 with a fresh data directory under the system temp dir.
+//! The bench waits for its ready line (`herald listening node_id=.. http=..`), sends its logs to
+//! a file beside the data, and at the end stops it with SIGTERM (SIGKILL if it does not stop
+//! in time) and removes the directory. Spawned nodes are independent single nodes until
+//! clustering can join them; see [`super::scenario::Routing`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::store::SyncMode;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One node the load goes to.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub id: String,
+    pub http: SocketAddr,
+    /// Known for spawned nodes and `--server-pid`: CPU and memory are read from `/proc`.
+    pub pid: Option<u32>,
+}
+
+/// Nodes started by the bench; stopped and cleaned up by [`Spawned::stop`] (or, failing that,
+/// killed on drop).
+pub struct Spawned {
+    children: Vec<SpawnedChild>,
+    root: PathBuf,
+}
+
+struct SpawnedChild {
+    child: Child,
+    /// Kept open: the node may print to stdout again, and must not get EPIPE.
+    _stdout: BufReader<ChildStdout>,
+}
+
+/// Starts `count` single nodes.
+pub async fn spawn(count: usize, sync: SyncMode) -> anyhow::Result<(Vec<Node>, Spawned)> {
+    let exe = std::env::current_exe().context("cannot find the herald executable")?;
+    let root = std::env::temp_dir().join(format!(
+        "herald-bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+    ));
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let mut spawned = Spawned {
+        children: Vec::with_capacity(count),
+        root,
+    };
+    let mut nodes = Vec::with_capacity(count);
+    for index in 1..=count {
+        let (node, child) = spawn_one(&exe, &spawned.root, index, sync).await?;
+        nodes.push(node);
+        spawned.children.push(child);
+    }
+    Ok((nodes, spawned))
+}
+
+async fn spawn_one(
+    exe: &Path,
+    root: &Path,
+    index: usize,
+    sync: SyncMode,
+) -> anyhow::Result<(Node, SpawnedChild)> {
+    let id = format!("bench-n{index}");
+    let data = root.join(&id);
+    let log_path = root.join(format!("{id}.log"));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let sync = match sync {
+        SyncMode::Full => "full",
+        SyncMode::Normal => "normal",
+    };
+    let mut command = Command::new(exe);
+    command
+        .args(["serve", "--http", "127.0.0.1:0", "--gossip", "127.0.0.1:0"])
+        .args([
+            "--mesh",
+            "127.0.0.1:0",
+            "--backplane",
+            "local",
+            "--node-id",
+            &id,
+        ])
+        .args(["--store-sync", sync])
+        .arg("--data")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    if std::env::var_os("HERALD_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
+        command.env("HERALD_LOG", "warn");
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    let pid = child.id().context("spawned node exited at once")?;
+    let stdout = child.stdout.take().context("no stdout from the node")?;
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    let read = tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut line)).await;
+    let http = match read {
+        Ok(Ok(n)) if n > 0 => parse_ready_line(&line),
+        _ => None,
+    };
+    let Some(http) = http else {
+        let _ = child.start_kill();
+        bail!(
+            "node {id} did not become ready (got {:?}); its log: {}",
+            line.trim(),
+            log_path.display()
+        );
+    };
+    Ok((
+        Node {
+            id,
+            http,
+            pid: Some(pid),
+        },
+        SpawnedChild {
+            child,
+            _stdout: stdout,
+        },
+    ))
+}
+
+/// The `http=` address of `herald listening node_id=<id> http=<addr>`.
+pub fn parse_ready_line(line: &str) -> Option<SocketAddr> {
+    let rest = line.trim().strip_prefix("herald listening ")?;
+    rest.split_whitespace()
+        .find_map(|field| field.strip_prefix("http="))
+        .and_then(|addr| addr.parse().ok())
+}
+
+impl Spawned {
+    /// Stops every node (SIGTERM, then SIGKILL after a grace period) and removes the data.
+    pub async fn stop(mut self) {
+        for spawned in &mut self.children {
+            if let Some(pid) = spawned.child.id() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await;
+            }
+        }
+        for spawned in &mut self.children {
+            if tokio::time::timeout(STOP_TIMEOUT, spawned.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = spawned.child.kill().await;
+            }
+        }
+        self.children.clear();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // Children are killed by kill_on_drop; only the data is left to remove.
+        if !self.children.is_empty() {
+            for spawned in &mut self.children {
+                let _ = spawned.child.start_kill();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_ready_line() {
+        assert_eq!(
+            parse_ready_line("herald listening node_id=n1 http=127.0.0.1:4321\n"),
+            Some("127.0.0.1:4321".parse().unwrap())
+        );
+        assert_eq!(parse_ready_line("something else"), None);
+    }
+}

@@ -1,0 +1,70 @@
+//! The live view while a run goes: one progress bar on stderr (hidden with `--json` or when
+//! stderr is not a terminal), fed from the groups' and publishers' atomic counters.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::publisher::PublishCounters;
+use super::subscriber::GroupCounters;
+
+/// The sums of every live counter.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Totals {
+    pub connected: u64,
+    pub connect_failed: u64,
+    pub received: u64,
+    pub disconnected: u64,
+    pub acked: u64,
+    pub failed: u64,
+}
+
+/// Every counter of the run, for the bar and for the orchestrator's waits.
+pub struct Live {
+    pub groups: Vec<Arc<GroupCounters>>,
+    pub publishes: Arc<PublishCounters>,
+}
+
+impl Live {
+    pub fn totals(&self) -> Totals {
+        let mut totals = Totals {
+            acked: self.publishes.acked.load(Ordering::Relaxed),
+            failed: self.publishes.failed.load(Ordering::Relaxed),
+            ..Totals::default()
+        };
+        for group in &self.groups {
+            totals.connected += group.connected.load(Ordering::Relaxed);
+            totals.connect_failed += group.connect_failed.load(Ordering::Relaxed);
+            totals.received += group.received.load(Ordering::Relaxed);
+            totals.disconnected += group.disconnected.load(Ordering::Relaxed);
+        }
+        totals
+    }
+}
+
+/// A bar of `length` steps with `label`, or a hidden one.
+pub fn bar(visible: bool, length: u64, label: &str) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{prefix:>10} [{elapsed_precise}] {bar:30.cyan/blue} {pos:>7}/{len:7} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(label.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// The message shown during the load.
+pub fn load_message(totals: &Totals) -> String {
+    format!(
+        "published {} ({} failed), delivered {}, dropped {}",
+        totals.acked, totals.failed, totals.received, totals.disconnected
+    )
+}

@@ -1,0 +1,241 @@
+//! Subscribers: WebSocket clients, spread over a few client tasks.
+//!
+//! Each task (a "group") opens its share of the connections, a bounded number at a time, waits
+//! for each one's `connected` message, then reads all of them from one
+//! [`futures_util::stream::SelectAll`]: one task, one latency histogram and no locks per
+//! message, however many connections it holds. Per connection it keeps a
+//! [`ClientTracker`]; per group it counts deliveries in an atomic the progress bar reads.
+//!
+//! The client sockets use a 4 KiB read buffer: tungstenite's default (128 KiB, zero-filled
+//! before each read) would cost the load generator both CPU and, at 15,000 idle connections,
+//! about 2 GB of memory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::stream::{self, SelectAll, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+use super::publisher::{micros_histogram, unix_nanos};
+use super::scenario::channel_name;
+use super::tracker::{ClientTracker, StreamKey};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Connections a group opens at the same time.
+const CONNECTS_IN_FLIGHT: usize = 32;
+/// Error texts kept per group for the report.
+const KEPT_ERRORS: usize = 3;
+
+/// One client to open.
+#[derive(Clone, Debug)]
+pub struct ClientSpec {
+    pub node: SocketAddr,
+    pub channels: Vec<u32>,
+    pub token: String,
+}
+
+/// Live counts of one group.
+#[derive(Debug, Default)]
+pub struct GroupCounters {
+    pub connected: AtomicU64,
+    pub connect_failed: AtomicU64,
+    pub received: AtomicU64,
+    pub disconnected: AtomicU64,
+}
+
+/// One client's result.
+pub struct ClientResult {
+    pub channels: Vec<u32>,
+    pub tracker: ClientTracker,
+    /// Set when the server closed the connection or it failed during the run.
+    pub ended: Option<String>,
+}
+
+/// What one group saw.
+pub struct GroupOutcome {
+    /// Publish to receive, microseconds.
+    pub latency: Histogram<u64>,
+    pub received: u64,
+    /// Connected clients only.
+    pub clients: Vec<ClientResult>,
+    pub errors: Vec<String>,
+}
+
+/// The fields of a message the bench looks at.
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    t: Option<u64>,
+    p: Option<u32>,
+    c: Option<u32>,
+    n: Option<u64>,
+}
+
+type Socket = WebSocketStream<TcpStream>;
+
+/// Opens `specs`, reports progress in `counters`, and reads until `stop` turns true.
+pub async fn run_group(
+    specs: Vec<ClientSpec>,
+    counters: Arc<GroupCounters>,
+    mut stop: watch::Receiver<bool>,
+) -> GroupOutcome {
+    let mut outcome = GroupOutcome {
+        latency: micros_histogram(),
+        received: 0,
+        clients: Vec::with_capacity(specs.len()),
+        errors: Vec::new(),
+    };
+    let mut connects = stream::iter(specs.into_iter().map(|spec| async move {
+        let socket = tokio::time::timeout(CONNECT_TIMEOUT, connect(&spec))
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no connection in {CONNECT_TIMEOUT:?}")));
+        (spec, socket)
+    }))
+    .buffer_unordered(CONNECTS_IN_FLIGHT);
+    let mut sockets = SelectAll::new();
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => return outcome,
+            next = connects.next() => next,
+        };
+        let Some((spec, socket)) = next else { break };
+        match socket {
+            Ok(socket) => {
+                let index = outcome.clients.len();
+                outcome.clients.push(ClientResult {
+                    channels: spec.channels,
+                    tracker: ClientTracker::new(),
+                    ended: None,
+                });
+                sockets.push(
+                    socket
+                        .map(move |message| (index, Some(message)))
+                        .chain(stream::once(futures_util::future::ready((index, None)))),
+                );
+                counters.connected.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                counters.connect_failed.fetch_add(1, Ordering::Relaxed);
+                if outcome.errors.len() < KEPT_ERRORS {
+                    outcome.errors.push(format!("connect: {error:#}"));
+                }
+            }
+        }
+    }
+    drop(connects);
+
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => break,
+            item = sockets.next() => item,
+        };
+        // An empty SelectAll (every connection gone) answers None at once: wait for the stop.
+        let Some((index, message)) = item else {
+            let _ = stop.wait_for(|stop| *stop).await;
+            break;
+        };
+        let ended = match message {
+            Some(Ok(Message::Text(text))) => {
+                handle_text(&mut outcome, index, text.as_str());
+                counters.received.store(outcome.received, Ordering::Relaxed);
+                None
+            }
+            Some(Ok(Message::Close(frame))) => Some(match frame {
+                Some(frame) => format!("closed by the server: {} {}", frame.code, frame.reason),
+                None => "closed by the server".to_string(),
+            }),
+            Some(Ok(_)) => None,
+            Some(Err(error)) => Some(format!("read failed: {error}")),
+            None => Some("connection ended".to_string()),
+        };
+        if let Some(reason) = ended {
+            let client = &mut outcome.clients[index];
+            if client.ended.is_none() {
+                counters.disconnected.fetch_add(1, Ordering::Relaxed);
+                if outcome.errors.len() < KEPT_ERRORS {
+                    outcome.errors.push(reason.clone());
+                }
+                client.ended = Some(reason);
+            }
+        }
+    }
+    outcome
+}
+
+fn handle_text(outcome: &mut GroupOutcome, index: usize, text: &str) {
+    let Ok(message) = serde_json::from_str::<Incoming>(text) else {
+        return;
+    };
+    if message.kind != "bench" {
+        return;
+    }
+    let (Some(t), Some(p), Some(c), Some(n)) = (message.t, message.p, message.c, message.n) else {
+        return;
+    };
+    let micros = unix_nanos().saturating_sub(t) / 1000;
+    outcome.latency.saturating_record(micros.max(1));
+    outcome.received += 1;
+    outcome.clients[index].tracker.record(
+        StreamKey {
+            channel: c,
+            publisher: p,
+        },
+        n,
+    );
+}
+
+/// Opens one client and waits for its `connected` message.
+async fn connect(spec: &ClientSpec) -> anyhow::Result<Socket> {
+    let stream = TcpStream::connect(spec.node)
+        .await
+        .with_context(|| format!("cannot connect to {}", spec.node))?;
+    stream.set_nodelay(true)?;
+    let mut url = format!("ws://{}/ws?", spec.node);
+    for channel in &spec.channels {
+        url.push_str("channel=");
+        url.push_str(&channel_name(*channel));
+        url.push('&');
+    }
+    url.push_str("token=");
+    url.push_str(&spec.token);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(1024 * 1024))
+        .max_frame_size(Some(1024 * 1024));
+    let (mut socket, _) = client_async_with_config(url, stream, Some(config))
+        .await
+        .context("websocket handshake failed")?;
+    match socket.next().await {
+        Some(Ok(Message::Text(text))) => {
+            let kind = serde_json::from_str::<Incoming>(text.as_str())
+                .map(|m| m.kind.to_string())
+                .unwrap_or_default();
+            if kind != "connected" {
+                bail!("expected a connected message, got {}", text.as_str());
+            }
+            Ok(socket)
+        }
+        Some(Ok(Message::Close(frame))) => bail!(
+            "closed by the server: {}",
+            frame
+                .map(|f| format!("{} {}", f.code, f.reason))
+                .unwrap_or_default()
+        ),
+        Some(Ok(other)) => bail!("expected a connected message, got {other:?}"),
+        Some(Err(error)) => bail!("read failed: {error}"),
+        None => bail!("connection ended before connected"),
+    }
+}
