@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::{Backplane, BackplaneHealth};
-use crate::cluster::{Cluster, MemberState, keys};
+use crate::cluster::{Cluster, MemberState, MembershipChange, keys};
 use crate::event::{NodeId, SharedEvent, VersionVector};
 use crate::hub::Hub;
 use crate::mesh::{Frame, Inbound, LinkInfo, Mesh, frame};
@@ -86,7 +86,32 @@ impl MeshBackplane {
             inbound,
             stop.clone(),
         ));
-        tokio::spawn(Arc::clone(self).tick_loop(hub, stop));
+        tokio::spawn(Arc::clone(self).tick_loop(hub, stop.clone()));
+        tokio::spawn(Arc::clone(self).follow_membership(stop));
+    }
+
+    /// Logs membership changes and dials a new or restarted peer at once rather than at the
+    /// next tick.
+    async fn follow_membership(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut changes = self.cluster.changes();
+        loop {
+            let batch = tokio::select! {
+                batch = changes.next() => match batch { Some(batch) => batch, None => return },
+                _ = stop.wait_for(|stop| *stop) => return,
+            };
+            for change in &batch {
+                match change {
+                    MembershipChange::Added(member) => {
+                        tracing::info!(peer = %member.node_id, generation = member.generation, state = ?member.state, "member added");
+                    }
+                    MembershipChange::Updated(member) => {
+                        tracing::debug!(peer = %member.node_id, generation = member.generation, state = ?member.state, "member updated");
+                    }
+                    MembershipChange::Removed(node_id) => tracing::info!(peer = %node_id, "member removed"),
+                }
+            }
+            self.dial_peers();
+        }
     }
 
     async fn ingest(

@@ -133,6 +133,14 @@ impl Cluster {
         self.members.clone()
     }
 
+    /// Membership changes (added, updated, removed), by node id: a new generation of a node
+    /// is an update of that node, never a second member.
+    pub fn changes(&self) -> ChangeStream {
+        let mut members = self.members.clone();
+        let last = Arc::clone(&members.borrow_and_update());
+        ChangeStream { members, last }
+    }
+
     /// Live members other than this node.
     pub fn live_peers(&self) -> Vec<Member> {
         self.members()
@@ -174,6 +182,28 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.view_task.abort();
         let _ = self.handle.initiate_shutdown();
+    }
+}
+
+/// Successive membership changes; see [`Cluster::changes`].
+pub struct ChangeStream {
+    members: watch::Receiver<Arc<Vec<Member>>>,
+    last: Arc<Vec<Member>>,
+}
+
+impl ChangeStream {
+    /// Waits for the member view to change and answers what changed; `None` once membership
+    /// has stopped.
+    pub async fn next(&mut self) -> Option<Vec<MembershipChange>> {
+        loop {
+            self.members.changed().await.ok()?;
+            let current = Arc::clone(&self.members.borrow_and_update());
+            let changes = diff_members(&self.last, &current);
+            self.last = current;
+            if !changes.is_empty() {
+                return Some(changes);
+            }
+        }
     }
 }
 
