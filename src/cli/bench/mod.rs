@@ -263,7 +263,10 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
         let totals = live.totals();
         let done = totals.connected + totals.connect_failed;
         bar.set_position(done);
-        bar.set_message(format!("{} failed", totals.connect_failed));
+        bar.set_message(format!(
+            "{} of {} connected, {} failed",
+            totals.connected, plan.clients, totals.connect_failed
+        ));
         if done >= plan.clients as u64 {
             break;
         }

@@ -51,7 +51,7 @@ pub fn bar(visible: bool, length: u64, label: &str) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
-        "{prefix:>10} [{elapsed_precise}] {bar:30.cyan/blue} {pos:>7}/{len:7} {msg}",
+        "{prefix:>8} [{elapsed_precise}] {bar:30.cyan/blue} {percent:>3}% {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");

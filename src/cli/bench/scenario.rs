@@ -9,6 +9,11 @@
 //! | `idle` | 15,000 per node | 1 | none (held 5 s) | 0 | < 16 KiB resident each |
 //!
 //! `catchup` (a node restarted after missing 100k events) needs a cluster and is not here yet.
+//! When nodes can be joined, `--spawn N` starts them as one cluster and routes
+//! [`Routing::Cluster`]; `fanout` and `rooms` then measure cross-node delivery unchanged (clients
+//! and publishers already go round-robin over the nodes), and `catchup` fits the same shape:
+//! stop one spawned node, publish 100k events, restart it, and time until its version vector
+//! (`/api/cluster`) matches the others.
 //!
 //! Routing: in a cluster every node delivers every channel, so clients go round-robin over the
 //! nodes and so do publishers ([`Routing::Cluster`]). Independent nodes (what `--spawn` starts

@@ -12,6 +12,10 @@
 //! - **missing** (at the end, against the [`AckLedger`]): a publish the server acknowledged that
 //!   never arrived. Publishes that failed (no answer, an error) may or may not have been committed:
 //!   they are expected by nobody, and count neither way when they arrive.
+//!
+//! Memory: a few words per stream while it is in order; while a gap stays open, one set entry
+//! per event received above it, so at worst the events of one run (a lost first event is then
+//! noticed, and costs memory, until the end).
 
 use std::collections::{BTreeSet, HashMap};
 

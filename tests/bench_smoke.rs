@@ -1,0 +1,64 @@
+//! `herald bench` end to end, small: it starts its own node, loads it briefly, and reports
+//! every acknowledged publish delivered once and in order, as JSON.
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .env_remove("HERALD_JWT_SECRET")
+        .env_remove("HERALD_API_KEY")
+        .output()
+        .expect("run herald bench");
+    assert!(
+        output.status.success(),
+        "herald bench failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
+
+#[test]
+fn fanout_delivers_every_publish_once_in_order() {
+    let report = bench(&[
+        "fanout",
+        "--clients",
+        "20",
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--store-sync",
+        "normal",
+    ]);
+    let acked = report["publishes"]["acked"].as_u64().unwrap();
+    assert!(acked > 0, "{report:#}");
+    assert_eq!(
+        report["deliveries"]["expected"].as_u64().unwrap(),
+        acked * 20
+    );
+    assert_eq!(
+        report["deliveries"]["received"],
+        report["deliveries"]["expected"]
+    );
+    for field in ["missing", "duplicates", "out_of_order"] {
+        assert_eq!(report["correctness"][field], 0, "{field}: {report:#}");
+    }
+    assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(report["cpu"]["server_seconds"].as_f64().is_some());
+}
+
+#[test]
+fn idle_reports_memory_per_connection() {
+    let report = bench(&["idle", "--clients", "50", "--duration", "200ms"]);
+    let node = &report["nodes"][0];
+    assert_eq!(node["clients"], 50);
+    assert_eq!(report["clients"]["connected"], 50);
+    assert!(
+        node["rss_per_connection_kib"].as_f64().is_some(),
+        "{report:#}"
+    );
+}
