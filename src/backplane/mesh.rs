@@ -34,6 +34,8 @@ const PULL_PAGE: usize = 2_000;
 const PULL_STALE: Duration = Duration::from_secs(2);
 /// Pulls served at once.
 const PULLS_SERVED_AT_ONCE: usize = 4;
+/// Most event frames stored in one transaction.
+const INGEST_BATCH_FRAMES: usize = 64;
 
 struct PullInFlight {
     upto: u64,
@@ -107,7 +109,9 @@ impl MeshBackplane {
                     MembershipChange::Updated(member) => {
                         tracing::debug!(peer = %member.node_id, generation = member.generation, state = ?member.state, "member updated");
                     }
-                    MembershipChange::Removed(node_id) => tracing::info!(peer = %node_id, "member removed"),
+                    MembershipChange::Removed(node_id) => {
+                        tracing::info!(peer = %node_id, "member removed")
+                    }
                 }
             }
             self.dial_peers();
@@ -122,14 +126,33 @@ impl MeshBackplane {
         mut stop: watch::Receiver<bool>,
     ) {
         let serving = Arc::new(Semaphore::new(PULLS_SERVED_AT_ONCE));
+        let mut pending: std::collections::VecDeque<Inbound> = std::collections::VecDeque::new();
         loop {
-            let Inbound { from, frame } = tokio::select! {
-                received = inbound.recv() => match received { Some(inbound) => inbound, None => return },
-                _ = stop.wait_for(|stop| *stop) => return,
+            let Inbound { from, frame } = match pending.pop_front() {
+                Some(inbound) => inbound,
+                None => tokio::select! {
+                    received = inbound.recv() => match received { Some(inbound) => inbound, None => return },
+                    _ = stop.wait_for(|stop| *stop) => return,
+                },
             };
             match frame {
                 Frame::Events { events } | Frame::Range { events, .. } => {
-                    self.store_remote(&store, &from, events).await;
+                    // Group commit for replication: every event frame already waiting joins
+                    // this one in a single store transaction.
+                    let mut batch = vec![(from, events)];
+                    while pending.is_empty() && batch.len() < INGEST_BATCH_FRAMES {
+                        match inbound.try_recv() {
+                            Ok(Inbound {
+                                from,
+                                frame: Frame::Events { events } | Frame::Range { events, .. },
+                            }) => {
+                                batch.push((from, events));
+                            }
+                            Ok(other) => pending.push_back(other),
+                            Err(_) => break,
+                        }
+                    }
+                    self.store_remote(&store, batch).await;
                 }
                 Frame::Position { vector } => self.peer_reported(&from, vector, &hub),
                 Frame::Pull {
@@ -159,25 +182,47 @@ impl MeshBackplane {
         }
     }
 
-    async fn store_remote(&self, store: &Store, from: &NodeId, events: Vec<SharedEvent>) {
+    /// Stores events pushed or pulled from peers in one transaction, acks each sender with this
+    /// node's position, and pulls what is missing behind a gap from a peer that sent events of
+    /// that origin.
+    async fn store_remote(&self, store: &Store, batch: Vec<(NodeId, Vec<SharedEvent>)>) {
+        let mut senders: Vec<NodeId> = Vec::new();
+        let mut sources: HashMap<NodeId, NodeId> = HashMap::new();
+        let mut events = Vec::new();
+        for (from, frame_events) in batch {
+            for event in &frame_events {
+                sources
+                    .entry(event.origin.clone())
+                    .or_insert_with(|| from.clone());
+            }
+            if !senders.contains(&from) {
+                senders.push(from);
+            }
+            events.extend(frame_events);
+        }
         if events.is_empty() {
             return;
         }
         match store.apply_remote(events).await {
             Ok(applied) => {
-                // The position doubles as the replication ack for the sender.
+                // The position doubles as the replication ack for the senders.
                 if let Ok(bytes) = frame::encode(&Frame::Position {
                     vector: applied.position.clone(),
                 }) {
-                    let _ = self.mesh.push_to(from, &Arc::from(bytes));
+                    let bytes: Arc<[u8]> = Arc::from(bytes);
+                    for sender in &senders {
+                        let _ = self.mesh.push_to(sender, &bytes);
+                    }
                 }
                 for (origin, first_missing, highest) in applied.gaps {
-                    self.request_pull(from, &origin, first_missing - 1, highest, true);
+                    if let Some(source) = sources.get(&origin) {
+                        self.request_pull(source, &origin, first_missing - 1, highest, true);
+                    }
                 }
                 self.forget_finished_pulls(&applied.position);
             }
             Err(error) => {
-                tracing::warn!(peer = %from, %error, "storing replicated events failed");
+                tracing::warn!(?senders, %error, "storing replicated events failed");
             }
         }
     }

@@ -76,7 +76,10 @@ pub struct CommitForwarder {
 impl CommitSink for CommitForwarder {
     fn committed(&self, events: &[SharedEvent]) {
         if self.queue.blocking_send(events.to_vec()).is_err() {
-            tracing::warn!(events = events.len(), "dispatcher stopped; committed events not delivered live");
+            tracing::warn!(
+                events = events.len(),
+                "dispatcher stopped; committed events not delivered live"
+            );
         }
     }
 }
@@ -84,7 +87,8 @@ impl CommitSink for CommitForwarder {
 /// Starts the dispatcher: local subscribers first, then the other nodes, batch by batch in
 /// commit order. Answers the sink to give the store.
 pub fn start_dispatcher(hub: Arc<Hub>, backplane: Arc<dyn Backplane>) -> Arc<CommitForwarder> {
-    let (queue, mut batches) = tokio::sync::mpsc::channel::<Vec<SharedEvent>>(DISPATCH_QUEUE_BATCHES);
+    let (queue, mut batches) =
+        tokio::sync::mpsc::channel::<Vec<SharedEvent>>(DISPATCH_QUEUE_BATCHES);
     tokio::spawn(async move {
         while let Some(events) = batches.recv().await {
             hub.dispatch(&events);

@@ -12,6 +12,7 @@
 //! |---|---|
 //! | `scenario.rs` | scenario names, their DESIGN.md section 7 defaults, the plan, routing over nodes |
 //! | `nodes.rs` | the nodes under load: `--http` addresses, or `--spawn N` children of this executable |
+//! | `cluster_timings.rs` | `failover` (dead node noticed) and `catchup` (restarted node converges) |
 //! | `subscriber.rs` | WebSocket client tasks: connect, read, latency |
 //! | `tracker.rs` | per-client accounting of missing, duplicate and out-of-order events |
 //! | `publisher.rs` | fixed-rate publishers, one request in flight each |
@@ -28,6 +29,7 @@
 //! The bench holds one file descriptor per client in this process and refuses a plan that would
 //! pass the process's open-file limit; run several bench processes for more connections.
 
+mod cluster_timings;
 mod http;
 mod nodes;
 mod procfs;
@@ -89,6 +91,16 @@ pub struct BenchArgs {
     /// (the default, with N = 1, when no --http is given).
     #[arg(long, conflicts_with = "http")]
     pub spawn: Option<usize>,
+    /// Spawned nodes form one mesh cluster (gossip and QUIC links) instead of independent
+    /// nodes; clients and publishers are spread over all of them.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Events published while a node is down (catchup).
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Kill-and-detect rounds (failover).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
     /// Commit durability of spawned nodes.
     #[arg(long, value_enum, default_value = "full")]
     pub store_sync: SyncMode,
@@ -123,16 +135,22 @@ pub struct BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if matches!(args.scenario, Scenario::Failover | Scenario::Catchup) {
+        return cluster_timings::run(&args).await;
+    }
     let (nodes, spawned) = if args.http.is_empty() {
         let count = args.spawn.unwrap_or(1).max(1);
-        let (nodes, spawned) = nodes::spawn(count, args.store_sync).await?;
+        let (nodes, spawned) = nodes::spawn(count, args.store_sync, args.cluster).await?;
+        if args.cluster {
+            cluster_timings::wait_linked(&nodes).await?;
+        }
         (nodes, Some(spawned))
     } else {
         (external_nodes(&args).await?, None)
     };
     let routing = args.routing.unwrap_or(match spawned {
-        Some(_) => Routing::PerChannel,
-        None => Routing::Cluster,
+        Some(_) if !args.cluster => Routing::PerChannel,
+        _ => Routing::Cluster,
     });
     // On Ctrl-C, stop the spawned nodes rather than leave them running.
     let result = tokio::select! {

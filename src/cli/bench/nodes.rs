@@ -5,8 +5,10 @@
 //! `herald serve` on 127.0.0.1 port 0 with a fresh data directory under the system temp dir.
 //! The bench waits for its ready line (`herald listening node_id=.. http=..`), sends its logs to
 //! a file beside the data, and at the end stops it with SIGTERM (SIGKILL if it does not stop
-//! in time) and removes the directory. Spawned nodes are independent single nodes until
-//! clustering can join them; see [`super::scenario::Routing`].
+//! in time) and removes the directory. Spawned nodes are independent single nodes, or, with
+//! `--cluster`, one mesh cluster (gossip seeds on pre-picked ports, a shared cluster secret);
+//! cluster nodes can be killed (SIGKILL) and restarted on their data for the failover and
+//! catch-up scenarios.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,7 +38,21 @@ pub struct Node {
 pub struct Spawned {
     children: Vec<SpawnedChild>,
     root: PathBuf,
+    specs: Vec<NodeSpec>,
+    exe: PathBuf,
+    sync: SyncMode,
 }
+
+/// What it takes to start (or restart) one spawned node.
+#[derive(Clone, Debug)]
+struct NodeSpec {
+    index: usize,
+    /// Gossip address and every node's, for a cluster.
+    cluster: Option<(SocketAddr, Vec<SocketAddr>)>,
+}
+
+/// The cluster secret spawned clusters share.
+const BENCH_CLUSTER_SECRET: &str = "herald-bench-cluster-secret";
 
 struct SpawnedChild {
     child: Child,
@@ -44,8 +60,12 @@ struct SpawnedChild {
     _stdout: BufReader<ChildStdout>,
 }
 
-/// Starts `count` single nodes.
-pub async fn spawn(count: usize, sync: SyncMode) -> anyhow::Result<(Vec<Node>, Spawned)> {
+/// Starts `count` nodes: independent single nodes, or one mesh cluster.
+pub async fn spawn(
+    count: usize,
+    sync: SyncMode,
+    cluster: bool,
+) -> anyhow::Result<(Vec<Node>, Spawned)> {
     let exe = std::env::current_exe().context("cannot find the herald executable")?;
     let root = std::env::temp_dir().join(format!(
         "herald-bench-{}-{}",
@@ -56,25 +76,47 @@ pub async fn spawn(count: usize, sync: SyncMode) -> anyhow::Result<(Vec<Node>, S
             .as_millis()
     ));
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let gossip: Vec<SocketAddr> = if cluster {
+        (0..count)
+            .map(|_| free_udp_addr())
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let specs: Vec<NodeSpec> = (1..=count)
+        .map(|index| NodeSpec {
+            index,
+            cluster: cluster.then(|| (gossip[index - 1], gossip.clone())),
+        })
+        .collect();
     let mut spawned = Spawned {
         children: Vec::with_capacity(count),
         root,
+        specs,
+        exe,
+        sync,
     };
     let mut nodes = Vec::with_capacity(count);
-    for index in 1..=count {
-        let (node, child) = spawn_one(&exe, &spawned.root, index, sync).await?;
+    for spec in spawned.specs.clone() {
+        let (node, child) = spawn_one(&spawned.exe, &spawned.root, &spec, sync).await?;
         nodes.push(node);
         spawned.children.push(child);
     }
     Ok((nodes, spawned))
 }
 
+fn free_udp_addr() -> anyhow::Result<SocketAddr> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("cannot pick a gossip port")?;
+    socket.local_addr().context("cannot pick a gossip port")
+}
+
 async fn spawn_one(
     exe: &Path,
     root: &Path,
-    index: usize,
+    spec: &NodeSpec,
     sync: SyncMode,
 ) -> anyhow::Result<(Node, SpawnedChild)> {
+    let index = spec.index;
     let id = format!("bench-n{index}");
     let data = root.join(&id);
     let log_path = root.join(format!("{id}.log"));
@@ -85,16 +127,28 @@ async fn spawn_one(
         SyncMode::Normal => "normal",
     };
     let mut command = Command::new(exe);
+    command.args([
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--mesh",
+        "127.0.0.1:0",
+        "--node-id",
+        &id,
+    ]);
+    match &spec.cluster {
+        Some((gossip, all)) => {
+            let seeds: Vec<String> = all.iter().map(ToString::to_string).collect();
+            command
+                .args(["--backplane", "mesh", "--gossip", &gossip.to_string()])
+                .args(["--seed", &seeds.join(",")])
+                .env("HERALD_CLUSTER_SECRET", BENCH_CLUSTER_SECRET);
+        }
+        None => {
+            command.args(["--backplane", "local", "--gossip", "127.0.0.1:0"]);
+        }
+    }
     command
-        .args(["serve", "--http", "127.0.0.1:0", "--gossip", "127.0.0.1:0"])
-        .args([
-            "--mesh",
-            "127.0.0.1:0",
-            "--backplane",
-            "local",
-            "--node-id",
-            &id,
-        ])
         .args(["--store-sync", sync])
         .arg("--data")
         .arg(&data)
@@ -147,6 +201,20 @@ pub fn parse_ready_line(line: &str) -> Option<SocketAddr> {
 }
 
 impl Spawned {
+    /// SIGKILL node `index` (0-based): no goodbye to anyone.
+    pub async fn kill(&mut self, index: usize) {
+        let _ = self.children[index].child.kill().await;
+    }
+
+    /// Starts node `index` again on its data directory (and gossip port); answers its new
+    /// address.
+    pub async fn restart(&mut self, index: usize) -> anyhow::Result<Node> {
+        let spec = self.specs[index].clone();
+        let (node, child) = spawn_one(&self.exe, &self.root, &spec, self.sync).await?;
+        self.children[index] = child;
+        Ok(node)
+    }
+
     /// Stops every node (SIGTERM, then SIGKILL after a grace period) and removes the data.
     pub async fn stop(mut self) {
         for spawned in &mut self.children {

@@ -34,6 +34,10 @@ pub enum Scenario {
     Durable,
     /// Idle connections: resident memory per connection.
     Idle,
+    /// Three-node cluster: time for peers to mark a SIGKILLed node dead.
+    Failover,
+    /// Three-node cluster: time for a node that missed `--events` events to catch up.
+    Catchup,
 }
 
 impl Scenario {
@@ -43,6 +47,8 @@ impl Scenario {
             Self::Rooms => "rooms",
             Self::Durable => "durable",
             Self::Idle => "idle",
+            Self::Failover => "failover",
+            Self::Catchup => "catchup",
         }
     }
 }
@@ -99,6 +105,8 @@ impl Plan {
             Scenario::Rooms => (1_000, 100, 1, Some(500.0), 10, 32),
             Scenario::Durable => (1, 16, u32::MAX, None, 10, 128),
             Scenario::Idle => (IDLE_PER_NODE * nodes, 1, 1, None, 5, 0),
+            // Measured by `cluster_timings`, never planned here.
+            Scenario::Failover | Scenario::Catchup => (0, 1, 1, None, 0, 0),
         };
         let channels = flags.channels.unwrap_or(channels).max(1);
         let clients = flags.clients.unwrap_or(clients);
@@ -109,7 +117,7 @@ impl Plan {
             None => rate,
         };
         let publishers = match scenario {
-            Scenario::Idle => 0,
+            Scenario::Idle | Scenario::Failover | Scenario::Catchup => 0,
             _ => flags.publishers.unwrap_or(publishers).max(1),
         };
         let max_per_socket = crate::features::channels::MAX_CHANNELS_PER_SOCKET as u32;
