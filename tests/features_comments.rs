@@ -6,31 +6,15 @@ mod cluster_support;
 
 use std::time::Duration;
 
-use cluster_support::client::{Socket, connect, recv_until, send_json};
+use cluster_support::client::{open, recv_until, send_json};
 use cluster_support::{API_KEY, TestCluster, wait_until};
 use herald::auth::Role;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn linked(count: usize) -> TestCluster {
-    let cluster = TestCluster::start(count).await;
-    for index in 0..count {
-        cluster.wait_linked(index, count - 1, WAIT).await;
-    }
-    cluster
-}
-
-async fn open(cluster: &TestCluster, node: usize, path: &str, token: &str) -> Socket {
-    let separator = if path.contains('?') { '&' } else { '?' };
-    let mut socket =
-        connect(&cluster.ws_url(node, &format!("{path}{separator}token={token}"))).await;
-    recv_until(&mut socket, WAIT, |m| m["type"] == "connected").await;
-    socket
-}
-
 async fn comment_checklist(count: usize) {
-    let cluster = linked(count).await;
+    let cluster = TestCluster::start_linked(count).await;
     let node = |i: usize| i % count;
     let alice = cluster.token("1", &[]);
     let bob = cluster.token("2", &[]);
@@ -186,7 +170,7 @@ async fn comments_checklist_across_three_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_edits_and_deletes_on_different_nodes_converge() {
-    let cluster = linked(3).await;
+    let cluster = TestCluster::start_linked(3).await;
     let alice = cluster.token("1", &[]);
     let admin = cluster.token("0", &[Role::Admin]);
     let client = reqwest::Client::new();
@@ -275,7 +259,7 @@ async fn concurrent_edits_and_deletes_on_different_nodes_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_comment_input_is_refused_clearly() {
-    let cluster = linked(1).await;
+    let cluster = TestCluster::start_linked(1).await;
     let alice = cluster.token("1", &[]);
     let cases: Vec<(&str, &str, Value, u16)> = vec![
         (

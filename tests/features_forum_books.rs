@@ -7,7 +7,7 @@ mod cluster_support;
 
 use std::time::Duration;
 
-use cluster_support::client::{Socket, connect, recv_until, send_json};
+use cluster_support::client::{Socket, connect, open, recv_until, send_json};
 use cluster_support::{API_KEY, TestCluster};
 use futures_util::StreamExt;
 use herald::auth::Role;
@@ -15,20 +15,6 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn linked(count: usize) -> TestCluster {
-    let cluster = TestCluster::start(count).await;
-    for index in 0..count {
-        cluster.wait_linked(index, count - 1, WAIT).await;
-    }
-    cluster
-}
-
-async fn open(cluster: &TestCluster, node: usize, path: &str, token: &str) -> Socket {
-    let mut socket = connect(&cluster.ws_url(node, &format!("{path}?token={token}"))).await;
-    recv_until(&mut socket, WAIT, |m| m["type"] == "connected").await;
-    socket
-}
 
 /// Publishes `data` on `channel` through node `node`, then a `marker` on the same channel.
 async fn publish(
@@ -79,7 +65,7 @@ async fn types_until_markers(socket: &mut Socket, count: usize) -> Vec<String> {
 }
 
 async fn forum_routing(count: usize) {
-    let cluster = linked(count).await;
+    let cluster = TestCluster::start_linked(count).await;
     let node = |i: usize| i % count;
     let (u1, u2) = (cluster.token("1", &[]), cluster.token("2", &[]));
     let mut thread5 = open(&cluster, node(0), "/api/forum/ws/thread/5", &u1).await;
@@ -215,7 +201,7 @@ async fn forum_routing_across_three_nodes() {
 }
 
 async fn book_request_routing(count: usize) {
-    let cluster = linked(count).await;
+    let cluster = TestCluster::start_linked(count).await;
     let node = |i: usize| i % count;
     let (u1, u2) = (cluster.token("1", &[]), cluster.token("2", &[]));
     let creator = cluster.token("c", &[Role::Creator]);
@@ -300,7 +286,7 @@ async fn book_request_routing_across_three_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_publish_and_channel_input_is_refused_clearly() {
-    let cluster = linked(1).await;
+    let cluster = TestCluster::start_linked(1).await;
     let cases = vec![
         (
             json!({"channel": "forum", "data": {"text": "no type"}}),

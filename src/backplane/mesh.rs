@@ -108,6 +108,11 @@ impl MeshBackplane {
                     }
                     MembershipChange::Updated(member) => {
                         tracing::debug!(peer = %member.node_id, generation = member.generation, state = ?member.state, "member updated");
+                        if member.state != MemberState::Alive {
+                            if let Ok(peer) = NodeId::new(&member.node_id) {
+                                self.mesh.drop_link(&peer, "gossip says the peer is gone");
+                            }
+                        }
                     }
                     MembershipChange::Removed(node_id) => {
                         tracing::info!(peer = %node_id, "member removed")

@@ -33,11 +33,7 @@ async fn user_socket(
     serve_socket(state, upgrade, request, |user| {
         let channel = ChannelName::new(&format!("book_requests:user:{}", user.id))
             .map_err(|_| "user id cannot name a channel")?;
-        let spec = SubscriptionSpec {
-            user_id: user.id.as_str().into(),
-            channels: vec![channel],
-            prefixes: Vec::new(),
-        };
+        let spec = SubscriptionSpec::new(&user.id, vec![channel], Vec::new());
         let connected = json!({ "message": "Connected to book request updates" });
         Ok((spec, FeatureSocket::new(connected, None)))
     })
@@ -53,11 +49,7 @@ async fn admin_socket(
         if let ChannelAccess::Denied(reason) = may_subscribe(user, &channel) {
             return Err(reason);
         }
-        let spec = SubscriptionSpec {
-            user_id: user.id.as_str().into(),
-            channels: vec![channel],
-            prefixes: Vec::new(),
-        };
+        let spec = SubscriptionSpec::new(&user.id, vec![channel], Vec::new());
         let connected = json!({ "message": "Connected to book request admin updates" });
         Ok((spec, FeatureSocket::new(connected, None)))
     })

@@ -309,11 +309,7 @@ async fn socket(
     request: SocketRequest,
 ) -> Response {
     serve_socket(state, upgrade, request, |user| {
-        let spec = SubscriptionSpec {
-            user_id: user.id.as_str().into(),
-            channels: vec![broadcasts_channel()],
-            prefixes: Vec::new(),
-        };
+        let spec = SubscriptionSpec::new(&user.id, vec![broadcasts_channel()], Vec::new());
         Ok((spec, BroadcastSocket))
     })
 }

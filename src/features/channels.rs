@@ -229,11 +229,7 @@ async fn socket(
         if channels.len() > MAX_CHANNELS_PER_SOCKET {
             return Err("too many channels");
         }
-        let spec = SubscriptionSpec {
-            user_id: user.id.as_str().into(),
-            channels,
-            prefixes: Vec::new(),
-        };
+        let spec = SubscriptionSpec::new(&user.id, channels, Vec::new());
         let names: Vec<&str> = spec.channels.iter().map(ChannelName::as_str).collect();
         let connected = json!({ "channels": names, "user_id": user.id });
         Ok((spec, FeatureSocket::new(connected, None)))

@@ -286,11 +286,7 @@ async fn socket(
         let channel = track_channel(&track_id).map_err(|_| "invalid track id")?;
         let mut channels = vec![channel.clone()];
         channels.extend(personal_channels(user));
-        let spec = SubscriptionSpec {
-            user_id: user.id.as_str().into(),
-            channels,
-            prefixes: Vec::new(),
-        };
+        let spec = SubscriptionSpec::new(&user.id, channels, Vec::new());
         let connected = json!({ "track_id": track_id, "message": "Connected to comment updates" });
         let typing = TypingRoute {
             channel,

@@ -51,11 +51,7 @@ async fn thread_socket(
             .map_err(|_| "invalid thread id")?;
         let mut channels = vec![channel.clone()];
         channels.extend(personal_channels(user));
-        let spec = SubscriptionSpec {
-            user_id: user.id.as_str().into(),
-            channels,
-            prefixes: Vec::new(),
-        };
+        let spec = SubscriptionSpec::new(&user.id, channels, Vec::new());
         let connected =
             json!({ "thread_id": id_value(&thread_id), "message": "Connected to thread updates" });
         let typing = TypingRoute {
@@ -74,11 +70,7 @@ async fn global_socket(
     serve_socket(state, upgrade, request, |user| {
         let mut channels = vec![ChannelName::internal(FORUM_CHANNEL)];
         channels.extend(personal_channels(user));
-        let spec = SubscriptionSpec {
-            user_id: user.id.as_str().into(),
-            channels,
-            prefixes: Vec::new(),
-        };
+        let spec = SubscriptionSpec::new(&user.id, channels, Vec::new());
         let connected = json!({ "message": "Connected to forum updates" });
         Ok((spec, FeatureSocket::new(connected, None)))
     })
@@ -92,11 +84,7 @@ async fn v2_socket(
     serve_socket(state, upgrade, request, |user| {
         let mut channels = vec![ChannelName::internal(FORUM_CHANNEL)];
         channels.extend(personal_channels(user));
-        let spec = SubscriptionSpec {
-            user_id: user.id.as_str().into(),
-            channels,
-            prefixes: vec![THREAD_PREFIX.to_string()],
-        };
+        let spec = SubscriptionSpec::new(&user.id, channels, vec![THREAD_PREFIX.to_string()]);
         let connected = json!({ "message": "Connected to forum updates", "version": 2 });
         Ok((spec, FeatureSocket::new(connected, None)))
     })

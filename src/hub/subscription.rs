@@ -20,6 +20,15 @@ pub struct SubscriptionSpec {
 }
 
 impl SubscriptionSpec {
+    /// `user_id`'s subscription to exact `channels` and channel-name `prefixes`.
+    pub fn new(user_id: &str, channels: Vec<ChannelName>, prefixes: Vec<String>) -> Self {
+        Self {
+            user_id: user_id.into(),
+            channels,
+            prefixes,
+        }
+    }
+
     pub fn matches(&self, channel: &str) -> bool {
         self.channels.iter().any(|c| c.as_str() == channel)
             || self

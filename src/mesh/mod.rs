@@ -32,9 +32,11 @@ use crate::event::NodeId;
 pub const LINK_QUEUE_FRAMES: usize = 1024;
 /// Frames received from all peers waiting to be handled.
 pub const INBOUND_QUEUE_FRAMES: usize = 256;
-/// Keep-alive on idle links, and the idle timeout after which a silent peer's link closes.
-pub const KEEP_ALIVE: Duration = Duration::from_millis(300);
-pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Keep-alive on idle links, and the idle timeout after which a silent peer's link closes
+/// (generous, so that a CPU-starved peer is not cut off; a restarted peer is noticed at once
+/// through a stateless reset, a dead one by gossip).
+pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -223,6 +225,15 @@ impl Mesh {
         {
             links.remove(peer);
             tracing::info!(%peer, "mesh link down");
+        }
+    }
+
+    /// Closes the link to `peer`, if any (gossip says it is dead or has left).
+    pub fn drop_link(&self, peer: &NodeId, reason: &str) {
+        let removed = self.lock_links().remove(peer);
+        if let Some(link) = removed {
+            link.close(reason);
+            tracing::info!(%peer, reason, "mesh link closed");
         }
     }
 

@@ -50,3 +50,15 @@ pub async fn send_json(socket: &mut Socket, value: &Value) {
         .await
         .expect("send");
 }
+
+/// Opens `path` on node `node` with `token` and waits for `connected`.
+pub async fn open(cluster: &super::TestCluster, node: usize, path: &str, token: &str) -> Socket {
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let mut socket =
+        connect(&cluster.ws_url(node, &format!("{path}{separator}token={token}"))).await;
+    recv_until(&mut socket, Duration::from_secs(20), |m| {
+        m["type"] == "connected"
+    })
+    .await;
+    socket
+}

@@ -58,6 +58,17 @@ impl TestCluster {
         Self::start_with(count, |_, _| {}).await
     }
 
+    /// Starts `count` nodes and waits until each is linked to all the others.
+    pub async fn start_linked(count: usize) -> Self {
+        let cluster = Self::start(count).await;
+        for index in 0..count {
+            cluster
+                .wait_linked(index, count - 1, Duration::from_secs(30))
+                .await;
+        }
+        cluster
+    }
+
     pub async fn start_with(count: usize, customize: impl Fn(usize, &mut NodeSpec)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
