@@ -6,7 +6,10 @@
 //! - a node that was down while events were published catches up after it restarts;
 //! - every node reports ready once its backplane can deliver.
 //!
-//! `local` is the single-node case of the same scenarios.
+//! `local` is the single-node case of the same scenarios. The redis runs start their own
+//! `redis-server` (see `redis_support`) and are skipped, saying so, when it is not installed.
+
+mod redis_support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -23,11 +26,19 @@ struct Topology {
     kind: BackplaneKind,
     configs: Vec<Config>,
     nodes: Vec<Option<Server>>,
+    _redis: Option<redis_support::RedisServer>,
     _dir: tempfile::TempDir,
 }
 
 impl Topology {
-    async fn start(kind: BackplaneKind, count: usize) -> Self {
+    /// `None` when the backplane needs a Redis and redis-server is not installed.
+    async fn start(kind: BackplaneKind, count: usize) -> Option<Self> {
+        let redis = match kind {
+            BackplaneKind::Redis => Some(redis_support::RedisServer::started(&format!(
+                "backplane conformance ({count} redis nodes)"
+            ))?),
+            _ => None,
+        };
         let dir = tempfile::tempdir().unwrap();
         let gossip: Vec<SocketAddr> = (0..count)
             .map(|_| {
@@ -46,6 +57,7 @@ impl Topology {
                 config.seeds = gossip.iter().map(ToString::to_string).collect();
                 config.cluster_secret = "conformance-secret".into();
                 config.shutdown_grace = Duration::from_secs(2);
+                config.redis_url = redis.as_ref().map(|redis| redis.url());
                 config
             })
             .collect();
@@ -53,12 +65,13 @@ impl Topology {
             kind,
             nodes: (0..count).map(|_| None).collect(),
             configs,
+            _redis: redis,
             _dir: dir,
         };
         for index in 0..count {
             topology.start_node(index).await;
         }
-        topology
+        Some(topology)
     }
 
     async fn start_node(&mut self, index: usize) {
@@ -147,7 +160,9 @@ fn token(user: &str) -> String {
 // ---- the scenarios ----
 
 async fn delivers_to_every_node_exactly_once(kind: BackplaneKind, count: usize) {
-    let topology = Topology::start(kind, count).await;
+    let Some(topology) = Topology::start(kind, count).await else {
+        return;
+    };
     for index in 0..count {
         wait_until("every node is ready", || topology.ready(index)).await;
     }
@@ -195,7 +210,9 @@ async fn delivers_to_every_node_exactly_once(kind: BackplaneKind, count: usize) 
 }
 
 async fn catches_up_after_a_restart(kind: BackplaneKind, count: usize) {
-    let mut topology = Topology::start(kind, count).await;
+    let Some(mut topology) = Topology::start(kind, count).await else {
+        return;
+    };
     let behind = count - 1;
     for index in 0..count {
         wait_until("every node is ready", || topology.ready(index)).await;
@@ -232,6 +249,18 @@ async fn mesh_delivers_to_every_node_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_catches_up_after_a_restart() {
     catches_up_after_a_restart(BackplaneKind::Mesh, 3).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_delivers_to_every_node_exactly_once() {
+    delivers_to_every_node_exactly_once(BackplaneKind::Redis, 3).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_catches_up_after_a_restart() {
+    catches_up_after_a_restart(BackplaneKind::Redis, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
