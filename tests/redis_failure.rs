@@ -534,3 +534,100 @@ async fn redis_unreachable_at_start_up() {
     }
     cluster.wait_converged(WAIT).await;
 }
+
+/// A reader that silently stops delivering (its connection stalls without closing) is caught
+/// by its probe and rebuilt, and what was published meanwhile arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_is_rebuilt() {
+    let test = "a_stalled_reader_is_rebuilt";
+    let Some(redis) = RedisServer::started(test) else {
+        return;
+    };
+    let proxy = redis_support::StallingProxy::start(redis.addr()).await;
+    let url = proxy.url();
+    let cluster = TestCluster::start_with(2, |_, spec| spec.extra_args = redis_args(&url)).await;
+    wait_ready(&cluster, true).await;
+    cluster.wait_linked(1, 1, WAIT).await;
+    let received = Shared::default();
+    tokio::spawn(subscribe(
+        cluster.http(1),
+        cluster.token("reader", &[]),
+        Arc::clone(&received),
+    ));
+    wait_until(WAIT, || async { received.lock().unwrap().connected }).await;
+    cluster
+        .publish(0, CHANNEL, json!({"type": "tick", "p": 0, "n": 1}))
+        .await
+        .unwrap();
+    wait_until(WAIT, || async {
+        received.lock().unwrap().ticks.contains(&(0, 1))
+    })
+    .await;
+
+    proxy.stall_current_readers();
+    cluster
+        .publish(0, CHANNEL, json!({"type": "tick", "p": 0, "n": 2}))
+        .await
+        .unwrap();
+    wait_until(WAIT, || async {
+        received.lock().unwrap().ticks.contains(&(0, 2))
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", cluster.http(1)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let repairs: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("herald_redis_reader_repairs_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(repairs >= 1, "no reader repair counted:\n{metrics}");
+    assert_eq!(received.lock().unwrap().ticks, vec![(0, 1), (0, 2)]);
+}
+
+/// A stream trimmed below what a node needs (here by hand, with `XTRIM`, while the origin's
+/// own node is down) is repaired by the live node that holds the most: the returning node
+/// converges without the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trimmed_stream_is_repaired_by_another_holder() {
+    let test = "a_trimmed_stream_is_repaired_by_another_holder";
+    let Some(redis) = RedisServer::started(test) else {
+        return;
+    };
+    let mut cluster = start_cluster(NODES, &redis).await;
+    wait_ready(&cluster, true).await;
+    for index in 0..NODES {
+        cluster.wait_linked(index, NODES - 1, WAIT).await;
+    }
+    let origin = cluster.cluster_view(0).await["origin"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // n3 away; n1 publishes; n2 receives everything; then n1 goes away too.
+    cluster.terminate(2);
+    for n in 1..=300u64 {
+        cluster
+            .publish(0, CHANNEL, json!({"type": "tick", "p": 0, "n": n}))
+            .await
+            .unwrap();
+    }
+    wait_until(WAIT, || async {
+        cluster.log_position(1).await.get(&origin) == Some(&300)
+    })
+    .await;
+    cluster.terminate(0);
+    // The stream keeps only its last 10 entries: n3 cannot catch up from it alone.
+    let key = format!("herald:{{herald}}:log:{origin}");
+    let trimmed = redis.command(&format!("XTRIM {key} MAXLEN 10"));
+    assert!(trimmed.starts_with(":290"), "XTRIM answered {trimmed:?}");
+    tokio::task::block_in_place(|| cluster.start_node(2));
+    wait_until(WAIT, || async {
+        cluster.log_position(2).await.get(&origin) == Some(&300)
+    })
+    .await;
+    let logged = history_ticks(&cluster, 2).await;
+    assert_eq!(logged.len(), 300);
+}

@@ -153,3 +153,106 @@ fn free_port() -> u16 {
         .map(|addr| addr.port())
         .expect("free port")
 }
+
+/// A TCP proxy in front of a Redis that can stall, without closing them, the connections that
+/// have sent an `XREAD`: a reader that silently stops delivering, as behind a half-open
+/// connection. Connections opened after the stall pass.
+pub struct StallingProxy {
+    addr: SocketAddr,
+    /// The id of the last connection accepted.
+    last_id: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Reader connections with a smaller id are stalled.
+    stall_before: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl StallingProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let stall_before = Arc::new(AtomicU64::new(0));
+        let last_id = Arc::new(AtomicU64::new(0));
+        let (stall, ids) = (Arc::clone(&stall_before), Arc::clone(&last_id));
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let id = ids.fetch_add(1, Ordering::SeqCst) + 1;
+                let reader = Arc::new(AtomicBool::new(false));
+                let stalled = {
+                    let (stall, reader) = (Arc::clone(&stall), Arc::clone(&reader));
+                    move || reader.load(Ordering::SeqCst) && id < stall.load(Ordering::SeqCst)
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let upstream_stalled = stalled.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match client_read.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if buffer[..n]
+                            .windows(5)
+                            .any(|w| w.eq_ignore_ascii_case(b"XREAD"))
+                        {
+                            reader.store(true, Ordering::SeqCst);
+                        }
+                        if upstream_stalled() {
+                            std::future::pending::<()>().await;
+                        }
+                        if server_write.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match server_read.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if stalled() {
+                            std::future::pending::<()>().await;
+                        }
+                        if client_write.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            last_id,
+            stall_before,
+            accept,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// From now on nothing more passes on the reader connections open now.
+    pub fn stall_current_readers(&self) {
+        use std::sync::atomic::Ordering;
+        let last = self.last_id.load(Ordering::SeqCst);
+        self.stall_before.store(last + 1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}

@@ -1,5 +1,9 @@
 //! What the Redis backplane keeps in Redis: key names, stream entries and registry records.
 //!
+//! Every key starts with `herald:{cluster}`, braces included: a Redis Cluster hash
+//! tag, so that all of a cluster's keys live in one slot and the multi-stream `XREAD` works
+//! there too.
+//!
 //! | key | type | holds |
 //! |---|---|---|
 //! | `herald:{cluster}:log:{origin}` | stream, `MAXLEN ~` [`LOG_STREAM_CAP`] | one entry per event of `origin`: `seq`, `ev` |
@@ -41,7 +45,7 @@ pub struct Keys {
 impl Keys {
     pub fn new(cluster_id: &str) -> Self {
         Self {
-            prefix: format!("herald:{cluster_id}"),
+            prefix: format!("herald:{{{cluster_id}}}"),
         }
     }
 
@@ -168,10 +172,10 @@ mod tests {
     fn log_keys_name_their_origin() {
         let keys = Keys::new("c1");
         let origin = NodeId::new("n1.123").unwrap();
-        assert_eq!(keys.log(&origin), "herald:c1:log:n1.123");
+        assert_eq!(keys.log(&origin), "herald:{c1}:log:n1.123");
         assert_eq!(keys.origin_of(&keys.log(&origin)), Some(origin));
-        assert_eq!(keys.origin_of("herald:c1:nodes"), None);
-        assert_eq!(keys.origin_of("herald:c2:log:n1"), None);
+        assert_eq!(keys.origin_of("herald:{c1}:nodes"), None);
+        assert_eq!(keys.origin_of("herald:{c2}:log:n1"), None);
     }
 
     #[test]

@@ -16,8 +16,8 @@
 //!   writer, and the outbox needs no queue of its own: the log is the queue, bounded by the disk.
 //!   While Redis is unreachable the shipper backs off and retries; when Redis returns it ships
 //!   the backlog in order. N survives restarts in the `shipped` hash.
-//! - **One stream per origin** (`herald:{cluster}:log:{origin}`, one entry per event, `MAXLEN ~`
-//!   [`keys::LOG_STREAM_CAP`] so Redis memory is bounded). Unlike pub/sub a stream keeps entries
+//! - **One stream per origin** (`herald:{cluster}:log:{origin}`, one entry per event, `MAXLEN ~ 100000`,
+//!   so Redis memory is bounded). Unlike pub/sub a stream keeps entries
 //!   for readers that are behind or reconnecting; one stream per origin keeps each origin's
 //!   events in seq order and lets a reader skip what it holds by the `seq` field without
 //!   decoding. Every node reads every known origin's stream with one blocking `XREAD` from its
@@ -37,7 +37,7 @@
 //! - **Repair.** Streams are trimmed, and a Redis restart can lose everything. Every tick, for
 //!   each origin, the live node holding the highest position (ties: lowest node id) looks for
 //!   live nodes whose position for that origin is behind its own and has not moved for
-//!   [`repair::STUCK_AFTER`], and re-ships the missing range (a bounded window per tick) into the
+//!   a second, and re-ships the missing range (a bounded window per tick) into the
 //!   origin's stream; receivers dedupe. This also covers the events of a dead origin, as long as
 //!   one live node holds them.
 //! - **Epoch.** `herald:{cluster}:epoch` holds a random value set with `SET NX`. A different or
@@ -51,7 +51,7 @@
 //!   (`herald_redis_reader_repairs_total`).
 //!
 //! Connections use fred's explicit reconnect policy (its default never reconnects): exponential
-//! back-off from 100 ms to 1 s, forever, with connection and command timeouts, and `connect()`
+//! back-off from 100 ms to 500 ms, forever, with connection and command timeouts, and `connect()`
 //! without waiting, so a node whose Redis is unreachable at start-up still starts, serves local
 //! clients, reports not ready, and joins when Redis appears.
 //!
@@ -437,7 +437,7 @@ fn new_client(config: &FredConfig) -> fred::prelude::Client {
         default_command_timeout: Duration::from_secs(5),
         ..PerformanceConfig::default()
     };
-    let policy = ReconnectPolicy::new_exponential(0, 100, 1_000, 2);
+    let policy = ReconnectPolicy::new_exponential(0, 100, 500, 2);
     fred::prelude::Client::new(
         config.clone(),
         Some(performance),
@@ -453,14 +453,15 @@ fn display_server(url: &str) -> String {
     rest.to_string()
 }
 
-/// Doubling back-off for retries: 50 ms up to 1 s.
+/// Doubling back-off for retries: 25 ms up to 250 ms. Short, because a retry is what notices
+/// that Redis is back (a command waits for the reconnection anyway, up to its timeout).
 struct Backoff {
     next: Duration,
 }
 
 impl Backoff {
-    const FIRST: Duration = Duration::from_millis(50);
-    const MAX: Duration = Duration::from_secs(1);
+    const FIRST: Duration = Duration::from_millis(25);
+    const MAX: Duration = Duration::from_millis(250);
 
     fn new() -> Self {
         Self { next: Self::FIRST }
