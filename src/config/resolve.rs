@@ -22,7 +22,7 @@ pub struct ServeArgs {
     /// TOML configuration file (for example cluster.toml).
     #[arg(long, env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Selects a [[nodes]] entry of the configuration file by name.
+    /// Selects a `[[nodes]]` entry of the configuration file by name.
     #[arg(long, env = "HERALD_NODE")]
     pub node: Option<String>,
     /// This node's stable id (default: generated once, kept in the data dir).

@@ -3,7 +3,7 @@
 //! It owns the schema, the single writer thread (group commit: many appends in one
 //! transaction, each caller answered only after the commit), the per-origin log positions,
 //! and the materialized state (active broadcast, acknowledgements) that is updated in the same
-//! transaction as the event that changes it, by [`materialize::apply`]. The same apply code
+//! transaction as the event that changes it, by `materialize::apply`. The same apply code
 //! runs for local appends and, later, for events that arrive from other nodes, so state is a
 //! pure function of the set of events held.
 //!

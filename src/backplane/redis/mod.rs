@@ -16,11 +16,10 @@
 //!   writer, and the outbox needs no queue of its own: the log is the queue, bounded by the disk.
 //!   While Redis is unreachable the shipper backs off and retries; when Redis returns it ships
 //!   the backlog in order. N survives restarts in the `shipped` hash.
-//! - **One stream per origin** (`herald:{cluster}:log:{origin}`, one entry per event, `MAXLEN ~ 100000`,
-//!   so Redis memory is bounded). Unlike pub/sub a stream keeps entries
-//!   for readers that are behind or reconnecting; one stream per origin keeps each origin's
-//!   events in seq order and lets a reader skip what it holds by the `seq` field without
-//!   decoding. Every node reads every known origin's stream with one blocking `XREAD` from its
+//! - **One stream per origin** (`herald:{cluster}:log:{origin}`, one entry per event,
+//!   `MAXLEN ~ 100000` so Redis memory is bounded). Unlike pub/sub a stream keeps entries for
+//!   readers that are behind or reconnecting; one stream per origin keeps each origin's events
+//!   in seq order and lets a reader skip what it holds by the `seq` field without decoding. Every node reads every known origin's stream with one blocking `XREAD` from its
 //!   last-read ids, on a connection of its own (a blocking read would stall the commands that
 //!   share its connection). Received events go through [`Store::apply_remote`], which is
 //!   idempotent on `(origin, seq)`, holds an event back behind a gap, and hands the hub only
@@ -58,6 +57,7 @@
 //! Trust: anyone who can write to this Redis can inject events; protect it with a password or
 //! ACL in the URL. The cluster secret guards the mesh only.
 
+mod client;
 mod keys;
 mod reader;
 mod registry;
@@ -70,10 +70,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use fred::prelude::{
-    ClientLike, Config as FredConfig, ConnectionConfig, HashesInterface, PerformanceConfig,
-    ReconnectPolicy, TcpConfig, Value,
-};
+use fred::prelude::{ClientLike, Config as FredConfig, HashesInterface, Value};
 use fred::types::ConnectHandle;
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -82,6 +79,7 @@ use crate::cluster::MemberState;
 use crate::event::{Event, NodeId, SharedEvent};
 use crate::hub::Hub;
 use crate::store::Store;
+use client::{Backoff, QUIT_TIMEOUT, disconnect, display_server, new_client};
 use keys::{Keys, NodeRecord};
 
 /// How often the registry is written and read, repairs planned and probes checked.
@@ -96,8 +94,6 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(3);
 /// Without a successful registry round trip for this long, Redis counts as unreachable.
 const CONTACT_STALE: Duration = Duration::from_secs(2);
-/// How long closing waits for Redis to answer.
-const QUIT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Ephemeral events (typing indicators) waiting for Redis; more are dropped and counted.
 const EPHEMERAL_QUEUE: usize = 1024;
 
@@ -152,6 +148,8 @@ struct Shared {
     shipper_ready: bool,
     /// This node's last registry record (rewritten with `left` on close).
     own_record: Option<NodeRecord>,
+    /// Whether the last registry round trip succeeded (for logging the transitions).
+    registry_answered: bool,
 }
 
 pub struct RedisBackplane {
@@ -182,6 +180,11 @@ impl RedisBackplane {
     /// Builds the backplane and starts connecting in the background: it does not wait for
     /// Redis, which may well be unreachable now and appear later.
     pub fn connect(options: RedisOptions) -> Result<Arc<Self>, RedisBackplaneError> {
+        if options.url.starts_with("rediss://") {
+            return Err(RedisBackplaneError::Url(
+                "TLS (rediss://) is not supported by this build".into(),
+            ));
+        }
         let mut fred_config = FredConfig::from_url(&options.url)
             .map_err(|e| RedisBackplaneError::Url(e.to_string()))?;
         // Run the reconnect policy for the first connection too, instead of failing.
@@ -246,6 +249,30 @@ impl RedisBackplane {
         if shared.last_error.as_deref() != Some(detail.as_str()) {
             tracing::debug!(error = %detail, "redis command failed");
             shared.last_error = Some(detail);
+        }
+    }
+
+    /// Notes the outcome of a registry round trip; logs when Redis goes away or comes back.
+    fn note_registry(&self, answered: Result<(), &fred::error::Error>) {
+        let mut shared = self.shared();
+        let was = std::mem::replace(&mut shared.registry_answered, answered.is_ok());
+        drop(shared);
+        match answered {
+            Ok(()) if !was => {
+                tracing::info!(redis = %self.server, "redis reachable: replicating through it");
+            }
+            Err(error) => {
+                if was {
+                    tracing::warn!(
+                        redis = %self.server,
+                        %error,
+                        "redis unreachable: publishes are committed and delivered locally, \
+                         and shipped when it returns"
+                    );
+                }
+                self.note_error("registry", error);
+            }
+            Ok(()) => {}
         }
     }
 
@@ -408,80 +435,6 @@ impl Backplane for RedisBackplane {
     }
 }
 
-/// Closes a client: `QUIT` when Redis answers, then stop its connection task, which would
-/// otherwise keep reconnecting forever.
-async fn disconnect((client, connection): (fred::prelude::Client, ConnectHandle)) {
-    let _ = tokio::time::timeout(QUIT_TIMEOUT, client.quit()).await;
-    connection.abort();
-}
-
-/// A client with the reconnect policy and timeouts described in the module docs.
-fn new_client(config: &FredConfig) -> fred::prelude::Client {
-    let connection = ConnectionConfig {
-        connection_timeout: Duration::from_secs(2),
-        internal_command_timeout: Duration::from_secs(2),
-        max_command_attempts: 3,
-        // Each task has at most one pipeline in flight; this only guards against a bug.
-        max_command_buffer_len: 64 * 1024,
-        unresponsive: fred::types::config::UnresponsiveConfig {
-            max_timeout: Some(Duration::from_secs(5)),
-            interval: Duration::from_secs(1),
-        },
-        tcp: TcpConfig {
-            nodelay: Some(true),
-            ..TcpConfig::default()
-        },
-        ..ConnectionConfig::default()
-    };
-    let performance = PerformanceConfig {
-        default_command_timeout: Duration::from_secs(5),
-        ..PerformanceConfig::default()
-    };
-    let policy = ReconnectPolicy::new_exponential(0, 100, 500, 2);
-    fred::prelude::Client::new(
-        config.clone(),
-        Some(performance),
-        Some(connection),
-        Some(policy),
-    )
-}
-
-/// `redis://user:secret@host:6379/0` -> `host:6379/0`.
-fn display_server(url: &str) -> String {
-    let rest = url.split_once("://").map(|(_, rest)| rest).unwrap_or(url);
-    let rest = rest.rsplit_once('@').map(|(_, host)| host).unwrap_or(rest);
-    rest.to_string()
-}
-
-/// Doubling back-off for retries: 25 ms up to 250 ms. Short, because a retry is what notices
-/// that Redis is back (a command waits for the reconnection anyway, up to its timeout).
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(25);
-    const MAX: Duration = Duration::from_millis(250);
-
-    fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    /// Waits for the next delay; false when `stop` fired meanwhile.
-    async fn wait(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => true,
-            _ = stop.wait_for(|stop| *stop) => false,
-        }
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -489,15 +442,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_never_reach_the_health_detail() {
-        assert_eq!(
-            display_server("redis://user:secret@10.0.0.1:6379/2"),
-            "10.0.0.1:6379/2"
-        );
-        assert_eq!(display_server("redis://127.0.0.1:6380"), "127.0.0.1:6380");
-    }
 
     #[test]
     fn peers_are_dead_once_their_heartbeat_stops() {

@@ -73,9 +73,12 @@ pub(super) async fn run(
         beat += 1;
         last_exchange = Instant::now();
         let absorbed = match backplane.exchange(&store, &hub, beat).await {
-            Ok(absorbed) => absorbed,
+            Ok(absorbed) => {
+                backplane.note_registry(Ok(()));
+                absorbed
+            }
             Err(error) => {
-                backplane.note_error("registry", &error);
+                backplane.note_registry(Err(&error));
                 continue;
             }
         };

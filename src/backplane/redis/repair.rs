@@ -130,7 +130,13 @@ pub(super) async fn reship(backplane: &RedisBackplane, store: &Store, repair: Re
     }
     if shipped > 0 {
         metrics::counter!("herald_redis_events_repaired_total").increment(shipped);
-        tracing::info!(origin = %repair.origin, after = repair.after, upto = after, shipped, "re-shipped events a live node lacked");
+        tracing::info!(
+            origin = %repair.origin,
+            after = repair.after,
+            upto = after,
+            shipped,
+            "re-shipped events a live node lacked"
+        );
     }
 }
 

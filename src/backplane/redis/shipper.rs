@@ -52,13 +52,19 @@ pub(super) async fn run(
     let start = mark.unwrap_or(committed_at_start).min(committed_at_start);
     backplane.shipped.store(start, Ordering::SeqCst);
     backplane.shared().shipper_ready = true;
-    tracing::info!(%origin, shipped = start, committed = committed_at_start, "redis shipper started");
+    tracing::info!(
+        %origin,
+        shipped = start,
+        committed = committed_at_start,
+        "redis shipper started"
+    );
     backoff.reset();
 
     let stream = backplane.keys.log(&origin);
     loop {
         let from = backplane.shipped.load(Ordering::SeqCst);
         let committed = hub.delivered().get(&origin);
+        metrics::gauge!("herald_redis_ship_backlog").set(committed.saturating_sub(from) as f64);
         if from >= committed {
             tokio::select! {
                 _ = backplane.wake_shipper.notified() => {}
@@ -137,7 +143,12 @@ pub(super) async fn append_events(
         let bytes = match keys::encode_event(event) {
             Ok(bytes) => bytes,
             Err(error) => {
-                tracing::error!(origin = %event.origin, seq = event.seq, %error, "cannot encode an event for redis");
+                tracing::error!(
+                    origin = %event.origin,
+                    seq = event.seq,
+                    %error,
+                    "cannot encode an event for redis"
+                );
                 continue;
             }
         };
