@@ -35,7 +35,9 @@ pub fn available(test: &str) -> bool {
     if std::env::var("HERALD_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
         panic!("{test}: redis-server is not installed but HERALD_REQUIRE_REDIS=1");
     }
-    eprintln!(
+    // Written to stderr directly, past the test harness's capture, so that it is always seen.
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED {test}: redis-server is not installed (apt-get install redis-server); \
          set HERALD_REQUIRE_REDIS=1 to make this a failure"
     );

@@ -203,7 +203,9 @@ impl RedisBackplane {
         shared.last_contact = Some(now);
         shared.last_error = None;
 
-        if shared.epoch.is_some() && shared.epoch != epoch {
+        // (No value at all cannot follow SET NX; it says nothing either way.)
+        let changed = epoch.is_some() && shared.epoch.is_some() && shared.epoch != epoch;
+        if changed {
             absorbed.epoch_changed = true;
             // What every peer that was alive before the loss held of this origin is safe;
             // everything shipped after it may be gone with Redis's data: ship it again.
