@@ -391,9 +391,15 @@ async fn redis_killed_and_restarted_empty_loses_nothing() {
             .contains(&banner)
     })
     .await;
-    // Keep publishing for several seconds of outage in all.
-    let outage = Duration::from_secs(5);
-    wait_until(WAIT, || async { killed.elapsed() >= outage }).await;
+    // Keep publishing for several seconds of outage: 400 more local ticks on every node (one
+    // per 10 ms).
+    for (p, seen) in seen_at_kill.iter().enumerate() {
+        wait_until(WAIT, || async {
+            traffic.highest_seen(p, p as u64) > seen + 400
+        })
+        .await;
+    }
+    let outage = killed.elapsed();
     let acked = traffic.stop_publishing().await;
 
     // Redis back, empty: the backlog reaches every node and every client.
@@ -461,12 +467,19 @@ async fn redis_restarted_many_times_loses_nothing() {
             })
         })
         .await;
-        // Down for a while, with publishes going on.
+        // Down for a while, with publishes going on: each node's own clients get 50 to 250
+        // more of its ticks meanwhile.
         redis.kill();
-        let killed = Instant::now();
         wait_ready(&cluster, false).await;
-        let down_for = Duration::from_millis(700 + 300 * round);
-        wait_until(WAIT, || async { killed.elapsed() >= down_for }).await;
+        let local: Vec<u64> = (0..NODES)
+            .map(|p| traffic.highest_seen(p, p as u64))
+            .collect();
+        for (p, seen) in local.iter().enumerate() {
+            wait_until(WAIT, || async {
+                traffic.highest_seen(p, p as u64) > seen + 50 + 50 * round
+            })
+            .await;
+        }
         redis.start();
         wait_ready(&cluster, true).await;
     }
