@@ -12,6 +12,18 @@ use tokio::sync::watch;
 /// How long closing waits for Redis to answer.
 pub(super) const QUIT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Runs `work` unless `stop` fires first (a command waits up to its timeout while Redis is
+/// away; shutting down should not).
+pub(super) async fn unless_stopped<F: std::future::Future>(
+    stop: &mut watch::Receiver<bool>,
+    work: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        output = work => Some(output),
+        _ = stop.wait_for(|stop| *stop) => None,
+    }
+}
+
 /// Closes a client: `QUIT` when Redis answers, then stop its connection task, which would
 /// otherwise keep reconnecting forever.
 pub(super) async fn disconnect((client, connection): (Client, ConnectHandle)) {

@@ -79,7 +79,7 @@ use crate::cluster::MemberState;
 use crate::event::{Event, NodeId, SharedEvent};
 use crate::hub::Hub;
 use crate::store::Store;
-use client::{Backoff, QUIT_TIMEOUT, disconnect, display_server, new_client};
+use client::{Backoff, QUIT_TIMEOUT, disconnect, display_server, new_client, unless_stopped};
 use keys::{Keys, NodeRecord};
 
 /// How often the registry is written and read, repairs planned and probes checked.
@@ -323,6 +323,10 @@ impl Backplane for RedisBackplane {
             .is_some_and(|(_, sent)| now.saturating_duration_since(*sent) > PROBE_DEADLINE);
         let live = shared.peers.values().filter(|p| p.alive_at(now)).count();
         let shipped = self.shipped.load(Ordering::Relaxed);
+        let committed = match (&shared.own_record, self.own_origin()) {
+            (Some(record), Some(origin)) => record.vector.get(origin).max(shipped),
+            _ => shipped,
+        };
         let error = shared.last_error.as_deref().unwrap_or("no answer yet");
         let (healthy, detail) = if !reachable {
             let since = match shared.last_contact {
@@ -347,7 +351,7 @@ impl Backplane for RedisBackplane {
             (
                 true,
                 format!(
-                    "connected to redis at {}; {live} live peers; shipped up to seq {shipped}",
+                    "connected to redis at {}; {live} live peers; shipped {shipped} of {committed} own events",
                     self.server
                 ),
             )

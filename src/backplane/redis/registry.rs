@@ -18,7 +18,7 @@ use super::keys::{self, FIELD_NONCE, NodeRecord, PROBE_STREAM_CAP};
 use super::repair::{self, RepairPlanner};
 use super::{
     ACK_POLL, DEAD_AFTER, PROBE_DEADLINE, PROBE_EVERY, Peer, RedisBackplane, TICK, lock,
-    new_client, reader,
+    new_client, reader, unless_stopped,
 };
 use crate::event::VersionVector;
 use crate::hub::Hub;
@@ -72,7 +72,12 @@ pub(super) async fn run(
         }
         beat += 1;
         last_exchange = Instant::now();
-        let absorbed = match backplane.exchange(&store, &hub, beat).await {
+        let Some(exchanged) =
+            unless_stopped(&mut stop, backplane.exchange(&store, &hub, beat)).await
+        else {
+            break;
+        };
+        let absorbed = match exchanged {
             Ok(absorbed) => {
                 backplane.note_registry(Ok(()));
                 absorbed
@@ -84,12 +89,21 @@ pub(super) async fn run(
         };
         if absorbed.epoch_changed || absorbed.new_origins {
             // The reader re-plans its streams when its blocking read returns: wake it.
-            backplane.wake_reader().await;
+            if unless_stopped(&mut stop, backplane.wake_reader())
+                .await
+                .is_none()
+            {
+                break;
+            }
         }
         if !full {
             continue;
         }
-        if let Some(rebuild) = backplane.probe_step(&mut last_probe).await {
+        let Some(probed) = unless_stopped(&mut stop, backplane.probe_step(&mut last_probe)).await
+        else {
+            break;
+        };
+        if let Some(rebuild) = probed {
             if rebuild {
                 metrics::counter!("herald_redis_reader_repairs_total").increment(1);
                 tracing::warn!(
@@ -119,7 +133,12 @@ pub(super) async fn run(
         }
         if last_forget.elapsed() >= FORGET_EVERY {
             last_forget = Instant::now();
-            backplane.forget_old_records().await;
+            if unless_stopped(&mut stop, backplane.forget_old_records())
+                .await
+                .is_none()
+            {
+                break;
+            }
         }
     }
     reader.abort();

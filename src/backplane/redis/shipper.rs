@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use super::keys::{
     self, EPHEMERAL_STREAM_CAP, FIELD_AT_MS, FIELD_EVENT, FIELD_SEQ, LOG_STREAM_CAP,
 };
-use super::{Backoff, RedisBackplane};
+use super::{Backoff, RedisBackplane, unless_stopped};
 use crate::event::{Event, NodeId};
 use crate::hub::Hub;
 use crate::store::Store;
@@ -33,11 +33,13 @@ pub(super) async fn run(
     let origin = store.origin().clone();
     let mut backoff = Backoff::new();
     let mark = loop {
-        match backplane
+        let read = backplane
             .commands
-            .hget::<Option<u64>, _, _>(backplane.keys.shipped(), origin.as_str())
-            .await
-        {
+            .hget::<Option<u64>, _, _>(backplane.keys.shipped(), origin.as_str());
+        let Some(read) = unless_stopped(&mut stop, read).await else {
+            return;
+        };
+        match read {
             Ok(mark) => break mark,
             Err(error) => {
                 backplane.note_error("reading the shipped mark", &error);
@@ -99,14 +101,16 @@ pub(super) async fn run(
             }
         };
         let last = events.last().map(|e| e.seq).unwrap_or(from);
-        match append_events(
+        let appended = append_events(
             &backplane.commands,
             &stream,
             &events,
             Some((&backplane, &origin)),
-        )
-        .await
-        {
+        );
+        let Some(appended) = unless_stopped(&mut stop, appended).await else {
+            return;
+        };
+        match appended {
             Ok(()) => {
                 backoff.reset();
                 // A rewind (Redis lost its data) while this page was in flight wins.
@@ -194,16 +198,16 @@ pub(super) async fn run_ephemeral(
             (FIELD_AT_MS, Value::Integer(keys::now_ms() as i64)),
             (FIELD_EVENT, Value::Bytes(bytes.into())),
         ];
-        let sent: Result<Value, _> = backplane
-            .commands
-            .xadd(
-                &stream,
-                false,
-                ("MAXLEN", "~", EPHEMERAL_STREAM_CAP as i64),
-                "*",
-                fields,
-            )
-            .await;
+        let sent = backplane.commands.xadd::<Value, _, _, _, _>(
+            &stream,
+            false,
+            ("MAXLEN", "~", EPHEMERAL_STREAM_CAP as i64),
+            "*",
+            fields,
+        );
+        let Some(sent) = unless_stopped(&mut stop, sent).await else {
+            return;
+        };
         if sent.is_err() {
             metrics::counter!("herald_redis_ephemeral_dropped_total").increment(1);
         }
