@@ -68,6 +68,28 @@ async fn start_mesh(
     Ok((MeshBackplane::new(mesh, cluster), inbound))
 }
 
+/// Builds the Redis backplane (not yet running). It connects in the background: a node whose
+/// Redis is unreachable still starts, reports not ready, and joins when Redis appears.
+#[cfg(feature = "redis")]
+fn start_redis(
+    config: &Config,
+    http_addr: SocketAddr,
+) -> Result<Arc<crate::backplane::RedisBackplane>, ServerError> {
+    let url = config
+        .redis_url
+        .clone()
+        .ok_or_else(|| ServerError::Redis("redis_url is required with backplane = redis".into()))?;
+    let backplane = crate::backplane::RedisBackplane::connect(crate::backplane::RedisOptions {
+        url,
+        cluster_id: config.cluster_id.clone(),
+        node_id: config.node_id.clone(),
+        http_addr,
+    })
+    .map_err(|e| ServerError::Redis(e.to_string()))?;
+    tracing::info!(node_id = %config.node_id, "redis backplane connecting");
+    Ok(backplane)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cluster: {0}")]
@@ -79,7 +101,9 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("backplane {0:?} is not available in this build yet")]
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("backplane {0:?} is not available in this build")]
     BackplaneUnavailable(BackplaneKind),
 }
 
@@ -115,6 +139,8 @@ impl Server {
         })?;
         let (stop, stopped) = watch::channel(false);
         let mut mesh_parts = None;
+        #[cfg(feature = "redis")]
+        let mut redis_part = None;
         let backplane: Arc<dyn Backplane> = match config.backplane {
             BackplaneKind::Local => Arc::new(LocalBackplane),
             BackplaneKind::Mesh => {
@@ -122,6 +148,13 @@ impl Server {
                 mesh_parts = Some((Arc::clone(&mesh), inbound));
                 mesh
             }
+            #[cfg(feature = "redis")]
+            BackplaneKind::Redis => {
+                let redis = start_redis(&config, http_addr)?;
+                redis_part = Some(Arc::clone(&redis));
+                redis
+            }
+            #[cfg(not(feature = "redis"))]
             other => return Err(ServerError::BackplaneUnavailable(other)),
         };
         let clock = Arc::new(HybridClock::new());
@@ -148,6 +181,10 @@ impl Server {
                 inbound,
                 stopped.clone(),
             );
+        }
+        #[cfg(feature = "redis")]
+        if let Some(redis) = redis_part {
+            redis.run(state.store.clone(), Arc::clone(&state.hub), stopped.clone());
         }
         let mut stopped = stopped;
         let app = api::router(state.clone());

@@ -4,9 +4,15 @@
 //! - an event published on one node reaches every node's log and a subscriber on another node
 //!   exactly once;
 //! - a node that was down while events were published catches up after it restarts;
-//! - every node reports ready once its backplane can deliver.
+//! - every node reports ready once its backplane can deliver;
+//! - across nodes: typing indicators (ephemeral) are delivered, broadcast stats count
+//!   cluster-wide listeners, `/api/cluster` lists the peers, and with `replication = 2` a
+//!   publish is acknowledged by another node (and says `replicated: false` once it is alone).
 //!
-//! `local` is the single-node case of the same scenarios.
+//! `local` is the single-node case of the same scenarios. The redis runs start their own
+//! `redis-server` (see `redis_support`) and are skipped, saying so, when it is not installed.
+
+mod redis_support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -23,11 +29,27 @@ struct Topology {
     kind: BackplaneKind,
     configs: Vec<Config>,
     nodes: Vec<Option<Server>>,
+    _redis: Option<redis_support::RedisServer>,
     _dir: tempfile::TempDir,
 }
 
 impl Topology {
-    async fn start(kind: BackplaneKind, count: usize) -> Self {
+    /// `None` when the backplane needs a Redis and redis-server is not installed.
+    async fn start(kind: BackplaneKind, count: usize) -> Option<Self> {
+        Self::start_with(kind, count, |_| {}).await
+    }
+
+    async fn start_with(
+        kind: BackplaneKind,
+        count: usize,
+        customize: impl Fn(&mut Config),
+    ) -> Option<Self> {
+        let redis = match kind {
+            BackplaneKind::Redis => Some(redis_support::RedisServer::started(&format!(
+                "backplane conformance ({count} redis nodes)"
+            ))?),
+            _ => None,
+        };
         let dir = tempfile::tempdir().unwrap();
         let gossip: Vec<SocketAddr> = (0..count)
             .map(|_| {
@@ -46,6 +68,8 @@ impl Topology {
                 config.seeds = gossip.iter().map(ToString::to_string).collect();
                 config.cluster_secret = "conformance-secret".into();
                 config.shutdown_grace = Duration::from_secs(2);
+                config.redis_url = redis.as_ref().map(|redis| redis.url());
+                customize(&mut config);
                 config
             })
             .collect();
@@ -53,12 +77,13 @@ impl Topology {
             kind,
             nodes: (0..count).map(|_| None).collect(),
             configs,
+            _redis: redis,
             _dir: dir,
         };
         for index in 0..count {
             topology.start_node(index).await;
         }
-        topology
+        Some(topology)
     }
 
     async fn start_node(&mut self, index: usize) {
@@ -134,20 +159,57 @@ where
 }
 
 fn token(user: &str) -> String {
+    token_with_roles(user, Vec::new())
+}
+
+fn token_with_roles(user: &str, roles: Vec<herald::auth::Role>) -> String {
     let auth = herald::auth::Authenticator::new(DEV_JWT_SECRET, DEV_API_KEY);
     let user = herald::auth::User {
         id: user.into(),
         name: user.into(),
-        roles: Vec::new(),
+        roles,
         creator_id: None,
     };
     auth.mint(&user, Duration::from_secs(600))
 }
 
+async fn get_json(url: String, bearer: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn next_json(socket: &mut Socket, wanted: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("timed out waiting for a message")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if wanted(&value) {
+                return value;
+            }
+        }
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 // ---- the scenarios ----
 
 async fn delivers_to_every_node_exactly_once(kind: BackplaneKind, count: usize) {
-    let topology = Topology::start(kind, count).await;
+    let Some(topology) = Topology::start(kind, count).await else {
+        return;
+    };
     for index in 0..count {
         wait_until("every node is ready", || topology.ready(index)).await;
     }
@@ -195,7 +257,9 @@ async fn delivers_to_every_node_exactly_once(kind: BackplaneKind, count: usize) 
 }
 
 async fn catches_up_after_a_restart(kind: BackplaneKind, count: usize) {
-    let mut topology = Topology::start(kind, count).await;
+    let Some(mut topology) = Topology::start(kind, count).await else {
+        return;
+    };
     let behind = count - 1;
     for index in 0..count {
         wait_until("every node is ready", || topology.ready(index)).await;
@@ -224,6 +288,107 @@ async fn catches_up_after_a_restart(kind: BackplaneKind, count: usize) {
     topology.shutdown().await;
 }
 
+async fn works_across_nodes(kind: BackplaneKind) {
+    let Some(mut topology) = Topology::start_with(kind, 2, |config| config.replication = 2).await
+    else {
+        return;
+    };
+    for index in 0..2 {
+        wait_until("every node is ready", || topology.ready(index)).await;
+    }
+    // /api/cluster lists the other node, alive and linked.
+    wait_until("node 0 lists node 1 as alive and linked", || async {
+        let view = get_json(
+            format!("http://{}/api/cluster", topology.addr(0)),
+            DEV_API_KEY,
+        )
+        .await;
+        view["members"].as_array().is_some_and(|members| {
+            members
+                .iter()
+                .any(|m| m["node_id"] == "n1" && m["state"] == "alive" && m["linked"] == true)
+        })
+    })
+    .await;
+
+    // replication = 2: acknowledged by the other node.
+    let answer = topology
+        .publish(0, "replicated", json!({"type": "item"}))
+        .await;
+    assert_eq!(answer["replicated"], true, "{answer} ({kind:?})");
+
+    // Typing indicators cross nodes without being stored.
+    let track = |index: usize, user: &str| {
+        format!(
+            "ws://{}/api/ws/track/t1?token={}",
+            topology.addr(index),
+            token(user)
+        )
+    };
+    let (mut listener, _) = tokio_tungstenite::connect_async(track(1, "alice"))
+        .await
+        .unwrap();
+    next_json(&mut listener, |m| m["type"] == "connected").await;
+    let (mut typist, _) = tokio_tungstenite::connect_async(track(0, "bob"))
+        .await
+        .unwrap();
+    next_json(&mut typist, |m| m["type"] == "connected").await;
+    use futures_util::SinkExt;
+    typist
+        .send(Message::Text(
+            json!({"type": "typing", "is_typing": true})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let typing = next_json(&mut listener, |m| m["type"] == "user_typing").await;
+    assert_eq!(typing["user_id"], "bob", "{typing}");
+
+    // Broadcast stats count listeners on every node.
+    let admin = token_with_roles("admin", vec![herald::auth::Role::Admin]);
+    let (mut banner, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/api/creator/broadcast/ws?token={}",
+        topology.addr(1),
+        token("carol")
+    ))
+    .await
+    .unwrap();
+    next_json(&mut banner, |m| m["type"] == "connected").await;
+    wait_until("node 0 counts the listener on node 1", || async {
+        let stats = get_json(
+            format!("http://{}/api/creator/broadcast/stats", topology.addr(0)),
+            &admin,
+        )
+        .await;
+        stats["stats"]["connected_users"] == 1 && stats["stats"]["connected_users_local"] == 0
+    })
+    .await;
+
+    // Alone, replication = 2 degrades to a local commit and says so.
+    drop((listener, typist, banner));
+    topology.stop_node(1).await;
+    wait_until("a lone node answers replicated: false", || async {
+        topology
+            .publish(0, "replicated", json!({"type": "item"}))
+            .await["replicated"]
+            == false
+    })
+    .await;
+    topology.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_works_across_nodes() {
+    works_across_nodes(BackplaneKind::Mesh).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_works_across_nodes() {
+    works_across_nodes(BackplaneKind::Redis).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_delivers_to_every_node_exactly_once() {
     delivers_to_every_node_exactly_once(BackplaneKind::Mesh, 3).await;
@@ -232,6 +397,18 @@ async fn mesh_delivers_to_every_node_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_catches_up_after_a_restart() {
     catches_up_after_a_restart(BackplaneKind::Mesh, 3).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_delivers_to_every_node_exactly_once() {
+    delivers_to_every_node_exactly_once(BackplaneKind::Redis, 3).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_catches_up_after_a_restart() {
+    catches_up_after_a_restart(BackplaneKind::Redis, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

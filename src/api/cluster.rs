@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{ApiKey, AppState};
+use crate::backplane::PeerSummary;
 use crate::cluster::{Member, MemberState};
 use crate::event::VersionVector;
 
@@ -45,7 +46,8 @@ async fn cluster(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
             .iter()
             .map(|member| view(member, &links, &position, counts.connections, counts.users))
             .collect(),
-        None => vec![MemberView {
+        // No gossip (redis, local): this node, live, and the peers the backplane knows of.
+        None => std::iter::once(MemberView {
             node_id: state.config.node_id.to_string(),
             generation: 0,
             state: MemberState::Alive,
@@ -58,7 +60,9 @@ async fn cluster(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
             log_position: position.clone(),
             linked: false,
             is_self: true,
-        }],
+        })
+        .chain(state.backplane.peers().into_iter().map(peer_view))
+        .collect(),
     };
     Json(json!({
         "status": "success",
@@ -107,6 +111,23 @@ fn view(
             .iter()
             .any(|link| link.peer.as_str() == member.node_id),
         is_self: member.is_self,
+    }
+}
+
+fn peer_view(peer: PeerSummary) -> MemberView {
+    MemberView {
+        node_id: peer.node_id,
+        generation: 0,
+        state: peer.state,
+        http_addr: peer.http_addr,
+        gossip_addr: "-".into(),
+        mesh_addr: None,
+        connections: peer.connections,
+        users: peer.users,
+        log_total: peer.log_position.total(),
+        log_position: peer.log_position,
+        linked: peer.linked,
+        is_self: false,
     }
 }
 

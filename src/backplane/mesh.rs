@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::{Backplane, BackplaneHealth};
+use super::{Backplane, BackplaneHealth, PeerSummary};
 use crate::cluster::{Cluster, MemberState, MembershipChange, keys};
 use crate::event::{NodeId, SharedEvent, VersionVector};
 use crate::hub::Hub;
@@ -429,6 +429,25 @@ impl Backplane for MeshBackplane {
 
     fn cluster(&self) -> Option<Arc<Cluster>> {
         Some(Arc::clone(&self.cluster))
+    }
+
+    fn peers(&self) -> Vec<PeerSummary> {
+        let linked = self.mesh.linked_peers();
+        self.cluster
+            .members()
+            .iter()
+            .filter(|member| !member.is_self)
+            .map(|member| PeerSummary {
+                node_id: member.node_id.clone(),
+                state: member.state,
+                http_addr: member.http_addr.map(|addr| addr.to_string()),
+                connections: member.connections,
+                users: member.users,
+                broadcast_users: member.broadcast_users,
+                log_position: member.log_position.clone(),
+                linked: linked.iter().any(|peer| peer.as_str() == member.node_id),
+            })
+            .collect()
     }
 
     fn close(&self) {

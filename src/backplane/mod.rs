@@ -1,22 +1,44 @@
 //! The backplane: how committed events leave this node for the others.
 //!
-//! [`Backplane`] is the one interface the rest of herald sees; `local` (a single node) is the
-//! first implementation, the QUIC mesh and Redis follow. The backplane is fed from the store's
-//! commit sink, after the commit, and must never block the writer: implementations hand
-//! events to bounded queues with a written overflow policy.
+//! [`Backplane`] is the one interface the rest of herald sees: `local` (a single node), `mesh`
+//! (gossip membership and QUIC links) and `redis` (Redis Streams with an outbox driven by the
+//! event log; behind the `redis` cargo feature). The backplane is fed from the store's commit
+//! sink, after the commit, and must never block the writer: implementations hand events to
+//! bounded queues with a written overflow policy, or (redis) only wake a task that reads the
+//! log.
 
 mod local;
 pub mod mesh;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use serde::Serialize;
 
-use crate::event::SharedEvent;
+use crate::cluster::MemberState;
+use crate::event::{SharedEvent, VersionVector};
 use crate::hub::Hub;
 use crate::store::CommitSink;
 use std::sync::Arc;
 
 pub use local::LocalBackplane;
 pub use mesh::MeshBackplane;
+#[cfg(feature = "redis")]
+pub use redis::{RedisBackplane, RedisOptions};
+
+/// Another node as this backplane knows it: for `/api/cluster` and cluster-wide counts.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PeerSummary {
+    pub node_id: String,
+    pub state: MemberState,
+    pub http_addr: Option<String>,
+    pub connections: u64,
+    pub users: u64,
+    /// Distinct users connected to the broadcast socket there.
+    pub broadcast_users: u64,
+    pub log_position: VersionVector,
+    /// True when this node can ship to it right now.
+    pub linked: bool,
+}
 
 /// What `/readyz` and `/api/cluster` say about the backplane.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -57,6 +79,11 @@ pub trait Backplane: Send + Sync + 'static {
     /// Gossip membership, when this backplane has one.
     fn cluster(&self) -> Option<Arc<crate::cluster::Cluster>> {
         None
+    }
+
+    /// The other nodes this backplane knows of, live or not (not this node).
+    fn peers(&self) -> Vec<PeerSummary> {
+        Vec::new()
     }
 }
 

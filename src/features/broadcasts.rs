@@ -20,6 +20,7 @@ use crate::api::ws::{
 };
 use crate::api::{ApiError, AppState, AuthUser, JsonObject};
 use crate::auth::User;
+use crate::cluster::MemberState;
 use crate::event::ChannelName;
 use crate::hub::SubscriptionSpec;
 use crate::store::BroadcastRecord;
@@ -290,14 +291,16 @@ async fn stats(
 }
 
 /// Users connected to the broadcast socket across the cluster: this node's count, live, plus
-/// what every other live node last gossiped.
+/// what every other live node last reported (gossip for the mesh, the registry for Redis).
 fn broadcast_listeners(state: &AppState) -> usize {
     let local = state.hub.channel_users(kinds::BROADCASTS_CHANNEL);
     let peers: u64 = state
         .backplane
-        .cluster()
-        .map(|cluster| cluster.live_peers().iter().map(|m| m.broadcast_users).sum())
-        .unwrap_or(0);
+        .peers()
+        .iter()
+        .filter(|peer| peer.state == MemberState::Alive)
+        .map(|peer| peer.broadcast_users)
+        .sum();
     local + peers as usize
 }
 

@@ -122,8 +122,12 @@ impl TestCluster {
             .args(["--http", "127.0.0.1:0"])
             .args(["--mesh", "127.0.0.1:0"])
             .args(["--gossip", &node.spec.gossip.to_string()])
-            .args(["--backplane", "mesh"])
-            .args(["--store-sync", "normal"])
+            .args(["--store-sync", "normal"]);
+        // The mesh unless the spec picks another backplane (flags may be given once only).
+        if !node.spec.extra_args.iter().any(|arg| arg == "--backplane") {
+            command.args(["--backplane", "mesh"]);
+        }
+        command
             .arg("--data")
             .arg(&node.spec.data)
             .args(node.spec.extra_args.iter())
