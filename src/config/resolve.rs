@@ -263,13 +263,22 @@ fn resolve_identity(
     configured: Option<NodeId>,
     explicit_data: Option<PathBuf>,
 ) -> Result<(NodeId, PathBuf), ConfigError> {
-    let data_dir = match (&configured, explicit_data) {
-        (_, Some(dir)) => dir,
-        (Some(id), None) => Path::new(DEFAULT_DATA_ROOT).join(id.as_str()),
+    resolve_identity_in(Path::new(DEFAULT_DATA_ROOT), configured, explicit_data)
+}
+
+/// [`resolve_identity`] with the default data root given: with neither an id nor a data dir,
+/// the id kept in `<root>/node_id` names the data dir `<root>/<id>`.
+fn resolve_identity_in(
+    root: &Path,
+    configured: Option<NodeId>,
+    explicit_data: Option<PathBuf>,
+) -> Result<(NodeId, PathBuf), ConfigError> {
+    let (data_dir, configured) = match (configured, explicit_data) {
+        (configured, Some(dir)) => (dir, configured),
+        (Some(id), None) => (root.join(id.as_str()), Some(id)),
         (None, None) => {
-            let root = Path::new(DEFAULT_DATA_ROOT);
             let id = read_or_create_node_id(root, None)?;
-            root.join(id.as_str())
+            (root.join(id.as_str()), Some(id))
         }
     };
     let id = read_or_create_node_id(&data_dir, configured)?;
@@ -324,6 +333,18 @@ mod tests {
         assert_eq!(first.node_id, second.node_id);
         assert_eq!(first.http.to_string(), DEFAULT_HTTP);
         assert_eq!(first.replication, 1);
+    }
+
+    #[test]
+    fn with_no_id_and_no_data_dir_the_kept_id_names_the_data_dir() {
+        let root = tempfile::tempdir().unwrap();
+        let (first_id, first_dir) = resolve_identity_in(root.path(), None, None).unwrap();
+        let (second_id, second_dir) = resolve_identity_in(root.path(), None, None).unwrap();
+        assert_eq!(first_id, second_id);
+        assert_eq!(first_dir, root.path().join(first_id.as_str()));
+        assert_eq!(second_dir, first_dir);
+        let kept = std::fs::read_to_string(first_dir.join(NODE_ID_FILE)).unwrap();
+        assert_eq!(kept.trim(), first_id.as_str());
     }
 
     #[test]
