@@ -16,7 +16,7 @@
 //!       |                        |  committed events, per-origin seq order
 //!       |           +------------+------------+
 //!       |           v                         v
-//!       |     hub (subscriptions,        backplane: mesh (gossip + QUIC links) | local
+//!       |     hub (subscriptions,        backplane: mesh (gossip + QUIC) | redis | local
 //!       |     bounded queues, cursors)        |
 //!       +-------------------------------------+  events pushed or pulled from peers
 //! ```
@@ -27,14 +27,14 @@
 //! | [`config`] | flags + `HERALD_*` environment + TOML file -> a validated [`config::Config`] |
 //! | [`store`] | SQLite: schema, writer thread with group commit, log queries, materialized state |
 //! | [`hub`] | local subscriptions, server-side routing, per-connection bounded queues |
-//! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up) |
+//! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up), `redis` (streams, log-driven outbox) |
 //! | [`cluster`] | chitchat gossip membership: members, liveness, gossip keys |
 //! | [`mesh`] | the QUIC endpoint, mutual TLS from the cluster secret, peer links, frames |
 //! | [`auth`] | user JWTs, the API key, channel permissions |
 //! | [`api`] | routes, errors, extractors, WebSocket sessions |
 //! | [`features`] | broadcasts, track comments, forum, book requests, generic channels, publish |
 //! | [`server`] | assembling and stopping a node |
-//! | [`cli`] | `herald serve`, `cluster join/status/leave`, `token`, `publish` |
+//! | [`cli`] | `herald serve`, `cluster join/status/leave`, `token`, `publish`, `bench` |
 //! | [`telemetry`] | logging and the Prometheus recorder |
 
 pub mod api;

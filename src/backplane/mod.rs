@@ -2,10 +2,10 @@
 //!
 //! [`Backplane`] is the one interface the rest of herald sees: `local` (a single node), `mesh`
 //! (gossip membership and QUIC links) and `redis` (Redis Streams with an outbox driven by the
-//! event log; behind the `redis` cargo feature). The backplane is fed from the store's commit
-//! sink, after the commit, and must never block the writer: implementations hand events to
-//! bounded queues with a written overflow policy, or (redis) only wake a task that reads the
-//! log.
+//! event log; behind the `redis` cargo feature). The backplane is fed by the dispatcher task
+//! (see [`start_dispatcher`]) after each commit and must never block it: implementations hand
+//! events to bounded queues with a written overflow policy, or (redis) only wake a task that
+//! reads the log.
 
 mod local;
 pub mod mesh;
