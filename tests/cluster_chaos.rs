@@ -163,7 +163,7 @@ async fn killing_nodes_mid_stream_loses_and_duplicates_nothing() {
 
     // Every node's log holds every acknowledged event.
     for node in 0..NODES {
-        let logged = history_ticks(&cluster, node).await;
+        let logged = cluster.history_ticks(node, "chaos").await;
         for (p, wanted) in &acked {
             for n in wanted {
                 assert!(
@@ -288,28 +288,5 @@ async fn subscribe(
         }
         // The node went away: resume on the next one.
         node = (node + 1) % NODES;
-    }
-}
-
-async fn history_ticks(cluster: &TestCluster, node: usize) -> BTreeSet<(u64, u64)> {
-    let mut ticks = BTreeSet::new();
-    let mut since = String::new();
-    loop {
-        let page = cluster
-            .get(
-                node,
-                &format!("/api/channels/chaos/history?limit=1000&since={since}"),
-                API_KEY,
-            )
-            .await;
-        for event in page["events"].as_array().unwrap() {
-            if event["type"] == "tick" {
-                ticks.insert((event["p"].as_u64().unwrap(), event["n"].as_u64().unwrap()));
-            }
-        }
-        since = page["cursor"].as_str().unwrap().to_string();
-        if page["complete"] == true {
-            return ticks;
-        }
     }
 }

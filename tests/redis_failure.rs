@@ -231,29 +231,6 @@ impl Traffic {
     }
 }
 
-async fn history_ticks(cluster: &TestCluster, node: usize) -> BTreeSet<(u64, u64)> {
-    let mut ticks = BTreeSet::new();
-    let mut since = String::new();
-    loop {
-        let page = cluster
-            .get(
-                node,
-                &format!("/api/channels/{CHANNEL}/history?limit=1000&since={since}"),
-                API_KEY,
-            )
-            .await;
-        for event in page["events"].as_array().unwrap() {
-            if event["type"] == "tick" {
-                ticks.insert((event["p"].as_u64().unwrap(), event["n"].as_u64().unwrap()));
-            }
-        }
-        since = page["cursor"].as_str().unwrap().to_string();
-        if page["complete"] == true {
-            return ticks;
-        }
-    }
-}
-
 /// The end of every scenario: identical logs, every acknowledged tick in every node's log and
 /// at every client exactly once, per publisher (= origin) in order.
 async fn verify_nothing_lost(
@@ -308,7 +285,7 @@ async fn verify_nothing_lost(
         }
     }
     for node in 0..NODES {
-        let logged = history_ticks(cluster, node).await;
+        let logged = cluster.history_ticks(node, CHANNEL).await;
         for (p, wanted) in acked {
             for n in wanted {
                 assert!(
@@ -641,6 +618,6 @@ async fn a_trimmed_stream_is_repaired_by_another_holder() {
         cluster.log_position(2).await.get(&origin) == Some(&300)
     })
     .await;
-    let logged = history_ticks(&cluster, 2).await;
+    let logged = cluster.history_ticks(2, CHANNEL).await;
     assert_eq!(logged.len(), 300);
 }

@@ -246,6 +246,34 @@ impl TestCluster {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Every `tick` event `{p, n}` in node `index`'s history of `channel`, paging through it.
+    pub async fn history_ticks(
+        &self,
+        index: usize,
+        channel: &str,
+    ) -> std::collections::BTreeSet<(u64, u64)> {
+        let mut ticks = std::collections::BTreeSet::new();
+        let mut since = String::new();
+        loop {
+            let page = self
+                .get(
+                    index,
+                    &format!("/api/channels/{channel}/history?limit=1000&since={since}"),
+                    API_KEY,
+                )
+                .await;
+            for event in page["events"].as_array().into_iter().flatten() {
+                if event["type"] == "tick" {
+                    ticks.insert((event["p"].as_u64().unwrap(), event["n"].as_u64().unwrap()));
+                }
+            }
+            since = page["cursor"].as_str().unwrap_or_default().to_string();
+            if page["complete"] == true {
+                return ticks;
+            }
+        }
+    }
+
     /// `/api/cluster` of node `index`.
     pub async fn cluster_view(&self, index: usize) -> Value {
         self.get(index, "/api/cluster", API_KEY).await
