@@ -168,10 +168,10 @@ async fn history(
         channels: vec![channel.clone()],
         prefixes: Vec::new(),
         after: since.clone(),
-        upto: state.hub.delivered(),
+        upto: VersionVector::new(),
         limit,
     };
-    let page = state.store.read(move |c| query.run(c)).await?;
+    let page = state.store.read(move |c| query.run_committed(c)).await?;
     let mut position = since;
     let mut events = Vec::with_capacity(page.events.len());
     for event in &page.events {

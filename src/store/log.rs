@@ -146,6 +146,13 @@ pub struct HistoryPage {
 }
 
 impl LogQuery {
+    /// Runs the query up to everything committed (contiguously) in the log, whatever `upto`
+    /// says: a history read sees every publish that was answered before it.
+    pub fn run_committed(mut self, connection: &Connection) -> Result<HistoryPage, StoreError> {
+        self.upto = version_vector(connection)?;
+        self.run(connection)
+    }
+
     pub fn run(&self, connection: &Connection) -> Result<HistoryPage, StoreError> {
         let mut events = Vec::new();
         let mut complete = true;
