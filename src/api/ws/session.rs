@@ -56,27 +56,23 @@ pub(super) async fn run<E: SocketEndpoint>(
         &subscription.delivered_before,
     )
     .await;
-    let mut floor = since.clone();
     let replayed = match (&greeted, &since) {
-        (Ok(()), Some(since)) => {
-            replay(
-                &state,
-                &mut sink,
-                &info,
-                since,
-                &subscription.delivered_before,
-            )
-            .await
-        }
-        (Ok(()), None) => Ok(()),
+        (Ok(()), Some(since)) => replay(
+            &state,
+            &mut sink,
+            &info,
+            since,
+            &subscription.delivered_before,
+        )
+        .await
+        .map(Some),
+        (Ok(()), None) => Ok(None),
         (Err(()), _) => Err(()),
     };
-    if replayed.is_ok() {
-        if let Some(vector) = &floor {
-            if subscription.delivered_before.dominates(vector) {
-                floor = None;
-            }
-        }
+    if let Ok(covered) = replayed {
+        // Live events the replay (or the client, resuming from a node that was ahead) already
+        // covered are skipped; nothing needs skipping when the hub was already past them.
+        let floor = covered.filter(|vector| !subscription.delivered_before.dominates(vector));
         let (control, control_queue) = mpsc::channel(CONTROL_QUEUE);
         let reader = tokio::spawn(read_client(
             state.clone(),
@@ -114,15 +110,25 @@ async fn greet<E: SocketEndpoint>(
     sink.flush().await.map_err(|_| ())
 }
 
-/// Sends the events of the connection's channels in `(since, upto]`, page by page, then
-/// `recovered`.
+/// Sends the events of the connection's channels after `since` up to everything committed
+/// now (at least `delivered_before`), page by page, then `recovered`. Answers the position the
+/// replay covered: live deliveries at or below it were sent here and are skipped.
 async fn replay(
     state: &AppState,
     sink: &mut Sink,
     info: &SessionInfo,
     since: &VersionVector,
-    upto: &VersionVector,
-) -> Result<(), ()> {
+    delivered_before: &VersionVector,
+) -> Result<VersionVector, ()> {
+    // Read after subscribing: every event committed up to here is either in the store now or
+    // in the queue (or both, and then the floor drops the queued copy).
+    let mut upto = state
+        .store
+        .version_vector()
+        .await
+        .map_err(|error| tracing::warn!(%error, "replay read failed"))?;
+    upto.merge(delivered_before);
+    let upto = &upto;
     let mut position = since.clone();
     let mut replayed = 0u64;
     loop {
@@ -159,7 +165,8 @@ async fn replay(
         "cursor": Cursor::encode(&merged(since, upto)),
     });
     feed(sink, recovered.to_string()).await?;
-    sink.flush().await.map_err(|_| ())
+    sink.flush().await.map_err(|_| ())?;
+    Ok(merged(since, upto))
 }
 
 /// Writes live deliveries (batched: one flush per burst) and the reader's replies until the
