@@ -14,8 +14,10 @@
 
 mod redis_support;
 
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use herald::config::{BackplaneKind, Config, DEV_API_KEY, DEV_JWT_SECRET};
@@ -146,18 +148,6 @@ impl Topology {
     }
 }
 
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn token(user: &str) -> String {
     token_with_roles(user, Vec::new())
 }
@@ -211,7 +201,7 @@ async fn delivers_to_every_node_exactly_once(kind: BackplaneKind, count: usize) 
         return;
     };
     for index in 0..count {
-        wait_until("every node is ready", || topology.ready(index)).await;
+        common::wait_until("every node is ready", WAIT, || topology.ready(index)).await;
     }
     let last = count - 1;
     let url = format!(
@@ -227,7 +217,7 @@ async fn delivers_to_every_node_exactly_once(kind: BackplaneKind, count: usize) 
         assert_eq!(answer["status"], "success", "{answer}");
     }
     for index in 0..count {
-        wait_until("every node holds all 20 events", || async {
+        common::wait_until("every node holds all 20 events", WAIT, || async {
             topology.history_len(index, "conformance").await == 20
         })
         .await;
@@ -262,7 +252,7 @@ async fn catches_up_after_a_restart(kind: BackplaneKind, count: usize) {
     };
     let behind = count - 1;
     for index in 0..count {
-        wait_until("every node is ready", || topology.ready(index)).await;
+        common::wait_until("every node is ready", WAIT, || topology.ready(index)).await;
     }
     if count == 1 {
         // A single node: what was committed before the restart is there after it.
@@ -281,7 +271,7 @@ async fn catches_up_after_a_restart(kind: BackplaneKind, count: usize) {
         }
     }
     topology.start_node(behind).await;
-    wait_until("the restarted node holds every event", || async {
+    common::wait_until("the restarted node holds every event", WAIT, || async {
         topology.history_len(behind, "catchup").await == 200
     })
     .await;
@@ -294,10 +284,10 @@ async fn works_across_nodes(kind: BackplaneKind) {
         return;
     };
     for index in 0..2 {
-        wait_until("every node is ready", || topology.ready(index)).await;
+        common::wait_until("every node is ready", WAIT, || topology.ready(index)).await;
     }
     // /api/cluster lists the other node, alive and linked.
-    wait_until("node 0 lists node 1 as alive and linked", || async {
+    common::wait_until("node 0 lists node 1 as alive and linked", WAIT, || async {
         let view = get_json(
             format!("http://{}/api/cluster", topology.addr(0)),
             DEV_API_KEY,
@@ -355,7 +345,7 @@ async fn works_across_nodes(kind: BackplaneKind) {
     .await
     .unwrap();
     next_json(&mut banner, |m| m["type"] == "connected").await;
-    wait_until("node 0 counts the listener on node 1", || async {
+    common::wait_until("node 0 counts the listener on node 1", WAIT, || async {
         let stats = get_json(
             format!("http://{}/api/creator/broadcast/stats", topology.addr(0)),
             &admin,
@@ -368,7 +358,7 @@ async fn works_across_nodes(kind: BackplaneKind) {
     // Alone, replication = 2 degrades to a local commit and says so.
     drop((listener, typist, banner));
     topology.stop_node(1).await;
-    wait_until("a lone node answers replicated: false", || async {
+    common::wait_until("a lone node answers replicated: false", WAIT, || async {
         topology
             .publish(0, "replicated", json!({"type": "item"}))
             .await["replicated"]
