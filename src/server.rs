@@ -160,6 +160,7 @@ impl Server {
         let clock = Arc::new(HybridClock::new());
         let mut options = StoreOptions::in_dir(&config.data_dir);
         options.sync = config.store_sync;
+        options.retention = config.history.clone();
         let delivered = Store::read_version_vector(&options.path)?;
         let hub = Hub::new(delivered, config.limits.client_queue);
         let sink = start_dispatcher(Arc::clone(&hub), Arc::clone(&backplane));

@@ -24,7 +24,40 @@ pub struct FileConfig {
     #[serde(default)]
     pub limits: LimitsSection,
     #[serde(default)]
+    pub history: HistorySection,
+    #[serde(default)]
     pub nodes: Vec<NodeEntry>,
+}
+
+/// A number, or text such as `"24h"` or `"8GiB"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
+/// `[history]`: what the log keeps (see `crate::store::RetentionPolicy`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySection {
+    /// Events kept per channel; 0 for all.
+    pub size: Option<u64>,
+    /// For example `"24h"`; `0` or `"0s"` keeps events for ever.
+    pub ttl: Option<NumberOrText>,
+    /// For example `"8GiB"`; 0 for no ceiling.
+    pub max_disk: Option<NumberOrText>,
+    #[serde(default)]
+    pub channels: Vec<HistoryOverride>,
+}
+
+/// `[[history.channels]]`: a rule for the channels starting with `prefix`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryOverride {
+    pub prefix: String,
+    pub size: Option<u64>,
+    pub ttl: Option<NumberOrText>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -89,6 +122,20 @@ mod tests {
         assert!(error.contains("bogus"), "{error}");
         let error = FileConfig::parse("[[nodes]]\nname = \"n1\"\nhttpp = \"x\"\n").unwrap_err();
         assert!(error.contains("httpp"), "{error}");
+    }
+
+    #[test]
+    fn reads_history_with_overrides() {
+        let file = FileConfig::parse(
+            "[history]\nsize = 10\nttl = \"1h\"\nmax_disk = \"1GiB\"\n\
+             [[history.channels]]\nprefix = \"track:\"\nsize = 2\n",
+        )
+        .unwrap();
+        assert_eq!(file.history.size, Some(10));
+        assert_eq!(file.history.ttl, Some(NumberOrText::Text("1h".into())));
+        assert_eq!(file.history.channels[0].prefix, "track:");
+        let error = FileConfig::parse("[history]\nsizes = 1\n").unwrap_err();
+        assert!(error.contains("sizes"), "{error}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! directory (`<data>/node_id`), which is then bound to that node for good.
 
 mod file;
+mod history;
 mod resolve;
 
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ pub use file::{FileConfig, NodeEntry};
 pub use resolve::{ServeArgs, resolve};
 
 use crate::event::NodeId;
-use crate::store::SyncMode;
+use crate::store::{RetentionPolicy, SyncMode};
 
 /// Secrets used when none is configured: fine on a laptop, refused nowhere, warned about loudly.
 pub const DEV_JWT_SECRET: &str = "herald-dev-jwt-secret-change-me";
@@ -104,6 +105,8 @@ pub struct Config {
     pub cluster_secret: String,
     pub store_sync: SyncMode,
     pub limits: Limits,
+    /// What the log keeps (`[history]`).
+    pub history: RetentionPolicy,
     /// How long a graceful shutdown waits for clients and the store.
     pub shutdown_grace: Duration,
 }
@@ -128,6 +131,7 @@ impl Config {
             cluster_secret: DEV_CLUSTER_SECRET.into(),
             store_sync: SyncMode::Normal,
             limits: Limits::default(),
+            history: RetentionPolicy::default(),
             shutdown_grace: Duration::from_secs(5),
         }
     }

@@ -58,6 +58,15 @@ pub struct ServeArgs {
     /// Commit durability: full (fsync every commit) or normal.
     #[arg(long, env = "HERALD_STORE_SYNC", value_enum)]
     pub store_sync: Option<SyncMode>,
+    /// Events kept per channel (0: all).
+    #[arg(long, env = "HERALD_HISTORY_SIZE")]
+    pub history_size: Option<u64>,
+    /// Age after which events are pruned, for example 24h (0: never).
+    #[arg(long, env = "HERALD_HISTORY_TTL")]
+    pub history_ttl: Option<String>,
+    /// Ceiling for the log on disk, for example 8GiB (0: none); oldest events go first.
+    #[arg(long, env = "HERALD_HISTORY_MAX_DISK")]
+    pub history_max_disk: Option<String>,
 }
 
 impl clap::ValueEnum for SyncMode {
@@ -115,6 +124,7 @@ pub fn resolve(
     let (node_id, data_dir) = resolve_identity(configured_id, explicit_data)?;
 
     let limits = resolve_limits(&file, args)?;
+    let history = super::history::resolve_history(&file.history, args)?;
     let replication = args.replication.or(file.replication).unwrap_or(1);
     if !(1..=2).contains(&replication) {
         return Err(ConfigError::invalid("replication", "must be 1 or 2"));
@@ -195,6 +205,7 @@ pub fn resolve(
             .or(file.store.sync)
             .unwrap_or(SyncMode::Full),
         limits,
+        history,
         shutdown_grace: std::time::Duration::from_secs(10),
     })
 }

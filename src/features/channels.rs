@@ -2,6 +2,9 @@
 //! the `/ws?channel=A&channel=B` socket, `POST /api/publish` for backends, and
 //! `GET /api/channels/{channel}/history`.
 //!
+//! The history answer says `"truncated": true` when `since` is older than what the channel
+//! still keeps: the client should then reload that channel's state from its source.
+//!
 //! A publish may name `users`: then only those users' connections on the channel receive it
 //! (the seeds' `broadcast(message, target_user_ids)`); `user:{id}` is the seeds' `send_to_user`.
 
@@ -23,6 +26,7 @@ use crate::auth::{ChannelAccess, may_subscribe};
 use crate::event::{ChannelName, Cursor, VersionVector};
 use crate::hub::{SubscriptionSpec, render_event};
 use crate::store::LogQuery;
+use crate::store::state::channels_lost;
 
 /// Most channels one generic socket may name.
 pub const MAX_CHANNELS_PER_SOCKET: usize = 64;
@@ -171,7 +175,15 @@ async fn history(
         upto: VersionVector::new(),
         limit,
     };
-    let page = state.store.read(move |c| query.run_committed(c)).await?;
+    let floor_since = since.clone();
+    let floor_channel = channel.clone();
+    let (page, lost) = state
+        .store
+        .read(move |c| {
+            let lost = channels_lost(c, std::slice::from_ref(&floor_channel), &[], &floor_since)?;
+            Ok((query.run_committed(c)?, !lost.is_empty()))
+        })
+        .await?;
     let mut position = since;
     let mut events = Vec::with_capacity(page.events.len());
     for event in &page.events {
@@ -189,6 +201,7 @@ async fn history(
         "events": events,
         "cursor": Cursor::encode(&position),
         "complete": page.complete,
+        "truncated": lost,
     })))
 }
 

@@ -15,9 +15,12 @@
 
 mod broadcasts;
 mod comments;
+pub mod floors;
 mod log;
 mod materialize;
+mod prune;
 mod readers;
+pub mod retention;
 mod schema;
 mod writer;
 
@@ -31,7 +34,9 @@ use crate::event::{EventDraft, HybridClock, NodeId, SharedEvent, VersionVector};
 pub use broadcasts::BroadcastRecord;
 pub use comments::CommentRecord;
 pub use log::{HistoryPage, LogQuery};
+pub use prune::PruneHorizon;
 use readers::ReaderPool;
+pub use retention::RetentionPolicy;
 pub use writer::{Appended, Applied};
 use writer::{WriteCommand, WriterThread};
 
@@ -73,6 +78,8 @@ pub struct StoreOptions {
     pub queue_capacity: usize,
     /// Read-only connections kept open.
     pub readers: usize,
+    /// What the log keeps.
+    pub retention: RetentionPolicy,
 }
 
 impl StoreOptions {
@@ -83,6 +90,7 @@ impl StoreOptions {
             max_batch: 1024,
             queue_capacity: 16 * 1024,
             readers: 4,
+            retention: RetentionPolicy::default(),
         }
     }
 }
@@ -94,6 +102,7 @@ pub struct Store {
     commands: mpsc::Sender<WriteCommand>,
     readers: Arc<ReaderPool>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    horizon: Arc<PruneHorizon>,
 }
 
 impl Store {
@@ -110,15 +119,29 @@ impl Store {
         let connection = schema::open_writer(&options.path, options.sync)?;
         let origin = schema::origin_id(&connection, &node_id)?;
         let (commands, receiver) = mpsc::channel(options.queue_capacity);
-        let writer = WriterThread::new(connection, origin.clone(), clock, sink, options.max_batch)?;
+        let horizon = Arc::new(PruneHorizon::default());
+        let pruner =
+            prune::Pruner::new(&connection, options.retention.clone(), Arc::clone(&horizon))?;
+        let writer = WriterThread::new(
+            connection,
+            origin.clone(),
+            clock,
+            sink,
+            options.max_batch,
+            pruner,
+        )?;
         let handle = std::thread::Builder::new()
             .name("herald-store-writer".into())
             .spawn(move || writer.run(receiver))?;
+        if options.retention.prunes() {
+            spawn_prune_ticker(commands.clone())?;
+        }
         Ok(Self {
             origin,
             commands,
             readers: Arc::new(ReaderPool::new(options.path.clone(), options.readers)),
             writer: Arc::new(std::sync::Mutex::new(Some(handle))),
+            horizon,
         })
     }
 
@@ -130,6 +153,12 @@ impl Store {
         }
         let connection = schema::open_writer(path, SyncMode::Normal)?;
         log::version_vector(&connection)
+    }
+
+    /// Where the backplane says what every linked peer holds: pruning keeps what is not
+    /// covered (except to stay under `max_disk`).
+    pub fn set_prune_horizon(&self, horizon: Option<VersionVector>) {
+        self.horizon.set(horizon);
     }
 
     /// The origin id under which this database's own events are logged: the node id plus the
@@ -209,15 +238,36 @@ impl Store {
     }
 }
 
+/// Wakes the writer for pruning while no commands arrive; ends when the store closes.
+fn spawn_prune_ticker(commands: mpsc::Sender<WriteCommand>) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("herald-store-prune-tick".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(prune::IDLE_STEP_EVERY);
+                match commands.try_send(WriteCommand::Tick) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+        })?;
+    Ok(())
+}
+
 /// Read queries on materialized state, for use inside [`Store::read`].
 pub mod state {
     pub use super::broadcasts::{
         active_broadcast, broadcast_exists, broadcasts_by_creator_since, is_acknowledged,
     };
     pub use super::comments::{comment, comment_state, track_comments};
+    pub use super::floors::{channels_lost, floors_of};
     pub use super::log::range as log_range;
     pub use super::materialize::kinds;
+    pub use super::prune::pruned_positions;
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod retention_tests;

@@ -71,6 +71,44 @@ const MIGRATIONS: &[&str] = &[
         deleted        INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
     CREATE INDEX comments_by_track ON comments (track_id, position, created_hlc);",
+    // 4: retention. Per-channel counts and age (what pruning works from), the floor below
+    // which each channel's history is gone (per origin), the highest seq of each origin pruned
+    // here, origins retired from version vectors, and the hybrid-clock time each piece of
+    // materialized state last changed (what a snapshot for a node that was away sends).
+    "CREATE INDEX events_by_channel_time ON events (channel, hlc);
+    CREATE TABLE channel_stats (
+        channel    TEXT PRIMARY KEY,
+        events     INTEGER NOT NULL,
+        bytes      INTEGER NOT NULL,
+        oldest_hlc INTEGER NOT NULL,
+        expires    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX channel_stats_by_expiry ON channel_stats (expires);
+    CREATE INDEX channel_stats_by_age ON channel_stats (oldest_hlc);
+    INSERT INTO channel_stats (channel, events, bytes, oldest_hlc, expires)
+        SELECT channel, count(*),
+               sum(length(payload) + length(channel) + length(kind) + coalesce(length(users), 0) + 64),
+               min(hlc), 9223372036854775807
+        FROM events GROUP BY channel;
+    CREATE TABLE channel_floors (
+        channel TEXT    NOT NULL,
+        origin  TEXT    NOT NULL,
+        seq     INTEGER NOT NULL,
+        PRIMARY KEY (channel, origin)
+    ) WITHOUT ROWID;
+    ALTER TABLE log_positions ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE retired_origins (
+        origin     TEXT PRIMARY KEY,
+        seq        INTEGER NOT NULL,
+        retired_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE comments ADD COLUMN touched_hlc INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE comments ADD COLUMN deleted_origin TEXT;
+    ALTER TABLE comments ADD COLUMN deleted_seq INTEGER;
+    ALTER TABLE comments ADD COLUMN created_origin TEXT;
+    ALTER TABLE comments ADD COLUMN created_seq INTEGER;
+    UPDATE comments SET touched_hlc = max(coalesce(created_hlc, 0), content_hlc);
+    ALTER TABLE broadcast_acks ADD COLUMN hlc INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The origin id of this database: `<node_id>.<creation time in base 36>`, created once.
@@ -124,9 +162,28 @@ pub(super) fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, Sto
     connection.pragma_update(None, "synchronous", synchronous)?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    // After a checkpoint the WAL is cut back to this size instead of keeping its largest.
+    connection.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    let fresh: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if fresh == 0 {
+        // Only takes effect before the first table exists.
+        connection.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
     migrate(&mut connection)?;
+    let auto_vacuum: i64 = connection.pragma_query_value(None, "auto_vacuum", |row| row.get(0))?;
+    if auto_vacuum != INCREMENTAL {
+        // A database made before retention: one full rewrite lets freed pages be released.
+        tracing::info!(path = %path.display(), "rewriting the database once so that pruned pages can be released");
+        connection.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        connection.execute_batch("VACUUM;")?;
+    }
     Ok(connection)
 }
+
+/// `PRAGMA auto_vacuum` value of INCREMENTAL.
+const INCREMENTAL: i64 = 2;
+/// Bytes the WAL is truncated to after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let connection = Connection::open_with_flags(

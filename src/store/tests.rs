@@ -19,6 +19,8 @@ impl CommitSink for Recorder {
 fn open(dir: &std::path::Path, recorder: Arc<Recorder>) -> Store {
     let mut options = StoreOptions::in_dir(dir);
     options.sync = SyncMode::Normal;
+    // These tests stamp remote events in 1970: keep them.
+    options.retention = RetentionPolicy::unlimited();
     Store::open(
         &options,
         NodeId::new("n1").unwrap(),

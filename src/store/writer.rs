@@ -15,8 +15,9 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::prune::Pruner;
 use super::{CommitSink, StoreError, log, materialize};
-use crate::event::{Event, EventDraft, HybridClock, NodeId, SharedEvent, VersionVector};
+use crate::event::{Event, EventDraft, Hlc, HybridClock, NodeId, SharedEvent, VersionVector};
 
 /// An appended event and the log position right after it: the cursor that covers it.
 #[derive(Clone, Debug)]
@@ -47,6 +48,8 @@ pub(super) enum WriteCommand {
     },
     /// Answer whether a write transaction can begin.
     Probe { reply: oneshot::Sender<bool> },
+    /// Wakes an idle writer so that pruning runs.
+    Tick,
     /// Commit what is queued before this, checkpoint, and stop.
     Close { reply: oneshot::Sender<()> },
 }
@@ -59,6 +62,7 @@ pub(super) struct WriterThread {
     max_batch: usize,
     /// What the log holds: the highest contiguous seq per origin.
     position: VersionVector,
+    pruner: Pruner,
 }
 
 type PendingAppend = (EventDraft, oneshot::Sender<Result<Appended, StoreError>>);
@@ -73,6 +77,7 @@ impl WriterThread {
         clock: Arc<HybridClock>,
         sink: Arc<dyn CommitSink>,
         max_batch: usize,
+        pruner: Pruner,
     ) -> Result<Self, StoreError> {
         let position = log::version_vector(&connection)?;
         if let Some(highest) = log::highest_hlc(&connection)? {
@@ -85,6 +90,7 @@ impl WriterThread {
             sink,
             max_batch: max_batch.max(1),
             position,
+            pruner,
         })
     }
 
@@ -105,6 +111,7 @@ impl WriterThread {
                     WriteCommand::Probe { reply } => {
                         let _ = reply.send(self.probe());
                     }
+                    WriteCommand::Tick => {}
                 }
                 if close.is_none() && batched < self.max_batch {
                     next = commands.try_recv().ok();
@@ -112,6 +119,9 @@ impl WriterThread {
             }
             if !appends.is_empty() {
                 self.commit_appends(appends);
+            }
+            if close.is_none() && self.pruner.due() {
+                self.prune();
             }
             if let Some(reply) = close {
                 if let Err(error) = self
@@ -123,6 +133,14 @@ impl WriterThread {
                 let _ = reply.send(());
                 return;
             }
+        }
+    }
+
+    /// One bounded pruning step; a failure is logged and retried at the next step.
+    fn prune(&mut self) {
+        let now = Hlc::from_parts(wall_millis(), 0);
+        if let Err(error) = self.pruner.step(&mut self.connection, &self.position, now) {
+            tracing::warn!(%error, "pruning the log failed");
         }
     }
 
@@ -180,6 +198,8 @@ impl WriterThread {
             materialize::apply(&tx, &event)?;
             events.push(Arc::new(event));
         }
+        self.pruner
+            .note_inserted(&tx, events.iter().map(|e| e.as_ref()))?;
         log::set_position(&tx, &self.origin, seq)?;
         tx.commit()?;
         Ok(events)
@@ -190,6 +210,7 @@ impl WriterThread {
         let tx = self.connection.transaction()?;
         let mut inserted = 0;
         let mut touched: BTreeSet<NodeId> = BTreeSet::new();
+        let mut new_events: Vec<&Event> = Vec::new();
         for event in &events {
             if event.ephemeral || event.seq == 0 || self.position.covers(&event.origin, event.seq) {
                 continue;
@@ -198,9 +219,11 @@ impl WriterThread {
                 materialize::apply(&tx, event)?;
                 self.clock.observe(event.hlc);
                 inserted += 1;
+                new_events.push(event);
             }
             touched.insert(event.origin.clone());
         }
+        self.pruner.note_inserted(&tx, new_events)?;
         let mut contiguous = Vec::new();
         let mut position = self.position.clone();
         let mut gaps = Vec::new();
@@ -231,4 +254,11 @@ impl WriterThread {
             gaps,
         })
     }
+}
+
+fn wall_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -1,6 +1,10 @@
 //! One connection's life: subscribe, greet, replay, then write live deliveries while the
 //! reader task answers the client.
 //!
+//! A resume whose cursor is older than what some subscribed channel still keeps (its floor,
+//! see `crate::store::floors`) gets what is retained after the cursor, then
+//! `recovered:false` with `channels_lost` naming exactly those channels.
+//!
 //! Ordering and exactly-once: the subscription is registered before history is read, the
 //! replay covers `(since, delivered_before]`, and the queue holds everything after
 //! `delivered_before`, so every event of the connection's channels is sent once, each origin in
@@ -20,6 +24,7 @@ use super::{SessionInfo, SocketEndpoint, close_code, merged};
 use crate::api::AppState;
 use crate::event::{Cursor, VersionVector};
 use crate::hub::{CloseReason, Delivery, render_event};
+use crate::store::state::channels_lost;
 use crate::store::{LogQuery, StoreError};
 
 /// Replies the reader may queue for the writer before it waits.
@@ -158,12 +163,28 @@ async fn replay(
         }
     }
     metrics::counter!("herald_replayed_events_total").increment(replayed);
-    let recovered = json!({
+    let lost = {
+        let (channels, prefixes, since) = (
+            info.spec.channels.clone(),
+            info.spec.prefixes.clone(),
+            since.clone(),
+        );
+        state
+            .store
+            .read(move |c| channels_lost(c, &channels, &prefixes, &since))
+            .await
+            .map_err(|error| tracing::warn!(%error, "reading channel floors failed"))?
+    };
+    let mut recovered = json!({
         "type": "recovered",
-        "recovered": true,
+        "recovered": lost.is_empty(),
         "replayed": replayed,
         "cursor": Cursor::encode(&merged(since, upto)),
     });
+    if !lost.is_empty() {
+        metrics::counter!("herald_resumes_below_floor_total").increment(1);
+        recovered["channels_lost"] = json!(lost);
+    }
     feed(sink, recovered.to_string()).await?;
     sink.flush().await.map_err(|_| ())?;
     Ok(merged(since, upto))

@@ -1,0 +1,475 @@
+//! Pruning: the writer thread removes what the retention policy no longer keeps, a small batch
+//! at a time between group commits, so publishes never wait behind a long delete.
+//!
+//! Each step, in its own transaction, looks at (in this order) channels over their `size`
+//! that received events since the last look, channels whose oldest event outlived their `ttl`
+//! (an index on each channel's expiry time finds them), and, while the database is over
+//! `max_disk`, the channels holding the oldest events. A channel always loses its oldest events
+//! first, so what it lost of each origin is a prefix, recorded as its floor
+//! ([`super::floors`]). Only events the log holds contiguously are pruned, and, except to stay
+//! under `max_disk`, only events every linked peer reported holding (the [`PruneHorizon`] the
+//! backplane keeps up to date), so a live peer that is briefly behind never needs a snapshot.
+//!
+//! After deleting, a step releases a bounded number of free pages (`auto_vacuum =
+//! INCREMENTAL`); the WAL is cut back after checkpoints (`journal_size_limit`), so the files
+//! track what is retained, not what was ever written.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::StoreError;
+use super::floors;
+use super::retention::RetentionPolicy;
+use crate::event::{Event, Hlc, NodeId, VersionVector};
+
+/// Most events one step removes.
+pub const PRUNE_BATCH: usize = 1000;
+/// Pages released per step after deletes.
+const VACUUM_PAGES: i64 = 512;
+/// A step with nothing left to do waits this long before the next.
+pub const IDLE_STEP_EVERY: Duration = Duration::from_millis(250);
+/// A step that filled its batch lets this much time pass before the next, so commits go first.
+const BUSY_STEP_EVERY: Duration = Duration::from_millis(5);
+/// Most channels remembered as changed between steps before a full rescan is cheaper.
+const MAX_DIRTY_CHANNELS: usize = 16 * 1024;
+/// `expires` of a channel whose events never expire.
+const NEVER: i64 = i64::MAX;
+
+/// What the backplane allows pruning: events covered by every linked peer's position.
+/// `None` (single node, or no peer yet) restricts nothing.
+#[derive(Default)]
+pub struct PruneHorizon(Mutex<Option<VersionVector>>);
+
+impl PruneHorizon {
+    pub fn set(&self, horizon: Option<VersionVector>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = horizon;
+    }
+
+    fn get(&self) -> Option<VersionVector> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The approximate bytes an event takes in the log (as `channel_stats.bytes` counts them).
+pub(super) fn event_bytes(event: &Event) -> i64 {
+    let users = event
+        .users
+        .as_ref()
+        .map(|u| u.iter().map(|id| id.len() + 3).sum::<usize>() + 2)
+        .unwrap_or(0);
+    (event.payload.len() + event.channel.as_str().len() + event.kind.len() + users + 64) as i64
+}
+
+const EVENT_BYTES_SQL: &str =
+    "length(payload) + length(channel) + length(kind) + coalesce(length(users), 0) + 64";
+
+/// Retained totals, for the `herald_log_events` and `herald_log_bytes` gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogTotals {
+    pub events: i64,
+    pub bytes: i64,
+}
+
+pub(super) struct Pruner {
+    policy: RetentionPolicy,
+    horizon: Arc<PruneHorizon>,
+    dirty: HashSet<String>,
+    rescan_all: bool,
+    last_step: Instant,
+    more: bool,
+    totals: LogTotals,
+}
+
+/// One event chosen for removal.
+struct Doomed {
+    origin: String,
+    seq: u64,
+    channel: String,
+    bytes: i64,
+}
+
+impl Pruner {
+    pub(super) fn new(
+        connection: &Connection,
+        policy: RetentionPolicy,
+        horizon: Arc<PruneHorizon>,
+    ) -> Result<Self, StoreError> {
+        refresh_expiries(connection, &policy)?;
+        let totals = connection.query_row(
+            "SELECT coalesce(sum(events), 0), coalesce(sum(bytes), 0) FROM channel_stats",
+            [],
+            |row| {
+                Ok(LogTotals {
+                    events: row.get(0)?,
+                    bytes: row.get(1)?,
+                })
+            },
+        )?;
+        let pruner = Self {
+            policy,
+            horizon,
+            dirty: HashSet::new(),
+            rescan_all: true,
+            last_step: Instant::now() - IDLE_STEP_EVERY,
+            more: true,
+            totals,
+        };
+        pruner.publish_totals();
+        Ok(pruner)
+    }
+
+    /// Counts newly stored events into their channels' statistics (inside the transaction that
+    /// stores them).
+    pub(super) fn note_inserted<'a>(
+        &mut self,
+        connection: &Connection,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Result<(), StoreError> {
+        let mut per_channel: HashMap<&str, (i64, i64, u64)> = HashMap::new();
+        for event in events {
+            let entry = per_channel
+                .entry(event.channel.as_str())
+                .or_insert((0, 0, u64::MAX));
+            entry.0 += 1;
+            entry.1 += event_bytes(event);
+            entry.2 = entry.2.min(event.hlc.0);
+        }
+        if per_channel.is_empty() {
+            return Ok(());
+        }
+        let mut upsert = connection.prepare_cached(
+            "INSERT INTO channel_stats (channel, events, bytes, oldest_hlc, expires)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (channel) DO UPDATE SET
+                events = events + excluded.events,
+                bytes = bytes + excluded.bytes,
+                oldest_hlc = min(oldest_hlc, excluded.oldest_hlc),
+                expires = min(expires, excluded.expires)",
+        )?;
+        for (channel, (count, bytes, oldest)) in per_channel {
+            let expires = expiry(&self.policy, channel, oldest as i64);
+            upsert.execute(rusqlite::params![
+                channel,
+                count,
+                bytes,
+                oldest as i64,
+                expires
+            ])?;
+            self.totals.events += count;
+            self.totals.bytes += bytes;
+            if self.dirty.len() < MAX_DIRTY_CHANNELS {
+                self.dirty.insert(channel.to_string());
+            } else {
+                self.rescan_all = true;
+            }
+        }
+        self.more = true;
+        Ok(())
+    }
+
+    /// True when a step should run now.
+    pub(super) fn due(&self) -> bool {
+        let wait = if self.more {
+            BUSY_STEP_EVERY
+        } else {
+            IDLE_STEP_EVERY
+        };
+        self.policy.prunes() && self.last_step.elapsed() >= wait
+    }
+
+    /// Removes up to [`PRUNE_BATCH`] events the policy no longer keeps. `position` is what the
+    /// log holds contiguously; nothing above it is touched. Answers how many went.
+    pub(super) fn step(
+        &mut self,
+        connection: &mut Connection,
+        position: &VersionVector,
+        now: Hlc,
+    ) -> Result<usize, StoreError> {
+        self.last_step = Instant::now();
+        let horizon = self.horizon.get();
+        let tx = connection.transaction()?;
+        let mut doomed: Vec<Doomed> = Vec::new();
+        let budget = PRUNE_BATCH;
+        let keep = |origin: &str, seq: u64, strict: bool| -> bool {
+            let Ok(id) = NodeId::new(origin) else {
+                return true;
+            };
+            !position.covers(&id, seq)
+                || (strict && horizon.as_ref().is_some_and(|h| !h.covers(&id, seq)))
+        };
+
+        // 1. Channels over their size.
+        let dirty: Vec<String> = if std::mem::take(&mut self.rescan_all) {
+            self.dirty.clear();
+            over_size_channels(&tx, &self.policy)?
+        } else {
+            self.dirty.drain().collect()
+        };
+        let mut unfinished: Vec<String> = Vec::new();
+        for channel in dirty {
+            if doomed.len() >= budget {
+                unfinished.push(channel);
+                continue;
+            }
+            let size = self.policy.for_channel(&channel).size;
+            if size == 0 {
+                continue;
+            }
+            let count: i64 = tx
+                .prepare_cached("SELECT events FROM channel_stats WHERE channel = ?1")?
+                .query_row([&channel], |row| row.get(0))
+                .optional()?
+                .unwrap_or(0);
+            let excess = (count - size as i64).max(0) as usize;
+            if excess == 0 {
+                continue;
+            }
+            let take = excess.min(budget - doomed.len());
+            let oldest = oldest_events(&tx, &channel, None, take)?;
+            let before = doomed.len();
+            // An event kept back (not yet on every peer) keeps its origin's later events too,
+            // so each origin still loses a prefix.
+            for event in oldest {
+                if !keep(&event.origin, event.seq, true) {
+                    doomed.push(event);
+                }
+            }
+            if doomed.len() - before < excess {
+                unfinished.push(channel);
+            }
+        }
+        for channel in unfinished {
+            self.dirty.insert(channel);
+        }
+
+        // 2. Channels whose oldest events outlived their ttl.
+        if doomed.len() < budget {
+            let expired: Vec<String> = {
+                let mut statement = tx.prepare_cached(
+                    "SELECT channel FROM channel_stats WHERE expires <= ?1 ORDER BY expires LIMIT 64",
+                )?;
+                let rows = statement.query_map([now.0 as i64], |row| row.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for channel in expired {
+                if doomed.len() >= budget {
+                    break;
+                }
+                let Some(ttl) = self.policy.for_channel(&channel).ttl_hlc() else {
+                    continue;
+                };
+                let cutoff = now.0.saturating_sub(ttl) as i64;
+                let take = budget - doomed.len();
+                for event in oldest_events(&tx, &channel, Some(cutoff), take)? {
+                    if !keep(&event.origin, event.seq, true) {
+                        doomed.push(event);
+                    }
+                }
+            }
+        }
+
+        // 3. Over the disk ceiling: the oldest events anywhere, whatever peers hold.
+        if doomed.is_empty() && self.policy.max_disk > 0 && used_bytes(&tx)? > self.policy.max_disk
+        {
+            let oldest_channels: Vec<String> = {
+                let mut statement = tx.prepare_cached(
+                    "SELECT channel FROM channel_stats ORDER BY oldest_hlc LIMIT 16",
+                )?;
+                let rows = statement.query_map([], |row| row.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for channel in oldest_channels {
+                let take = (budget - doomed.len()).min(budget / 4).max(1);
+                for event in oldest_events(&tx, &channel, None, take)? {
+                    if !keep(&event.origin, event.seq, false) {
+                        doomed.push(event);
+                    }
+                }
+                if doomed.len() >= budget {
+                    break;
+                }
+            }
+            if !doomed.is_empty() {
+                tracing::debug!(
+                    events = doomed.len(),
+                    "over history.max_disk: pruning the oldest events"
+                );
+            }
+        }
+
+        let removed = doomed.len();
+        if removed > 0 {
+            self.remove(&tx, &doomed)?;
+        }
+        tx.commit()?;
+        if removed > 0 {
+            metrics::counter!("herald_pruned_events_total").increment(removed as u64);
+            self.publish_totals();
+            connection.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES});"))?;
+        }
+        // Channels left over their size (budget spent, or events not yet on every peer) are
+        // looked at again next step; at full speed only while the budget is being spent.
+        self.more = removed >= budget;
+        Ok(removed)
+    }
+
+    fn remove(&mut self, tx: &Connection, doomed: &[Doomed]) -> Result<(), StoreError> {
+        let mut delete = tx.prepare_cached("DELETE FROM events WHERE origin = ?1 AND seq = ?2")?;
+        let mut per_channel: HashMap<&str, (i64, i64)> = HashMap::new();
+        let mut floors: HashMap<(&str, &str), u64> = HashMap::new();
+        let mut pruned: HashMap<&str, u64> = HashMap::new();
+        for event in doomed {
+            delete.execute(rusqlite::params![event.origin, event.seq as i64])?;
+            let entry = per_channel.entry(&event.channel).or_default();
+            entry.0 += 1;
+            entry.1 += event.bytes;
+            let floor = floors.entry((&event.channel, &event.origin)).or_default();
+            *floor = (*floor).max(event.seq);
+            let highest = pruned.entry(&event.origin).or_default();
+            *highest = (*highest).max(event.seq);
+        }
+        for ((channel, origin), seq) in floors {
+            floors::raise(tx, channel, origin, seq)?;
+        }
+        let mut raise_pruned = tx.prepare_cached(
+            "UPDATE log_positions SET pruned = max(pruned, ?2) WHERE origin = ?1",
+        )?;
+        for (origin, seq) in pruned {
+            raise_pruned.execute(rusqlite::params![origin, seq as i64])?;
+        }
+        for (channel, (count, bytes)) in per_channel {
+            self.totals.events -= count;
+            self.totals.bytes -= bytes;
+            let oldest: Option<i64> = tx
+                .prepare_cached("SELECT min(hlc) FROM events WHERE channel = ?1")?
+                .query_row([channel], |row| row.get(0))?;
+            match oldest {
+                Some(oldest) => {
+                    tx.prepare_cached(
+                        "UPDATE channel_stats SET events = events - ?2, bytes = bytes - ?3,
+                            oldest_hlc = ?4, expires = ?5 WHERE channel = ?1",
+                    )?
+                    .execute(rusqlite::params![
+                        channel,
+                        count,
+                        bytes,
+                        oldest,
+                        expiry(&self.policy, channel, oldest)
+                    ])?;
+                }
+                None => {
+                    tx.prepare_cached("DELETE FROM channel_stats WHERE channel = ?1")?
+                        .execute([channel])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_totals(&self) {
+        metrics::gauge!("herald_log_events").set(self.totals.events as f64);
+        metrics::gauge!("herald_log_bytes").set(self.totals.bytes as f64);
+    }
+}
+
+/// When the oldest event of `channel`, stamped `oldest`, expires (hybrid-clock units).
+fn expiry(policy: &RetentionPolicy, channel: &str, oldest: i64) -> i64 {
+    match policy.for_channel(channel).ttl_hlc() {
+        Some(ttl) => oldest.saturating_add(ttl as i64),
+        None => NEVER,
+    }
+}
+
+/// Recomputes every channel's expiry under `policy` (the ttl may have changed since the last
+/// start).
+fn refresh_expiries(connection: &Connection, policy: &RetentionPolicy) -> Result<(), StoreError> {
+    let channels: Vec<(String, i64, i64)> = {
+        let mut statement =
+            connection.prepare("SELECT channel, oldest_hlc, expires FROM channel_stats")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut update =
+        connection.prepare_cached("UPDATE channel_stats SET expires = ?2 WHERE channel = ?1")?;
+    for (channel, oldest, expires) in channels {
+        let wanted = expiry(policy, &channel, oldest);
+        if wanted != expires {
+            update.execute(rusqlite::params![channel, wanted])?;
+        }
+    }
+    Ok(())
+}
+
+/// Channels holding more events than their size rule keeps.
+fn over_size_channels(
+    connection: &Connection,
+    policy: &RetentionPolicy,
+) -> Result<Vec<String>, StoreError> {
+    let mut statement = connection.prepare("SELECT channel, events FROM channel_stats")?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    let mut over = Vec::new();
+    for row in rows {
+        let (channel, events) = row?;
+        let size = policy.for_channel(&channel).size;
+        if size > 0 && events > size as i64 {
+            over.push(channel);
+        }
+    }
+    Ok(over)
+}
+
+/// The oldest events of `channel` (by hybrid clock, origin, seq), older than `before` if given.
+fn oldest_events(
+    connection: &Connection,
+    channel: &str,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<Doomed>, StoreError> {
+    let sql = format!(
+        "SELECT origin, seq, {EVENT_BYTES_SQL} FROM events
+         WHERE channel = ?1 AND hlc < ?2 ORDER BY hlc, origin, seq LIMIT ?3"
+    );
+    let mut statement = connection.prepare_cached(&sql)?;
+    let rows = statement.query_map(
+        rusqlite::params![channel, before.unwrap_or(NEVER), limit as i64],
+        |row| {
+            Ok(Doomed {
+                origin: row.get(0)?,
+                seq: row.get::<_, i64>(1)? as u64,
+                channel: channel.to_string(),
+                bytes: row.get(2)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Bytes of the database in use (pages that are not free).
+pub(super) fn used_bytes(connection: &Connection) -> Result<u64, StoreError> {
+    let pages: i64 = connection.pragma_query_value(None, "page_count", |row| row.get(0))?;
+    let free: i64 = connection.pragma_query_value(None, "freelist_count", |row| row.get(0))?;
+    let size: i64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    Ok(((pages - free).max(0) * size) as u64)
+}
+
+/// The highest seq of each origin pruned here: a pull below it cannot be answered from the log.
+pub fn pruned_positions(connection: &Connection) -> Result<VersionVector, StoreError> {
+    let mut statement =
+        connection.prepare_cached("SELECT origin, pruned FROM log_positions WHERE pruned > 0")?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    let mut vector = VersionVector::new();
+    for row in rows {
+        let (origin, seq) = row?;
+        if let Ok(origin) = NodeId::new(&origin) {
+            vector.advance(&origin, seq as u64);
+        }
+    }
+    Ok(vector)
+}
