@@ -39,7 +39,12 @@ struct Received {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_nodes_mid_stream_loses_and_duplicates_nothing() {
-    let mut cluster = TestCluster::start(NODES).await;
+    // Every acknowledged event must stay in every log to the end: no retention here.
+    let mut cluster = TestCluster::start_with(NODES, |_, spec| {
+        spec.extra_args
+            .extend(["--history-size".to_string(), "0".to_string()]);
+    })
+    .await;
     for index in 0..NODES {
         cluster.wait_linked(index, NODES - 1, WAIT).await;
     }

@@ -97,29 +97,48 @@ pub const DISPATCH_QUEUE_BATCHES: usize = 1024;
 /// dispatcher runs on the runtime, so its wake-ups are cheap, and the writer answers publishers
 /// as soon as their commit is done.
 pub struct CommitForwarder {
-    queue: tokio::sync::mpsc::Sender<Vec<SharedEvent>>,
+    queue: tokio::sync::mpsc::Sender<Dispatch>,
+}
+
+/// What the dispatcher hands on, in commit order.
+enum Dispatch {
+    Events(Vec<SharedEvent>),
+    /// The log position jumped past pruned history (a snapshot was merged).
+    Jump(VersionVector),
 }
 
 impl CommitSink for CommitForwarder {
     fn committed(&self, events: &[SharedEvent]) {
-        if self.queue.blocking_send(events.to_vec()).is_err() {
+        if self
+            .queue
+            .blocking_send(Dispatch::Events(events.to_vec()))
+            .is_err()
+        {
             tracing::warn!(
                 events = events.len(),
                 "dispatcher stopped; committed events not delivered live"
             );
         }
     }
+
+    fn jumped(&self, position: &VersionVector) {
+        let _ = self.queue.blocking_send(Dispatch::Jump(position.clone()));
+    }
 }
 
 /// Starts the dispatcher: local subscribers first, then the other nodes, batch by batch in
 /// commit order. Answers the sink to give the store.
 pub fn start_dispatcher(hub: Arc<Hub>, backplane: Arc<dyn Backplane>) -> Arc<CommitForwarder> {
-    let (queue, mut batches) =
-        tokio::sync::mpsc::channel::<Vec<SharedEvent>>(DISPATCH_QUEUE_BATCHES);
+    let (queue, mut batches) = tokio::sync::mpsc::channel::<Dispatch>(DISPATCH_QUEUE_BATCHES);
     tokio::spawn(async move {
-        while let Some(events) = batches.recv().await {
-            hub.dispatch(&events);
-            backplane.ship(&events);
+        while let Some(dispatch) = batches.recv().await {
+            match dispatch {
+                Dispatch::Events(events) => {
+                    hub.dispatch(&events);
+                    backplane.ship(&events);
+                }
+                Dispatch::Jump(position) => hub.jump(&position),
+            }
         }
     });
     Arc::new(CommitForwarder { queue })

@@ -83,6 +83,14 @@ impl Hub {
         }
     }
 
+    /// Skips past `position` (see the store's snapshots): every connection is closed with 1012
+    /// so that its client resumes and learns what it lost.
+    pub fn jump(&self, position: &VersionVector) {
+        if self.lock().jump(position) {
+            tracing::info!("delivered position raised past pruned history; clients told to resume");
+        }
+    }
+
     pub fn delivered(&self) -> VersionVector {
         self.lock().delivered().clone()
     }

@@ -206,6 +206,26 @@ impl Registry {
         users.len()
     }
 
+    /// Raises the delivered vector to `position`, past events that will never be handed on
+    /// (pruned everywhere before this node got them), and closes every connection so that its
+    /// client resumes and is told what it lost. Answers whether anything was skipped.
+    pub(super) fn jump(&mut self, position: &VersionVector) -> bool {
+        if self.delivered.dominates(position) {
+            return false;
+        }
+        self.delivered.merge(position);
+        self.close_all(CloseReason::Resync);
+        let ids: Vec<u64> = self
+            .by_channel
+            .values()
+            .flatten()
+            .chain(self.by_prefix.iter().map(|(_, s)| s))
+            .map(|s| s.id)
+            .collect();
+        self.drop_subscribers(&ids);
+        true
+    }
+
     pub(super) fn close_all(&mut self, reason: CloseReason) {
         for subscriber in self.by_channel.values().flatten() {
             subscriber.close.raise(reason);

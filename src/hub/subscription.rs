@@ -59,6 +59,9 @@ pub enum CloseReason {
     Shutdown = 2,
     /// The node is leaving the cluster: reconnect elsewhere (close code 1012).
     Leaving = 3,
+    /// The node skipped history it could not get (it caught up from a snapshot): resume with
+    /// the cursor, and learn what was lost (close code 1012).
+    Resync = 4,
 }
 
 /// Raised by the hub, awaited by the connection's writer.
@@ -83,6 +86,7 @@ impl CloseSignal {
                 1 => return CloseReason::SlowClient,
                 2 => return CloseReason::Shutdown,
                 3 => return CloseReason::Leaving,
+                4 => return CloseReason::Resync,
                 _ => self.notify.notified().await,
             }
         }

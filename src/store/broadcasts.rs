@@ -83,6 +83,20 @@ fn write_active_register(
     broadcast_id: Option<&str>,
     event: &Event,
 ) -> Result<(), StoreError> {
+    write_register(
+        connection,
+        broadcast_id,
+        event.hlc.0 as i64,
+        event.origin.as_str(),
+    )
+}
+
+fn write_register(
+    connection: &Connection,
+    broadcast_id: Option<&str>,
+    hlc: i64,
+    origin: &str,
+) -> Result<(), StoreError> {
     connection
         .prepare_cached(
             "INSERT INTO active_broadcast (slot, broadcast_id, hlc, origin) VALUES (0, ?1, ?2, ?3)
@@ -90,7 +104,7 @@ fn write_active_register(
                 broadcast_id = excluded.broadcast_id, hlc = excluded.hlc, origin = excluded.origin
              WHERE (excluded.hlc, excluded.origin) > (active_broadcast.hlc, active_broadcast.origin)",
         )?
-        .execute(rusqlite::params![broadcast_id, event.hlc.0 as i64, event.origin.as_str()])?;
+        .execute(rusqlite::params![broadcast_id, hlc, origin])?;
     Ok(())
 }
 
@@ -101,9 +115,13 @@ pub(super) fn apply_acknowledgement(
     let payload: AckPayload = serde_json::from_str(&event.payload).map_err(corrupt)?;
     connection
         .prepare_cached(
-            "INSERT OR IGNORE INTO broadcast_acks (broadcast_id, user_id) VALUES (?1, ?2)",
+            "INSERT OR IGNORE INTO broadcast_acks (broadcast_id, user_id, hlc) VALUES (?1, ?2, ?3)",
         )?
-        .execute(rusqlite::params![payload.broadcast_id, payload.user_id])?;
+        .execute(rusqlite::params![
+            payload.broadcast_id,
+            payload.user_id,
+            event.hlc.0 as i64
+        ])?;
     Ok(())
 }
 
@@ -164,4 +182,145 @@ pub fn broadcasts_by_creator_since(
             row.get(0)
         })?;
     Ok(count as u64)
+}
+
+// ---- snapshots ----
+
+/// A stored broadcast, every column: what a snapshot carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastRow {
+    pub record: BroadcastRecord,
+    pub hlc: i64,
+    pub origin: String,
+}
+
+/// The active-broadcast register: `None` when cleared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveRow {
+    pub broadcast_id: Option<String>,
+    pub hlc: i64,
+    pub origin: String,
+}
+
+/// One acknowledgement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckRow {
+    pub broadcast_id: String,
+    pub user_id: String,
+    pub hlc: i64,
+}
+
+/// Broadcasts created after `since_hlc`, in id order after `after_id`.
+pub(super) fn rows_since(
+    connection: &Connection,
+    since_hlc: i64,
+    after_id: &str,
+    limit: usize,
+) -> Result<Vec<BroadcastRow>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, message, message_type, created_by, created_by_name, created_at, created_ms,
+                hlc, origin
+         FROM broadcasts WHERE hlc > ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    )?;
+    let rows = statement.query_map(
+        rusqlite::params![since_hlc, after_id, limit as i64],
+        |row| {
+            Ok(BroadcastRow {
+                record: BroadcastRecord {
+                    id: row.get(0)?,
+                    message: row.get(1)?,
+                    message_type: row.get(2)?,
+                    created_by: row.get(3)?,
+                    created_by_name: row.get(4)?,
+                    created_at: row.get(5)?,
+                    created_ms: row.get::<_, i64>(6)? as u64,
+                },
+                hlc: row.get(7)?,
+                origin: row.get(8)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn active_row(connection: &Connection) -> Result<Option<ActiveRow>, StoreError> {
+    Ok(connection
+        .prepare_cached("SELECT broadcast_id, hlc, origin FROM active_broadcast WHERE slot = 0")?
+        .query_row([], |row| {
+            Ok(ActiveRow {
+                broadcast_id: row.get(0)?,
+                hlc: row.get(1)?,
+                origin: row.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Acknowledgements made after `since_hlc`, in key order after `after`.
+pub(super) fn acks_since(
+    connection: &Connection,
+    since_hlc: i64,
+    after: (&str, &str),
+    limit: usize,
+) -> Result<Vec<AckRow>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT broadcast_id, user_id, hlc FROM broadcast_acks
+         WHERE hlc > ?1 AND (broadcast_id, user_id) > (?2, ?3)
+         ORDER BY broadcast_id, user_id LIMIT ?4",
+    )?;
+    let rows = statement.query_map(
+        rusqlite::params![since_hlc, after.0, after.1, limit as i64],
+        |row| {
+            Ok(AckRow {
+                broadcast_id: row.get(0)?,
+                user_id: row.get(1)?,
+                hlc: row.get(2)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Merges snapshot rows: broadcasts and acknowledgements are grow-only, the register keeps
+/// the later `(hlc, origin)`. Merging twice changes nothing.
+pub(super) fn merge_broadcast(
+    connection: &Connection,
+    row: &BroadcastRow,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT OR IGNORE INTO broadcasts
+             (id, message, message_type, created_by, created_by_name, created_at, created_ms, hlc, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(rusqlite::params![
+            row.record.id,
+            row.record.message,
+            row.record.message_type,
+            row.record.created_by,
+            row.record.created_by_name,
+            row.record.created_at,
+            row.record.created_ms as i64,
+            row.hlc,
+            row.origin,
+        ])?;
+    Ok(())
+}
+
+pub(super) fn merge_active(connection: &Connection, row: &ActiveRow) -> Result<(), StoreError> {
+    write_register(
+        connection,
+        row.broadcast_id.as_deref(),
+        row.hlc,
+        &row.origin,
+    )
+}
+
+pub(super) fn merge_ack(connection: &Connection, row: &AckRow) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT OR IGNORE INTO broadcast_acks (broadcast_id, user_id, hlc) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(rusqlite::params![row.broadcast_id, row.user_id, row.hlc])?;
+    Ok(())
 }

@@ -56,13 +56,17 @@ pub(super) fn apply_new(connection: &Connection, event: &Event) -> Result<(), St
     connection
         .prepare_cached(
             "INSERT INTO comments (id, track_id, author_id, author_name, created_at, created_hlc,
-                                   content, position, content_hlc, content_origin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?6, ?9)
+                                   content, position, content_hlc, content_origin, touched_hlc,
+                                   created_origin, created_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?6, ?9, ?6, ?9, ?10)
              ON CONFLICT (id) DO UPDATE SET
                 author_id = excluded.author_id,
                 author_name = excluded.author_name,
                 created_at = excluded.created_at,
                 created_hlc = excluded.created_hlc,
+                created_origin = excluded.created_origin,
+                created_seq = excluded.created_seq,
+                touched_hlc = max(touched_hlc, excluded.touched_hlc),
                 content = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
                                THEN excluded.content ELSE content END,
                 position = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
@@ -81,6 +85,7 @@ pub(super) fn apply_new(connection: &Connection, event: &Event) -> Result<(), St
             comment.content,
             comment.timestamp,
             event.origin.as_str(),
+            event.seq as i64,
         ])?;
     Ok(())
 }
@@ -89,10 +94,11 @@ pub(super) fn apply_edited(connection: &Connection, event: &Event) -> Result<(),
     let edit: EditedPayload = serde_json::from_str(&event.payload).map_err(corrupt)?;
     connection
         .prepare_cached(
-            "INSERT INTO comments (id, track_id, content, position, content_hlc, content_origin, is_edited, last_edited_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)
+            "INSERT INTO comments (id, track_id, content, position, content_hlc, content_origin, is_edited, last_edited_at, touched_hlc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?5)
              ON CONFLICT (id) DO UPDATE SET
                 is_edited = 1,
+                touched_hlc = max(touched_hlc, excluded.touched_hlc),
                 content = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
                                THEN excluded.content ELSE content END,
                 position = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
@@ -119,10 +125,21 @@ pub(super) fn apply_deleted(connection: &Connection, event: &Event) -> Result<()
     let deleted: DeletedPayload = serde_json::from_str(&event.payload).map_err(corrupt)?;
     connection
         .prepare_cached(
-            "INSERT INTO comments (id, track_id, deleted) VALUES (?1, ?2, 1)
-             ON CONFLICT (id) DO UPDATE SET deleted = 1",
+            "INSERT INTO comments (id, track_id, deleted, touched_hlc, deleted_origin, deleted_seq)
+             VALUES (?1, ?2, 1, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET
+                deleted = 1,
+                touched_hlc = max(touched_hlc, excluded.touched_hlc),
+                deleted_origin = coalesce(deleted_origin, excluded.deleted_origin),
+                deleted_seq = coalesce(deleted_seq, excluded.deleted_seq)",
         )?
-        .execute(rusqlite::params![deleted.comment_id, deleted.track_id])?;
+        .execute(rusqlite::params![
+            deleted.comment_id,
+            deleted.track_id,
+            event.hlc.0 as i64,
+            event.origin.as_str(),
+            event.seq as i64
+        ])?;
     Ok(())
 }
 
@@ -183,4 +200,125 @@ pub fn comment_state(
             ))
         })
         .optional()?)
+}
+
+// ---- snapshots ----
+
+/// Every column of a comment row: what a snapshot carries, merged by the same rules as events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommentRow {
+    pub id: String,
+    pub track_id: String,
+    pub author_id: Option<String>,
+    pub author_name: Option<String>,
+    pub created_at: Option<String>,
+    pub created_hlc: Option<i64>,
+    pub created_origin: Option<String>,
+    pub created_seq: Option<i64>,
+    pub content: String,
+    pub position: f64,
+    pub content_hlc: i64,
+    pub content_origin: String,
+    pub is_edited: bool,
+    pub last_edited_at: Option<String>,
+    pub deleted: bool,
+    pub deleted_origin: Option<String>,
+    pub deleted_seq: Option<i64>,
+    pub touched_hlc: i64,
+}
+
+const COMMENT_ROW_COLUMNS: &str = "id, track_id, author_id, author_name, created_at, created_hlc,
+    created_origin, created_seq, content, position, content_hlc, content_origin, is_edited,
+    last_edited_at, deleted, deleted_origin, deleted_seq, touched_hlc";
+
+/// Comment rows changed after `since_hlc`, in id order after `after_id`, at most `limit`.
+pub(super) fn rows_changed_since(
+    connection: &Connection,
+    since_hlc: i64,
+    after_id: &str,
+    limit: usize,
+) -> Result<Vec<CommentRow>, StoreError> {
+    let sql = format!(
+        "SELECT {COMMENT_ROW_COLUMNS} FROM comments WHERE touched_hlc > ?1 AND id > ?2
+         ORDER BY id LIMIT ?3"
+    );
+    let mut statement = connection.prepare_cached(&sql)?;
+    let rows = statement.query_map(
+        rusqlite::params![since_hlc, after_id, limit as i64],
+        |row| {
+            Ok(CommentRow {
+                id: row.get(0)?,
+                track_id: row.get(1)?,
+                author_id: row.get(2)?,
+                author_name: row.get(3)?,
+                created_at: row.get(4)?,
+                created_hlc: row.get(5)?,
+                created_origin: row.get(6)?,
+                created_seq: row.get(7)?,
+                content: row.get(8)?,
+                position: row.get(9)?,
+                content_hlc: row.get(10)?,
+                content_origin: row.get(11)?,
+                is_edited: row.get::<_, i64>(12)? != 0,
+                last_edited_at: row.get(13)?,
+                deleted: row.get::<_, i64>(14)? != 0,
+                deleted_origin: row.get(15)?,
+                deleted_seq: row.get(16)?,
+                touched_hlc: row.get(17)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Merges a row from a snapshot: creation facts fill in where unknown, the content register
+/// keeps the later `(hlc, origin)`, the edited flag and the tombstone only ever turn on.
+/// Merging the same row twice changes nothing.
+pub(super) fn merge_row(connection: &Connection, row: &CommentRow) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO comments ({COMMENT_ROW_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+         ON CONFLICT (id) DO UPDATE SET
+            author_id = CASE WHEN created_hlc IS NULL THEN excluded.author_id ELSE author_id END,
+            author_name = CASE WHEN created_hlc IS NULL THEN excluded.author_name ELSE author_name END,
+            created_at = CASE WHEN created_hlc IS NULL THEN excluded.created_at ELSE created_at END,
+            created_origin = CASE WHEN created_hlc IS NULL THEN excluded.created_origin ELSE created_origin END,
+            created_seq = CASE WHEN created_hlc IS NULL THEN excluded.created_seq ELSE created_seq END,
+            created_hlc = coalesce(created_hlc, excluded.created_hlc),
+            content = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
+                           THEN excluded.content ELSE content END,
+            position = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
+                            THEN excluded.position ELSE position END,
+            last_edited_at = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
+                                  THEN excluded.last_edited_at ELSE last_edited_at END,
+            content_origin = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
+                                  THEN excluded.content_origin ELSE content_origin END,
+            content_hlc = max(content_hlc, excluded.content_hlc),
+            is_edited = max(is_edited, excluded.is_edited),
+            deleted = max(deleted, excluded.deleted),
+            deleted_origin = coalesce(deleted_origin, excluded.deleted_origin),
+            deleted_seq = coalesce(deleted_seq, excluded.deleted_seq),
+            touched_hlc = max(touched_hlc, excluded.touched_hlc)"
+    );
+    connection.prepare_cached(&sql)?.execute(rusqlite::params![
+        row.id,
+        row.track_id,
+        row.author_id,
+        row.author_name,
+        row.created_at,
+        row.created_hlc,
+        row.created_origin,
+        row.created_seq,
+        row.content,
+        row.position,
+        row.content_hlc,
+        row.content_origin,
+        row.is_edited as i64,
+        row.last_edited_at,
+        row.deleted as i64,
+        row.deleted_origin,
+        row.deleted_seq,
+        row.touched_hlc,
+    ])?;
+    Ok(())
 }

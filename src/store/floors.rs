@@ -102,3 +102,30 @@ pub fn channels_lost(
     }
     Ok(lost.into_iter().collect())
 }
+/// Every floor row, for a snapshot: those naming an origin at a seq the receiver, at `since`,
+/// does not cover.
+pub(super) fn floors_above(
+    connection: &Connection,
+    since: &VersionVector,
+) -> Result<Vec<FloorRow>, StoreError> {
+    let mut statement =
+        connection.prepare_cached("SELECT channel, origin, seq FROM channel_floors")?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)? as u64,
+        ))
+    })?;
+    let mut above = Vec::new();
+    for row in rows {
+        let (channel, origin, seq) = row?;
+        let covered = NodeId::new(&origin)
+            .map(|o| since.covers(&o, seq))
+            .unwrap_or(true);
+        if !covered {
+            above.push((channel, origin, seq));
+        }
+    }
+    Ok(above)
+}

@@ -31,18 +31,39 @@ pub(super) fn insert_event(connection: &Connection, event: &Event) -> Result<boo
     Ok(inserted == 1)
 }
 
+/// Raises `origin`'s contiguous position to `seq`, whose event is stamped `hlc`.
 pub(super) fn set_position(
     connection: &Connection,
     origin: &NodeId,
     seq: u64,
+    hlc: Hlc,
 ) -> Result<(), StoreError> {
     connection
         .prepare_cached(
-            "INSERT INTO log_positions (origin, contiguous) VALUES (?1, ?2)
-             ON CONFLICT (origin) DO UPDATE SET contiguous = max(contiguous, excluded.contiguous)",
+            "INSERT INTO log_positions (origin, contiguous, position_hlc) VALUES (?1, ?2, ?3)
+             ON CONFLICT (origin) DO UPDATE SET
+                position_hlc = CASE WHEN excluded.contiguous > contiguous
+                                    THEN excluded.position_hlc ELSE position_hlc END,
+                contiguous = max(contiguous, excluded.contiguous)",
         )?
-        .execute(rusqlite::params![origin.as_str(), seq as i64])?;
+        .execute(rusqlite::params![origin.as_str(), seq as i64, hlc.0 as i64])?;
     Ok(())
+}
+
+/// Per origin, the hybrid-clock stamp of the event at its contiguous position (0 unknown).
+pub(super) fn position_hlcs(connection: &Connection) -> Result<Vec<(NodeId, u64)>, StoreError> {
+    let mut statement =
+        connection.prepare_cached("SELECT origin, position_hlc FROM log_positions")?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    let mut stamps = Vec::new();
+    for row in rows {
+        let (origin, hlc) = row?;
+        let origin = NodeId::new(&origin).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        stamps.push((origin, hlc as u64));
+    }
+    Ok(stamps)
 }
 
 pub(super) fn version_vector(connection: &Connection) -> Result<VersionVector, StoreError> {

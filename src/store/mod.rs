@@ -22,6 +22,7 @@ mod prune;
 mod readers;
 pub mod retention;
 mod schema;
+pub mod snapshot;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,10 @@ use writer::{WriteCommand, WriterThread};
 /// Implementations must not block: they hand events on through bounded queues.
 pub trait CommitSink: Send + Sync + 'static {
     fn committed(&self, events: &[SharedEvent]);
+
+    /// The log position jumped to `position` past events this node will never hold (a merged
+    /// snapshot): nothing in between will be handed on.
+    fn jumped(&self, _position: &VersionVector) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +193,49 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// What this node holds, to ask a peer for a snapshot with.
+    pub async fn snapshot_basis(&self) -> Result<snapshot::SnapshotBasis, StoreError> {
+        self.read(snapshot::basis).await
+    }
+
+    /// Reads a snapshot for a node at `basis` on a connection of its own, in bounded parts:
+    /// at most a few parts wait in the returned queue while the reader is behind.
+    pub fn snapshot(
+        &self,
+        basis: snapshot::SnapshotBasis,
+    ) -> mpsc::Receiver<snapshot::SnapshotItem> {
+        let (items, receiver) = mpsc::channel(4);
+        let path = self.readers.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let sent = snapshot::read(&path, &basis, |item| items.blocking_send(item).is_ok());
+            if let Err(error) = sent {
+                tracing::warn!(%error, "reading a snapshot failed");
+            }
+        });
+        receiver
+    }
+
+    /// Merges one part of a peer's snapshot (idempotent).
+    pub async fn merge_snapshot(&self, part: snapshot::SnapshotPart) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(WriteCommand::MergeSnapshot { part, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Ends a snapshot: the log position jumps to the peer's, and what arrived meanwhile is
+    /// handed on.
+    pub async fn finish_snapshot(&self, end: snapshot::SnapshotEnd) -> Result<Applied, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(WriteCommand::FinishSnapshot { end, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Runs `query` on a read-only connection on the blocking pool.
     pub async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
@@ -271,3 +319,6 @@ mod tests;
 
 #[cfg(test)]
 mod retention_tests;
+
+#[cfg(test)]
+mod snapshot_tests;

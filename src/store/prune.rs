@@ -316,6 +316,40 @@ impl Pruner {
         Ok(removed)
     }
 
+    /// Removes `channel`'s events of `origin` at or below `seq`: a peer's floor, merged from a
+    /// snapshot, so that this node keeps the same window.
+    pub(super) fn drop_through_floor(
+        &mut self,
+        tx: &Connection,
+        channel: &str,
+        origin: &str,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "SELECT seq, {EVENT_BYTES_SQL} FROM events
+             WHERE channel = ?1 AND origin = ?2 AND seq <= ?3"
+        );
+        let doomed: Vec<Doomed> = {
+            let mut statement = tx.prepare_cached(&sql)?;
+            let rows =
+                statement.query_map(rusqlite::params![channel, origin, seq as i64], |row| {
+                    Ok(Doomed {
+                        origin: origin.to_string(),
+                        seq: row.get::<_, i64>(0)? as u64,
+                        channel: channel.to_string(),
+                        bytes: row.get(1)?,
+                    })
+                })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if !doomed.is_empty() {
+            self.remove(tx, &doomed)?;
+            metrics::counter!("herald_pruned_events_total").increment(doomed.len() as u64);
+            self.publish_totals();
+        }
+        Ok(())
+    }
+
     fn remove(&mut self, tx: &Connection, doomed: &[Doomed]) -> Result<(), StoreError> {
         let mut delete = tx.prepare_cached("DELETE FROM events WHERE origin = ?1 AND seq = ?2")?;
         let mut per_channel: HashMap<&str, (i64, i64)> = HashMap::new();

@@ -22,6 +22,10 @@ impl ReaderPool {
         }
     }
 
+    pub(super) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Runs `query` on an idle connection (opening one if none is idle), then returns it to
     /// the pool unless the pool already keeps enough.
     pub(super) fn with_connection<T>(

@@ -97,6 +97,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (channel, origin)
     ) WITHOUT ROWID;
     ALTER TABLE log_positions ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE log_positions ADD COLUMN position_hlc INTEGER NOT NULL DEFAULT 0;
+    UPDATE log_positions SET position_hlc = coalesce((SELECT max(hlc) FROM events
+        WHERE events.origin = log_positions.origin AND events.seq <= log_positions.contiguous), 0);
     CREATE TABLE retired_origins (
         origin     TEXT PRIMARY KEY,
         seq        INTEGER NOT NULL,

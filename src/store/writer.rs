@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::prune::Pruner;
+use super::snapshot::{self, SnapshotEnd, SnapshotPart};
 use super::{CommitSink, StoreError, log, materialize};
 use crate::event::{Event, EventDraft, Hlc, HybridClock, NodeId, SharedEvent, VersionVector};
 
@@ -50,6 +51,16 @@ pub(super) enum WriteCommand {
     Probe { reply: oneshot::Sender<bool> },
     /// Wakes an idle writer so that pruning runs.
     Tick,
+    /// Merges one part of a peer's snapshot.
+    MergeSnapshot {
+        part: SnapshotPart,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Ends a snapshot: the position jumps to what the peer held.
+    FinishSnapshot {
+        end: SnapshotEnd,
+        reply: oneshot::Sender<Result<Applied, StoreError>>,
+    },
     /// Commit what is queued before this, checkpoint, and stop.
     Close { reply: oneshot::Sender<()> },
 }
@@ -112,6 +123,12 @@ impl WriterThread {
                         let _ = reply.send(self.probe());
                     }
                     WriteCommand::Tick => {}
+                    WriteCommand::MergeSnapshot { part, reply } => {
+                        let _ = reply.send(self.merge_snapshot(part));
+                    }
+                    WriteCommand::FinishSnapshot { end, reply } => {
+                        let _ = reply.send(self.finish_snapshot(end));
+                    }
                 }
                 if close.is_none() && batched < self.max_batch {
                     next = commands.try_recv().ok();
@@ -200,7 +217,9 @@ impl WriterThread {
         }
         self.pruner
             .note_inserted(&tx, events.iter().map(|e| e.as_ref()))?;
-        log::set_position(&tx, &self.origin, seq)?;
+        if let Some(last) = events.last() {
+            log::set_position(&tx, &self.origin, seq, last.hlc)?;
+        }
         tx.commit()?;
         Ok(events)
     }
@@ -224,24 +243,8 @@ impl WriterThread {
             touched.insert(event.origin.clone());
         }
         self.pruner.note_inserted(&tx, new_events)?;
-        let mut contiguous = Vec::new();
         let mut position = self.position.clone();
-        let mut gaps = Vec::new();
-        for origin in &touched {
-            let before = position.get(origin);
-            let walked = log::contiguous_after(&tx, origin, before, CONTIGUOUS_WALK_PAGE)?;
-            let reached = walked.last().map(|e| e.seq).unwrap_or(before);
-            if reached > before {
-                log::set_position(&tx, origin, reached)?;
-                position.advance(origin, reached);
-            }
-            contiguous.extend(walked.into_iter().map(Arc::new));
-            if let Some(highest) = log::highest_seq(&tx, origin)? {
-                if highest > reached {
-                    gaps.push((origin.clone(), reached + 1, highest));
-                }
-            }
-        }
+        let (contiguous, gaps) = advance_contiguous(&tx, &touched, &mut position)?;
         tx.commit()?;
         self.position = position;
         if !contiguous.is_empty() {
@@ -254,6 +257,104 @@ impl WriterThread {
             gaps,
         })
     }
+}
+
+impl WriterThread {
+    fn merge_snapshot(&mut self, part: SnapshotPart) -> Result<(), StoreError> {
+        let tx = self.connection.transaction()?;
+        snapshot::merge_state(&tx, &part)?;
+        if let SnapshotPart::Floors(rows) = &part {
+            for (channel, origin, seq) in rows {
+                self.pruner.drop_through_floor(&tx, channel, origin, *seq)?;
+            }
+        }
+        if let Some(events) = snapshot::events_of(&part) {
+            let mut new_events = Vec::new();
+            for event in events {
+                if event.ephemeral
+                    || event.seq == 0
+                    || self.position.covers(&event.origin, event.seq)
+                {
+                    continue;
+                }
+                // Stored only: the state parts already carry what these events changed.
+                if log::insert_event(&tx, event)? {
+                    self.clock.observe(event.hlc);
+                    new_events.push(event);
+                }
+            }
+            self.pruner.note_inserted(&tx, new_events)?;
+        }
+        tx.commit()?;
+        metrics::counter!("herald_snapshot_parts_merged_total").increment(1);
+        Ok(())
+    }
+
+    fn finish_snapshot(&mut self, end: SnapshotEnd) -> Result<Applied, StoreError> {
+        let tx = self.connection.transaction()?;
+        let stamps: std::collections::HashMap<NodeId, u64> = end.upto_hlc.into_iter().collect();
+        let mut position = self.position.clone();
+        let mut jumped = false;
+        for (origin, seq) in end.upto.iter() {
+            if seq > position.get(origin) {
+                let stamp = Hlc(stamps.get(origin).copied().unwrap_or(0));
+                log::set_position(&tx, origin, seq, stamp)?;
+                self.clock.observe(stamp);
+                position.advance(origin, seq);
+                jumped = true;
+            }
+        }
+        for (origin, seq) in end.pruned.iter() {
+            tx.prepare_cached(
+                "UPDATE log_positions SET pruned = max(pruned, ?2) WHERE origin = ?1",
+            )?
+            .execute(rusqlite::params![origin.as_str(), seq as i64])?;
+        }
+        let origins: BTreeSet<NodeId> = end.upto.iter().map(|(o, _)| o.clone()).collect();
+        let (contiguous, gaps) = advance_contiguous(&tx, &origins, &mut position)?;
+        tx.commit()?;
+        self.position = position;
+        if jumped {
+            self.sink.jumped(&self.position);
+        }
+        if !contiguous.is_empty() {
+            self.sink.committed(&contiguous);
+        }
+        Ok(Applied {
+            inserted: 0,
+            position: self.position.clone(),
+            gaps,
+        })
+    }
+}
+
+/// Walks each origin's events stored right after its position, raising the position over
+/// those present without a gap. Answers them (to hand on) and the gaps left:
+/// `(origin, first missing seq, highest held)`.
+#[allow(clippy::type_complexity)]
+fn advance_contiguous(
+    tx: &Connection,
+    origins: &BTreeSet<NodeId>,
+    position: &mut VersionVector,
+) -> Result<(Vec<SharedEvent>, Vec<(NodeId, u64, u64)>), StoreError> {
+    let mut contiguous = Vec::new();
+    let mut gaps = Vec::new();
+    for origin in origins {
+        let before = position.get(origin);
+        let walked = log::contiguous_after(tx, origin, before, CONTIGUOUS_WALK_PAGE)?;
+        let reached = walked.last().map(|e| e.seq).unwrap_or(before);
+        if let Some(last) = walked.last() {
+            log::set_position(tx, origin, reached, last.hlc)?;
+            position.advance(origin, reached);
+        }
+        contiguous.extend(walked.into_iter().map(Arc::new));
+        if let Some(highest) = log::highest_seq(tx, origin)? {
+            if highest > reached {
+                gaps.push((origin.clone(), reached + 1, highest));
+            }
+        }
+    }
+    Ok((contiguous, gaps))
 }
 
 fn wall_millis() -> u64 {

@@ -259,6 +259,15 @@ async fn close_for(sink: &mut Sink, reason: CloseReason) {
             )
             .await;
         }
+        CloseReason::Resync => {
+            send_close(
+                sink,
+                close_code::SERVICE_RESTART,
+                "node caught up from a snapshot: resume with your cursor",
+                CLOSE_TIMEOUT,
+            )
+            .await;
+        }
         _ => {
             send_close(
                 sink,

@@ -1,0 +1,268 @@
+//! Snapshots: a node that lacks pruned history ends, after merging a peer's snapshot, with the
+//! peer's state, floors, retained events and position; merging is idempotent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::retention::ChannelRetention;
+use super::snapshot::SnapshotItem;
+use super::*;
+use crate::event::{ChannelName, EventDraft, HybridClock, NodeId, SharedEvent};
+
+struct Discard;
+
+impl CommitSink for Discard {
+    fn committed(&self, _events: &[SharedEvent]) {}
+}
+
+fn open(dir: &Path, node: &str, size: u64) -> Store {
+    let mut options = StoreOptions::in_dir(dir);
+    options.sync = SyncMode::Normal;
+    options.retention = RetentionPolicy::new(
+        ChannelRetention {
+            size,
+            ttl: Duration::ZERO,
+        },
+        Vec::new(),
+        0,
+    );
+    Store::open(
+        &options,
+        NodeId::new(node).unwrap(),
+        Arc::new(HybridClock::new()),
+        Arc::new(Discard),
+    )
+    .unwrap()
+}
+
+fn draft(channel: &str, kind: &str, payload: serde_json::Value) -> EventDraft {
+    EventDraft {
+        channel: ChannelName::new(channel).unwrap(),
+        kind: kind.into(),
+        payload: payload.to_string(),
+        users: None,
+    }
+}
+
+/// Publishes comments (some edited, one deleted), two broadcasts, acknowledgements, and filler
+/// that pushes them all out of their channels' windows.
+async fn populate(store: &Store, tag: &str) {
+    for n in 0..20 {
+        let id = format!("{tag}-c{n}");
+        let comment = serde_json::json!({"type": "new_comment", "comment": {
+            "id": id, "track_id": "7", "user_id": "u1", "username": "alice",
+            "content": format!("comment {n}"), "timestamp": n as f64,
+            "created_at": "2026-12-01T00:00:00Z", "is_edited": false, "last_edited_at": null}});
+        store
+            .append(draft("track:7", "new_comment", comment))
+            .await
+            .unwrap();
+        if n % 3 == 0 {
+            let edit = serde_json::json!({"type": "comment_edited", "track_id": "7",
+                "comment_id": id, "content": format!("edited {n}"), "timestamp": n as f64,
+                "last_edited_at": "2026-12-01T00:01:00Z"});
+            store
+                .append(draft("track:7", "comment_edited", edit))
+                .await
+                .unwrap();
+        }
+    }
+    let delete = serde_json::json!({"type": "comment_deleted", "track_id": "7",
+        "comment_id": format!("{tag}-c4")});
+    store
+        .append(draft("track:7", "comment_deleted", delete))
+        .await
+        .unwrap();
+    for b in 0..2 {
+        let broadcast = serde_json::json!({"type": "new_broadcast", "broadcast": {
+            "id": format!("{tag}-b{b}"), "message": "hello", "message_type": "info",
+            "created_by": "admin", "created_by_id": "100", "created_at": "2026-12-01T00:00:00Z"}});
+        store
+            .append(draft("broadcasts", "new_broadcast", broadcast))
+            .await
+            .unwrap();
+    }
+    for user in 0..5 {
+        let ack = serde_json::json!({"type": "broadcast_acknowledged",
+            "broadcast_id": format!("{tag}-b1"), "user_id": format!("u{user}")});
+        store
+            .append(draft("herald:acks", "broadcast_acknowledged", ack))
+            .await
+            .unwrap();
+    }
+    for n in 0..30 {
+        for channel in ["track:7", "broadcasts", "herald:acks", "news"] {
+            let filler = serde_json::json!({"type": "filler", "n": n});
+            store
+                .append(draft(channel, "filler", filler))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Everything a node's state and history consist of, as comparable text.
+async fn dump(store: &Store) -> Vec<String> {
+    store
+        .read(|c| {
+            let mut lines = Vec::new();
+            for (name, sql) in [
+                ("comment", "SELECT id, coalesce(author_id,''), content, is_edited, deleted, coalesce(created_hlc,0) FROM comments ORDER BY id"),
+                ("broadcast", "SELECT id, message, '', '', '', hlc FROM broadcasts ORDER BY id"),
+                ("active", "SELECT coalesce(broadcast_id,''), origin, '', '', '', hlc FROM active_broadcast"),
+                ("ack", "SELECT broadcast_id, user_id, '', '', '', hlc FROM broadcast_acks ORDER BY 1, 2"),
+                ("floor", "SELECT channel, origin, '', '', '', seq FROM channel_floors ORDER BY 1, 2"),
+                ("event", "SELECT origin, channel, kind, payload, '', seq FROM events ORDER BY origin, seq"),
+                ("position", "SELECT origin, '', '', '', '', contiguous FROM log_positions ORDER BY origin"),
+            ] {
+                let mut statement = c.prepare(sql)?;
+                let rows = statement.query_map([], |row| {
+                    let mut fields = Vec::new();
+                    for i in 0..6 {
+                        let value: rusqlite::types::Value = row.get(i)?;
+                        fields.push(format!("{value:?}"));
+                    }
+                    Ok(format!("{name}: {}", fields.join(" | ")))
+                })?;
+                for row in rows {
+                    lines.push(row?);
+                }
+            }
+            Ok(lines)
+        })
+        .await
+        .unwrap()
+}
+
+async fn events_in(store: &Store, channel: &str) -> usize {
+    let channel = channel.to_string();
+    store
+        .read(move |c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM events WHERE channel = ?1",
+                [channel],
+                |r| r.get::<_, i64>(0),
+            )? as usize)
+        })
+        .await
+        .unwrap()
+}
+
+async fn pruned_to(store: &Store, size: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for channel in ["track:7", "broadcasts", "herald:acks", "news"] {
+        while events_in(store, channel).await > size {
+            assert!(Instant::now() < deadline, "{channel} not pruned");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Runs a whole snapshot from `from` into `into`; answers how many parts it had.
+async fn transfer(from: &Store, into: &Store) -> usize {
+    let basis = into.snapshot_basis().await.unwrap();
+    let mut items = from.snapshot(basis);
+    let mut parts = 0;
+    while let Some(item) = items.recv().await {
+        match item {
+            SnapshotItem::Part(part) => {
+                into.merge_snapshot(part).await.unwrap();
+                parts += 1;
+            }
+            SnapshotItem::End(end) => {
+                into.finish_snapshot(end).await.unwrap();
+                return parts;
+            }
+        }
+    }
+    panic!("the snapshot ended without its end");
+}
+
+#[tokio::test]
+async fn a_new_node_ends_with_the_peers_state_history_and_position() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(a_dir.path(), "a", 10);
+    populate(&a, "x").await;
+    pruned_to(&a, 10).await;
+    let b = open(b_dir.path(), "b", 10);
+    let parts = transfer(&a, &b).await;
+    assert!(
+        parts >= 4,
+        "state, floors and events come in parts ({parts})"
+    );
+    assert_eq!(dump(&b).await, dump(&a).await);
+    assert_eq!(
+        b.version_vector().await.unwrap(),
+        a.version_vector().await.unwrap()
+    );
+    // The state survived the pruning of every event that made it.
+    let comments = b
+        .read(|c| state::track_comments(c, "7", 100))
+        .await
+        .unwrap();
+    assert_eq!(comments.len(), 19);
+    assert!(
+        comments
+            .iter()
+            .any(|c| c.content == "edited 3" && c.is_edited)
+    );
+    assert!(comments.iter().all(|c| c.id != "x-c4"));
+    let active = b.read(state::active_broadcast).await.unwrap().unwrap();
+    assert_eq!(active.id, "x-b1");
+    let acked = b
+        .read(|c| state::is_acknowledged(c, "x-b1", "u3"))
+        .await
+        .unwrap();
+    assert!(acked);
+    // Nothing is lost that b's position covers: a resume from b's position loses nothing.
+    let position = b.version_vector().await.unwrap();
+    let lost = b
+        .read(move |c| {
+            floors::channels_lost(c, &[ChannelName::new("news").unwrap()], &[], &position)
+        })
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+
+    // Merging the same snapshot again changes nothing.
+    let before = dump(&b).await;
+    let basis = snapshot::SnapshotBasis {
+        since: VersionVector::new(),
+        since_hlc: 0,
+    };
+    let mut items = a.snapshot(basis);
+    while let Some(item) = items.recv().await {
+        match item {
+            SnapshotItem::Part(part) => b.merge_snapshot(part).await.unwrap(),
+            SnapshotItem::End(end) => {
+                b.finish_snapshot(end).await.unwrap();
+            }
+        }
+    }
+    assert_eq!(dump(&b).await, before);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_node_that_was_away_gets_what_changed_and_drops_what_the_peer_pruned() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(a_dir.path(), "a", 10);
+    let b = open(b_dir.path(), "b", 10);
+    populate(&a, "x").await;
+    // b holds the first round, then is away while a publishes and prunes more.
+    transfer(&a, &b).await;
+    populate(&a, "y").await;
+    pruned_to(&a, 10).await;
+    let basis = b.snapshot_basis().await.unwrap();
+    assert!(basis.since_hlc > 0);
+    transfer(&a, &b).await;
+    assert_eq!(dump(&b).await, dump(&a).await);
+    let comments = b
+        .read(|c| state::track_comments(c, "7", 100))
+        .await
+        .unwrap();
+    assert_eq!(comments.len(), 38);
+    a.close().await;
+    b.close().await;
+}
