@@ -9,6 +9,10 @@
 //!   queue are recovered.
 //! - Replication acks: the position a peer sends after storing a push doubles as the ack that
 //!   `replication = 2` publishes wait for.
+//! - Below the floor: a pull that reaches below what the serving peer keeps is answered
+//!   `Pruned`, and the asker catches up through a snapshot ([`super::mesh_snapshot`]).
+//! - Retention: every tick the store learns what every linked peer holds (the pointwise
+//!   minimum of their positions), and prunes nothing above it but to stay under `max_disk`.
 //! - Dialing: for each live member the node with the lower id dials; one link per pair.
 
 use std::collections::HashMap;
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::mesh_snapshot::{self, SnapshotCatchUp};
 use super::{Backplane, BackplaneHealth, PeerSummary};
 use crate::cluster::{Cluster, MemberState, MembershipChange, keys};
 use crate::event::{NodeId, SharedEvent, VersionVector};
@@ -51,6 +56,7 @@ pub struct MeshBackplane {
     /// The highest seq of this node's own origin that some peer reported holding.
     replicated: watch::Sender<u64>,
     origin: Mutex<Option<NodeId>>,
+    snapshot: SnapshotCatchUp,
 }
 
 impl MeshBackplane {
@@ -62,6 +68,7 @@ impl MeshBackplane {
             pulls: Mutex::new(HashMap::new()),
             replicated: watch::channel(0).0,
             origin: Mutex::new(None),
+            snapshot: SnapshotCatchUp::default(),
         })
     }
 
@@ -88,7 +95,7 @@ impl MeshBackplane {
             inbound,
             stop.clone(),
         ));
-        tokio::spawn(Arc::clone(self).tick_loop(hub, stop.clone()));
+        tokio::spawn(Arc::clone(self).tick_loop(store, hub, stop.clone()));
         tokio::spawn(Arc::clone(self).follow_membership(stop));
     }
 
@@ -182,6 +189,31 @@ impl MeshBackplane {
                 }
                 Frame::Hello { .. } => {
                     tracing::warn!(peer = %from, "unexpected hello on an established link");
+                }
+                Frame::Pruned { origin, pruned } => {
+                    self.snapshot
+                        .on_pruned(&self.mesh, &store, &from, &origin, pruned)
+                        .await;
+                }
+                Frame::SnapshotRequest { id, basis } => {
+                    let Ok(permit) = Arc::clone(&serving).acquire_owned().await else {
+                        return;
+                    };
+                    let (mesh, store) = (Arc::clone(&self.mesh), store.clone());
+                    tokio::spawn(async move {
+                        mesh_snapshot::serve(&mesh, &store, &from, id, basis).await;
+                        drop(permit);
+                    });
+                }
+                Frame::SnapshotPart { id, part } => {
+                    self.snapshot.on_part(&store, &from, id, part).await;
+                }
+                Frame::SnapshotEnd { id, end } => {
+                    if self.snapshot.on_end(&store, &from, id, end).await {
+                        if let Ok(position) = store.version_vector().await {
+                            self.forget_finished_pulls(&position);
+                        }
+                    }
                 }
             }
         }
@@ -290,7 +322,12 @@ impl MeshBackplane {
         lock(&self.pulls).retain(|origin, pull| position.get(origin) < pull.upto);
     }
 
-    async fn tick_loop(self: Arc<Self>, hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+    async fn tick_loop(
+        self: Arc<Self>,
+        store: Store,
+        hub: Arc<Hub>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -306,7 +343,19 @@ impl MeshBackplane {
                 self.mesh.push_to_all(&Arc::from(bytes));
             }
             let linked = self.mesh.linked_peers();
-            lock(&self.peer_positions).retain(|peer, _| linked.contains(peer));
+            let horizon = {
+                let mut positions = lock(&self.peer_positions);
+                positions.retain(|peer, _| linked.contains(peer));
+                positions
+                    .values()
+                    .fold(None, |least: Option<VersionVector>, vector| {
+                        Some(match least {
+                            Some(least) => least.meet(vector),
+                            None => vector.clone(),
+                        })
+                    })
+            };
+            store.set_prune_horizon(horizon);
             let counts = hub.counts();
             self.cluster
                 .publish(vec![
@@ -354,6 +403,24 @@ async fn serve_pull(
     upto: u64,
 ) {
     let upto = upto.min(hub.delivered().get(origin));
+    match store.read(crate::store::state::pruned_positions).await {
+        Ok(pruned) if after < pruned.get(origin) => {
+            // The range has holes here: the asker needs a snapshot, not a part of the log.
+            let answer = Frame::Pruned {
+                origin: origin.clone(),
+                pruned: pruned.get(origin),
+            };
+            if let Ok(bytes) = frame::encode(&answer) {
+                let _ = mesh.send_to(peer, Arc::from(bytes)).await;
+            }
+            return;
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(%peer, %origin, %error, "serving a pull failed");
+            return;
+        }
+    }
     let mut after = after;
     while after < upto {
         let origin_for_query = origin.clone();
@@ -408,10 +475,15 @@ impl Backplane for MeshBackplane {
     fn health(&self) -> BackplaneHealth {
         let alive = self.believed_alive();
         let linked = self.mesh.linked_peers().len();
+        let mut detail = format!("linked to {linked} peers; {alive} believed alive");
+        let catching_up = self.snapshot.active_peer();
+        if let Some(peer) = &catching_up {
+            detail.push_str(&format!("; catching up from a snapshot of {peer}"));
+        }
         BackplaneHealth {
             kind: "mesh",
-            healthy: alive == 0 || linked > 0,
-            detail: format!("linked to {linked} peers; {alive} believed alive"),
+            healthy: (alive == 0 || linked > 0) && catching_up.is_none(),
+            detail,
         }
     }
 

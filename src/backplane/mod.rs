@@ -9,6 +9,7 @@
 
 mod local;
 pub mod mesh;
+mod mesh_snapshot;
 #[cfg(feature = "redis")]
 pub mod redis;
 

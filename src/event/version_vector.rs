@@ -45,6 +45,17 @@ impl VersionVector {
         }
     }
 
+    /// Pointwise minimum with `other` (an origin missing from either is at 0, so dropped).
+    pub fn meet(&self, other: &VersionVector) -> VersionVector {
+        self.0
+            .iter()
+            .filter_map(|(origin, &seq)| {
+                let least = seq.min(other.get(origin));
+                (least > 0).then(|| (origin.clone(), least))
+            })
+            .collect()
+    }
+
     /// True when every position of `other` is covered by `self`.
     pub fn dominates(&self, other: &VersionVector) -> bool {
         other.0.iter().all(|(origin, &seq)| self.get(origin) >= seq)
@@ -98,6 +109,11 @@ mod tests {
         assert_eq!(a.get(&id("n1")), 5);
         assert!(a.dominates(&b));
         assert!(!b.dominates(&a));
+        let c: VersionVector = [(id("n1"), 3), (id("n3"), 1)].into_iter().collect();
+        let least = a.meet(&c);
+        assert_eq!(least.get(&id("n1")), 3);
+        assert_eq!(least.get(&id("n2")), 0);
+        assert_eq!(least.get(&id("n3")), 0);
         assert_eq!(a.total(), 9);
     }
 }

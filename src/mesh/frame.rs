@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::{NodeId, SharedEvent, VersionVector};
+use crate::store::snapshot::{SnapshotBasis, SnapshotEnd, SnapshotPart};
 
 pub const MAGIC: [u8; 4] = *b"HRLD";
 pub const FORMAT_VERSION: u8 = 1;
@@ -17,7 +18,8 @@ pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 /// Events are packed into frames of about this many payload bytes.
 pub const TARGET_FRAME_BYTES: usize = 1024 * 1024;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// New variants go at the end: bincode numbers them in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
     /// First frame on every link, both ways.
     Hello {
@@ -44,6 +46,15 @@ pub enum Frame {
         origin: NodeId,
         events: Vec<SharedEvent>,
     },
+    /// Answers a pull that reaches below what the sender keeps: it pruned `origin`'s events up
+    /// to `pruned`. The asker catches up through a snapshot instead.
+    Pruned { origin: NodeId, pruned: u64 },
+    /// Asks for a snapshot (see `crate::store::snapshot`) from what the sender holds.
+    SnapshotRequest { id: u64, basis: SnapshotBasis },
+    /// One bounded part of snapshot `id`.
+    SnapshotPart { id: u64, part: SnapshotPart },
+    /// The end of snapshot `id`: the position it is as of.
+    SnapshotEnd { id: u64, end: SnapshotEnd },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -191,6 +202,33 @@ mod tests {
             Frame::Range {
                 origin: NodeId::new("n2").unwrap(),
                 events: vec![event(4, "{}")],
+            },
+            Frame::Pruned {
+                origin: NodeId::new("n2").unwrap(),
+                pruned: 40,
+            },
+            Frame::SnapshotRequest {
+                id: 9,
+                basis: SnapshotBasis {
+                    since: VersionVector::new(),
+                    since_hlc: 3,
+                },
+            },
+            Frame::SnapshotPart {
+                id: 9,
+                part: SnapshotPart::Events(vec![event(5, "{}")]),
+            },
+            Frame::SnapshotPart {
+                id: 9,
+                part: SnapshotPart::Floors(vec![("track:1".into(), "n2".into(), 4)]),
+            },
+            Frame::SnapshotEnd {
+                id: 9,
+                end: SnapshotEnd {
+                    upto: VersionVector::new(),
+                    upto_hlc: vec![(NodeId::new("n2").unwrap(), 77)],
+                    pruned: VersionVector::new(),
+                },
             },
         ];
         for frame in frames {

@@ -99,6 +99,49 @@ impl TestCluster {
         cluster
     }
 
+    /// Adds node n{count+1} (a fresh data dir) to the cluster and starts it; answers its index.
+    pub fn add_node(&mut self, customize: impl Fn(&mut NodeSpec)) -> usize {
+        let index = self.nodes.len();
+        let name = format!("n{}", index + 1);
+        let mut spec = NodeSpec {
+            data: self.dir.path().join(&name),
+            name,
+            gossip: free_udp_port(),
+            cluster_secret: CLUSTER_SECRET.into(),
+            extra_args: Vec::new(),
+        };
+        customize(&mut spec);
+        self.nodes.push(Node {
+            spec,
+            http: None,
+            child: None,
+        });
+        self.start_node(index);
+        index
+    }
+
+    /// The value of a metric series of node `index` (summed over its labels; 0 when absent).
+    pub async fn metric(&self, index: usize, name: &str) -> f64 {
+        let url = format!("http://{}/metrics", self.http(index));
+        let text = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     fn seeds(&self) -> Vec<String> {
         self.nodes
             .iter()
