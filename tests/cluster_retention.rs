@@ -268,3 +268,90 @@ async fn a_node_down_longer_than_the_ttl_catches_up_from_a_snapshot() {
     assert!(cluster.metric(2, "herald_snapshots_received_total").await >= 1.0);
     assert_stops_pulling(&cluster, 2).await;
 }
+
+/// Publishes `count` comments of about 1 KiB over `tracks` tracks through the publish API,
+/// 16 at a time.
+async fn many_comments(cluster: &TestCluster, count: usize, tracks: usize) {
+    let body = "x".repeat(1000);
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    use futures_util::StreamExt;
+    for n in 0..count {
+        let track = n % tracks;
+        let data = json!({"type": "new_comment", "track_id": track.to_string(), "comment": {
+            "id": format!("bulk-{n}"), "track_id": track.to_string(), "user_id": "bulk",
+            "username": "bulk", "content": format!("{n} {body}"), "timestamp": n as f64,
+            "created_at": "2026-12-01T00:00:00Z", "is_edited": false, "last_edited_at": null}});
+        let channel = format!("track:{track}");
+        pending.push(async move { cluster.publish(n % 3, &channel, data).await });
+        if pending.len() >= 16 {
+            pending.next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(result) = pending.next().await {
+        result.unwrap();
+    }
+}
+
+async fn comment_counts(cluster: &TestCluster, node: usize, tracks: usize) -> Vec<usize> {
+    let viewer = cluster.token("viewer", &[]);
+    let mut counts = Vec::new();
+    for track in 0..tracks {
+        let listed = cluster
+            .get(node, &format!("/api/tracks/{track}/comments"), &viewer)
+            .await;
+        counts.push(listed["comments"].as_array().map(Vec::len).unwrap_or(0));
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_in_the_middle_of_its_snapshot_finishes_it_after_a_restart() {
+    const COMMENTS: usize = 6000;
+    const TRACKS: usize = 40;
+    let retention = keep(&["--history-size", "10"]);
+    let mut cluster = TestCluster::start_with(3, |_, spec| retention(spec)).await;
+    for node in 0..3 {
+        cluster.wait_linked(node, 2, WAIT).await;
+    }
+    many_comments(&cluster, COMMENTS, TRACKS).await;
+    cluster.wait_converged(WAIT).await;
+    let expected = comment_counts(&cluster, 0, TRACKS).await;
+    assert_eq!(expected.iter().sum::<usize>(), COMMENTS);
+
+    let joined = cluster.add_node(retention.clone());
+    // Kill it -9 once it has merged part of its snapshot and before it has the end.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let merged = cluster
+            .metric(joined, "herald_snapshot_parts_merged_total")
+            .await;
+        if merged >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot part merged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let finished = cluster
+        .metric(joined, "herald_snapshots_received_total")
+        .await;
+    cluster.kill(joined);
+    assert_eq!(
+        finished, 0.0,
+        "the snapshot finished before the kill: make it larger"
+    );
+
+    cluster.start_node(joined);
+    cluster.wait_converged(WAIT).await;
+    wait_until(WAIT, || async {
+        comment_counts(&cluster, joined, TRACKS).await == expected
+    })
+    .await;
+    assert!(
+        cluster
+            .metric(joined, "herald_snapshots_received_total")
+            .await
+            >= 1.0
+    );
+    wait_same_view(&cluster, 0).await;
+    assert_stops_pulling(&cluster, joined).await;
+}

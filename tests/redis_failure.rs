@@ -34,11 +34,20 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 const WAIT: Duration = Duration::from_secs(60);
 const CHANNEL: &str = "outage";
 
+/// The Redis backplane, keeping every event: these tests check every acknowledged event in
+/// every log at the end.
 fn redis_args(url: &str) -> Vec<String> {
-    ["--backplane", "redis", "--redis-url", url]
-        .iter()
-        .map(ToString::to_string)
-        .collect()
+    [
+        "--backplane",
+        "redis",
+        "--redis-url",
+        url,
+        "--history-size",
+        "0",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect()
 }
 
 async fn start_cluster(count: usize, redis: &RedisServer) -> TestCluster {
