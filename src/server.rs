@@ -84,6 +84,10 @@ fn start_redis(
         cluster_id: config.cluster_id.clone(),
         node_id: config.node_id.clone(),
         http_addr,
+        snapshot_token: crate::backplane::peer_snapshot::snapshot_token(
+            &config.cluster_secret,
+            &config.cluster_id,
+        ),
     })
     .map_err(|e| ServerError::Redis(e.to_string()))?;
     tracing::info!(node_id = %config.node_id, "redis backplane connecting");

@@ -4,6 +4,8 @@
 //! - an event published on one node reaches every node's log and a subscriber on another node
 //!   exactly once;
 //! - a node that was down while events were published catches up after it restarts;
+//! - a node that was down for longer than its peers keep history catches up from a snapshot:
+//!   the same comments, the same history window, the same position;
 //! - every node reports ready once its backplane can deliver;
 //! - across nodes: typing indicators (ephemeral) are delivered, broadcast stats count
 //!   cluster-wide listeners, `/api/cluster` lists the peers, and with `replication = 2` a
@@ -46,6 +48,9 @@ impl Topology {
         count: usize,
         customize: impl Fn(&mut Config),
     ) -> Option<Self> {
+        if std::env::var_os("HERALD_TEST_LOG").is_some() {
+            herald::telemetry::init_logging();
+        }
         let redis = match kind {
             BackplaneKind::Redis => Some(redis_support::RedisServer::started(&format!(
                 "backplane conformance ({count} redis nodes)"
@@ -366,6 +371,145 @@ async fn works_across_nodes(kind: BackplaneKind) {
     })
     .await;
     topology.shutdown().await;
+}
+
+/// Node `index`'s position, from its own `/api/cluster` row.
+async fn own_position(topology: &Topology, index: usize) -> Value {
+    let view = get_json(
+        format!("http://{}/api/cluster", topology.addr(index)),
+        DEV_API_KEY,
+    )
+    .await;
+    view["members"]
+        .as_array()
+        .and_then(|members| members.iter().find(|m| m["is_self"] == true))
+        .map(|m| m["log_position"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// What node `index` shows: track 1's comments and the retained history of `below`.
+async fn shown(topology: &Topology, index: usize) -> Value {
+    let comments = get_json(
+        format!("http://{}/api/tracks/1/comments", topology.addr(index)),
+        &token("viewer"),
+    )
+    .await;
+    let history = get_json(
+        format!(
+            "http://{}/api/channels/track:1/history?limit=1000",
+            topology.addr(index)
+        ),
+        DEV_API_KEY,
+    )
+    .await;
+    let window: Vec<Value> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| json!([e["type"], e["n"]]))
+        .collect();
+    json!({"comments": comments["comments"], "window": window, "truncated": history["truncated"]})
+}
+
+/// Entries in every origin's log stream.
+fn stream_entries(redis: &redis_support::RedisServer) -> u64 {
+    let keys = redis.command("KEYS herald:*:log:*");
+    keys.lines()
+        .filter(|line| line.starts_with("herald:"))
+        .map(|key| {
+            let reply = redis.command(&format!("XLEN {key}"));
+            reply
+                .trim()
+                .trim_start_matches(':')
+                .parse::<u64>()
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+async fn catches_up_below_the_floor(kind: BackplaneKind) {
+    let Some(mut topology) = Topology::start_with(kind, 3, |config| {
+        config.history = herald::store::RetentionPolicy::new(
+            herald::store::retention::ChannelRetention {
+                size: 5,
+                ttl: Duration::ZERO,
+            },
+            Vec::new(),
+            0,
+        );
+    })
+    .await
+    else {
+        return;
+    };
+    for index in 0..3 {
+        common::wait_until("every node is ready", WAIT, || topology.ready(index)).await;
+    }
+    topology.stop_node(2).await;
+    for n in 0..8 {
+        let comment = json!({"type": "new_comment", "track_id": "1", "comment": {
+            "id": format!("c{n}"), "track_id": "1", "user_id": "u1", "username": "alice",
+            "content": format!("comment {n}"), "timestamp": n as f64,
+            "created_at": "2026-12-01T00:00:00Z", "is_edited": false, "last_edited_at": null}});
+        topology.publish(n % 2, "track:1", comment).await;
+    }
+    for n in 0..10 {
+        topology
+            .publish(n % 2, "track:1", json!({"type": "filler", "n": n}))
+            .await;
+    }
+    common::wait_until(
+        "the live nodes hold the same and pruned track:1",
+        WAIT,
+        || async {
+            own_position(&topology, 0).await == own_position(&topology, 1).await
+                && topology.history_len(0, "track:1").await == 5
+                && topology.history_len(1, "track:1").await == 5
+        },
+    )
+    .await;
+    if let Some(redis) = &topology._redis {
+        // The streams are trimmed past the prune points: the returning node cannot fill its
+        // gap from them.
+        common::wait_until("the streams are trimmed", WAIT, || async {
+            stream_entries(redis) < 18
+        })
+        .await;
+    }
+    topology.start_node(2).await;
+    common::wait_until(
+        "the returning node shows what the others show",
+        WAIT,
+        || async {
+            let wanted = shown(&topology, 0).await;
+            wanted["window"].as_array().map(Vec::len) == Some(5)
+                && shown(&topology, 2).await == wanted
+                && shown(&topology, 1).await == wanted
+                && own_position(&topology, 2).await == own_position(&topology, 0).await
+        },
+    )
+    .await;
+    let view = shown(&topology, 2).await;
+    assert_eq!(
+        view["comments"].as_array().unwrap().len(),
+        8,
+        "{view} ({kind:?})"
+    );
+    assert_eq!(view["window"].as_array().unwrap().len(), 5, "{view}");
+    assert_eq!(view["truncated"], true);
+    common::wait_until("the returning node is ready", WAIT, || topology.ready(2)).await;
+    topology.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_catches_up_below_the_floor() {
+    catches_up_below_the_floor(BackplaneKind::Mesh).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_catches_up_below_the_floor() {
+    catches_up_below_the_floor(BackplaneKind::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ mod cluster;
 mod error;
 mod extract;
 mod health;
+mod snapshot;
 pub mod ws;
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(cluster::routes())
+        .merge(snapshot::routes())
         .merge(crate::features::broadcasts::routes())
         .merge(crate::features::channels::routes())
         .merge(crate::features::comments::routes())

@@ -10,6 +10,7 @@
 mod local;
 pub mod mesh;
 mod mesh_snapshot;
+pub mod peer_snapshot;
 #[cfg(feature = "redis")]
 pub mod redis;
 

@@ -99,6 +99,9 @@ pub struct NodeRecord {
     /// Set when the node shut down gracefully.
     #[serde(default)]
     pub left: bool,
+    /// The highest seq of each origin it pruned: below that it cannot repair anyone.
+    #[serde(default)]
+    pub pruned: VersionVector,
 }
 
 impl NodeRecord {

@@ -57,6 +57,7 @@
 //! Trust: anyone who can write to this Redis can inject events; protect it with a password or
 //! ACL in the URL. The cluster secret guards the mesh only.
 
+mod catchup;
 mod client;
 mod keys;
 mod reader;
@@ -110,6 +111,8 @@ pub struct RedisOptions {
     pub cluster_id: String,
     pub node_id: NodeId,
     pub http_addr: SocketAddr,
+    /// Proves the cluster secret to peers serving snapshots.
+    pub snapshot_token: String,
 }
 
 /// Another node, as last read from the registry.
@@ -146,6 +149,8 @@ struct Shared {
     probe: Option<(String, Instant)>,
     /// True once the shipper knows where shipping stopped last time.
     shipper_ready: bool,
+    /// This node's prune points, as last written to its record.
+    own_pruned: crate::event::VersionVector,
     /// This node's last registry record (rewritten with `left` on close).
     own_record: Option<NodeRecord>,
     /// Whether the last registry round trip succeeded (for logging the transitions).
@@ -174,6 +179,10 @@ pub struct RedisBackplane {
     shared: Mutex<Shared>,
     ephemeral: mpsc::Sender<Event>,
     ephemeral_queue: Mutex<Option<mpsc::Receiver<Event>>>,
+    /// Since when a snapshot is being fetched from a peer.
+    snapshot_fetch: Mutex<Option<Instant>>,
+    snapshot_token: String,
+    snapshot_http: reqwest::Client,
 }
 
 impl RedisBackplane {
@@ -209,6 +218,12 @@ impl RedisBackplane {
             shared: Mutex::new(Shared::default()),
             ephemeral,
             ephemeral_queue: Mutex::new(Some(ephemeral_queue)),
+            snapshot_fetch: Mutex::new(None),
+            snapshot_token: options.snapshot_token,
+            snapshot_http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
         }))
     }
 
@@ -339,6 +354,11 @@ impl Backplane for RedisBackplane {
             )
         } else if shared.epoch.is_none() || !shared.shipper_ready {
             (false, format!("redis at {} reached; joining", self.server))
+        } else if self.fetching_snapshot() {
+            (
+                false,
+                "catching up from a peer's snapshot: history below what peers keep".to_string(),
+            )
         } else if probe_late {
             (
                 false,

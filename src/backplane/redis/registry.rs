@@ -99,6 +99,13 @@ pub(super) async fn run(
         if !full {
             continue;
         }
+        store.set_prune_horizon(backplane.prune_horizon());
+        if beat % 5 == 0 {
+            backplane.trim_own_stream().await;
+        }
+        if let Some(source) = backplane.snapshot_source(&hub.delivered()) {
+            backplane.start_snapshot(&store, source);
+        }
         let Some(probed) = unless_stopped(&mut stop, backplane.probe_step(&mut last_probe)).await
         else {
             break;
@@ -175,7 +182,13 @@ impl RedisBackplane {
         beat: u64,
     ) -> Result<Absorbed, fred::error::Error> {
         let counts = hub.counts();
+        let pruned = store
+            .read(crate::store::state::pruned_positions)
+            .await
+            .unwrap_or_default();
+        self.shared().own_pruned = pruned.clone();
         let record = NodeRecord {
+            pruned,
             origin: Some(store.origin().clone()),
             vector: hub.delivered(),
             connections: counts.connections as u64,
@@ -381,7 +394,13 @@ impl RedisBackplane {
             .filter(|(_, peer)| peer.alive_at(now))
             .map(|(id, peer)| (id.as_str(), &peer.record.vector))
             .collect();
-        planner.plan(self.node_id.as_str(), &mine, &live, now)
+        let mut repairs = planner.plan(self.node_id.as_str(), &mine, &live, now);
+        // Below this node's prune point the log has holes: nodes there take a snapshot.
+        for repair in &mut repairs {
+            repair.after = repair.after.max(shared.own_pruned.get(&repair.origin));
+        }
+        repairs.retain(|repair| repair.after < repair.upto);
+        repairs
     }
 
     /// Removes registry records nobody has rewritten for [`FORGET_AFTER`].
