@@ -166,7 +166,9 @@ impl MeshBackplane {
                     }
                     self.store_remote(&store, batch).await;
                 }
-                Frame::Position { vector } => self.peer_reported(&from, vector, &hub),
+                Frame::Position { vector } => {
+                    self.peer_reported(&from, vector, &hub, store.retired())
+                }
                 Frame::Pull {
                     origin,
                     after,
@@ -264,7 +266,13 @@ impl MeshBackplane {
         }
     }
 
-    fn peer_reported(&self, peer: &NodeId, vector: VersionVector, hub: &Hub) {
+    fn peer_reported(
+        &self,
+        peer: &NodeId,
+        vector: VersionVector,
+        hub: &Hub,
+        retired: &crate::store::RetiredOrigins,
+    ) {
         if let Some(origin) = lock(&self.origin).clone() {
             let theirs = vector.get(&origin);
             self.replicated.send_if_modified(|acked| {
@@ -279,7 +287,9 @@ impl MeshBackplane {
         let mine = hub.delivered();
         for (origin, seq) in vector.iter() {
             let have = mine.get(origin);
-            if seq > have {
+            // A peer that has not retired an origin yet still names it: nothing to pull.
+            let retired = retired.retired_at(origin).is_some_and(|at| seq <= at);
+            if seq > have && !retired {
                 self.request_pull(peer, origin, have, seq, false);
             }
         }
@@ -350,7 +360,7 @@ impl MeshBackplane {
                     .values()
                     .fold(None, |least: Option<VersionVector>, vector| {
                         Some(match least {
-                            Some(least) => least.meet(vector),
+                            Some(least) => least.meet_known(vector),
                             None => vector.clone(),
                         })
                     })
@@ -366,9 +376,26 @@ impl MeshBackplane {
                         hub.channel_users("broadcasts").to_string(),
                     ),
                     (keys::LOG_POSITION, keys::encode_vector(&position)),
+                    (keys::ORIGIN, store.origin().to_string()),
                 ])
                 .await;
+            store.set_live_origins(self.live_origins());
         }
+    }
+
+    /// The live members and the origin each said it publishes under.
+    fn live_origins(&self) -> Option<Vec<crate::store::LiveMember>> {
+        Some(
+            self.cluster
+                .members()
+                .iter()
+                .filter(|m| !m.is_self && m.state == MemberState::Alive)
+                .map(|m| crate::store::LiveMember {
+                    node_id: m.node_id.clone(),
+                    origin: m.origin.as_deref().and_then(|o| NodeId::new(o).ok()),
+                })
+                .collect(),
+        )
     }
 
     fn dial_peers(&self) {

@@ -107,6 +107,11 @@ enum Dispatch {
     Events(Vec<SharedEvent>),
     /// The log position jumped past pruned history (a snapshot was merged).
     Jump(VersionVector),
+    /// Origins were retired, or came back at a seq.
+    Origins {
+        retired: Vec<crate::event::NodeId>,
+        revived: Vec<(crate::event::NodeId, u64)>,
+    },
 }
 
 impl CommitSink for CommitForwarder {
@@ -126,6 +131,17 @@ impl CommitSink for CommitForwarder {
     fn jumped(&self, position: &VersionVector) {
         let _ = self.queue.blocking_send(Dispatch::Jump(position.clone()));
     }
+
+    fn origins_changed(
+        &self,
+        retired: &[crate::event::NodeId],
+        revived: &[(crate::event::NodeId, u64)],
+    ) {
+        let _ = self.queue.blocking_send(Dispatch::Origins {
+            retired: retired.to_vec(),
+            revived: revived.to_vec(),
+        });
+    }
 }
 
 /// Starts the dispatcher: local subscribers first, then the other nodes, batch by batch in
@@ -140,6 +156,7 @@ pub fn start_dispatcher(hub: Arc<Hub>, backplane: Arc<dyn Backplane>) -> Arc<Com
                     backplane.ship(&events);
                 }
                 Dispatch::Jump(position) => hub.jump(&position),
+                Dispatch::Origins { retired, revived } => hub.origins_changed(&retired, &revived),
             }
         }
     });

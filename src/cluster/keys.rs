@@ -11,6 +11,8 @@ pub const USERS: &str = "users";
 /// Distinct users on the broadcast socket, for cluster-wide broadcast stats.
 pub const BROADCAST_USERS: &str = "broadcast_users";
 pub const LOG_POSITION: &str = "log_position";
+/// The node's store origin (node id plus database creation time): which origin is live.
+pub const ORIGIN: &str = "origin";
 pub const LEAVING: &str = "leaving";
 
 pub fn encode_vector(vector: &VersionVector) -> String {

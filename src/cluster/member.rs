@@ -31,6 +31,8 @@ pub struct Member {
     pub users: u64,
     pub broadcast_users: u64,
     pub log_position: VersionVector,
+    /// The store origin it publishes under, once it said.
+    pub origin: Option<String>,
     pub is_self: bool,
 }
 
@@ -91,6 +93,7 @@ fn to_member(id: &ChitchatId, node_state: &NodeState, state: MemberState, is_sel
             .get(keys::LOG_POSITION)
             .map(keys::decode_vector)
             .unwrap_or_default(),
+        origin: node_state.get(keys::ORIGIN).map(str::to_string),
         is_self,
     }
 }
@@ -132,6 +135,7 @@ mod tests {
             users: 0,
             broadcast_users: 0,
             log_position: VersionVector::new(),
+            origin: None,
             is_self: false,
         }
     }

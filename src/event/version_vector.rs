@@ -45,6 +45,11 @@ impl VersionVector {
         }
     }
 
+    /// Drops `origin` (a retired origin): it reads as 0 afterwards.
+    pub fn remove(&mut self, origin: &NodeId) {
+        self.0.remove(origin);
+    }
+
     /// Pointwise minimum with `other` (an origin missing from either is at 0, so dropped).
     pub fn meet(&self, other: &VersionVector) -> VersionVector {
         self.0
@@ -54,6 +59,20 @@ impl VersionVector {
                 (least > 0).then(|| (origin.clone(), least))
             })
             .collect()
+    }
+
+    /// Pointwise minimum over the origins both name; an origin only one names keeps its
+    /// position there. (What several peers hold of the origins each knows about.)
+    pub fn meet_known(&self, other: &VersionVector) -> VersionVector {
+        let mut least = other.clone();
+        for (origin, &seq) in &self.0 {
+            let value = match other.0.get(origin) {
+                Some(&theirs) => seq.min(theirs),
+                None => seq,
+            };
+            least.0.insert(origin.clone(), value);
+        }
+        least
     }
 
     /// True when every position of `other` is covered by `self`.
@@ -114,6 +133,10 @@ mod tests {
         assert_eq!(least.get(&id("n1")), 3);
         assert_eq!(least.get(&id("n2")), 0);
         assert_eq!(least.get(&id("n3")), 0);
+        let known = a.meet_known(&c);
+        assert_eq!(known.get(&id("n1")), 3);
+        assert_eq!(known.get(&id("n2")), 4);
+        assert_eq!(known.get(&id("n3")), 1);
         assert_eq!(a.total(), 9);
     }
 }

@@ -91,6 +91,16 @@ impl Hub {
         }
     }
 
+    /// Drops retired origins from the delivered vector (so from every cursor rendered after),
+    /// and puts back revived ones at the seq they resume from.
+    pub fn origins_changed(
+        &self,
+        retired: &[crate::event::NodeId],
+        revived: &[(crate::event::NodeId, u64)],
+    ) {
+        self.lock().origins_changed(retired, revived);
+    }
+
     pub fn delivered(&self) -> VersionVector {
         self.lock().delivered().clone()
     }

@@ -226,6 +226,19 @@ impl Registry {
         true
     }
 
+    pub(super) fn origins_changed(
+        &mut self,
+        retired: &[crate::event::NodeId],
+        revived: &[(crate::event::NodeId, u64)],
+    ) {
+        for origin in retired {
+            self.delivered.remove(origin);
+        }
+        for (origin, seq) in revived {
+            self.delivered.advance(origin, *seq);
+        }
+    }
+
     pub(super) fn close_all(&mut self, reason: CloseReason) {
         for subscriber in self.by_channel.values().flatten() {
             subscriber.close.raise(reason);

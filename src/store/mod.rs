@@ -21,6 +21,7 @@ mod materialize;
 mod prune;
 mod readers;
 pub mod retention;
+mod retire;
 mod schema;
 pub mod snapshot;
 mod writer;
@@ -38,6 +39,7 @@ pub use log::{HistoryPage, LogQuery};
 pub use prune::PruneHorizon;
 use readers::ReaderPool;
 pub use retention::RetentionPolicy;
+pub use retire::{LiveMember, LiveOrigins, RetiredOrigins};
 pub use writer::{Appended, Applied};
 use writer::{WriteCommand, WriterThread};
 
@@ -49,6 +51,10 @@ pub trait CommitSink: Send + Sync + 'static {
     /// The log position jumped to `position` past events this node will never hold (a merged
     /// snapshot): nothing in between will be handed on.
     fn jumped(&self, _position: &VersionVector) {}
+
+    /// Origins were retired (gone from the log position) or came back (their position
+    /// resumes at the given seq); handed on before any event of a revived origin.
+    fn origins_changed(&self, _retired: &[NodeId], _revived: &[(NodeId, u64)]) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +114,8 @@ pub struct Store {
     readers: Arc<ReaderPool>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     horizon: Arc<PruneHorizon>,
+    retired: Arc<RetiredOrigins>,
+    live_origins: Arc<LiveOrigins>,
 }
 
 impl Store {
@@ -127,6 +135,8 @@ impl Store {
         let horizon = Arc::new(PruneHorizon::default());
         let pruner =
             prune::Pruner::new(&connection, options.retention.clone(), Arc::clone(&horizon))?;
+        let retired = RetiredOrigins::load(&connection)?;
+        let live_origins = Arc::new(LiveOrigins::default());
         let writer = WriterThread::new(
             connection,
             origin.clone(),
@@ -134,6 +144,8 @@ impl Store {
             sink,
             options.max_batch,
             pruner,
+            Arc::clone(&retired),
+            Arc::clone(&live_origins),
         )?;
         let handle = std::thread::Builder::new()
             .name("herald-store-writer".into())
@@ -147,6 +159,8 @@ impl Store {
             readers: Arc::new(ReaderPool::new(options.path.clone(), options.readers)),
             writer: Arc::new(std::sync::Mutex::new(Some(handle))),
             horizon,
+            retired,
+            live_origins,
         })
     }
 
@@ -164,6 +178,18 @@ impl Store {
     /// covered (except to stay under `max_disk`).
     pub fn set_prune_horizon(&self, horizon: Option<VersionVector>) {
         self.horizon.set(horizon);
+    }
+
+    /// Tells the store who the live members are and which origin each publishes under: an
+    /// origin none of them publishes under any more, with no events left, is retired (`None`:
+    /// not known yet, retire nothing).
+    pub fn set_live_origins(&self, live: Option<Vec<LiveMember>>) {
+        self.live_origins.set(live);
+    }
+
+    /// The origins retired here.
+    pub fn retired(&self) -> &Arc<RetiredOrigins> {
+        &self.retired
     }
 
     /// The origin id under which this database's own events are logged: the node id plus the

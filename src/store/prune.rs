@@ -38,8 +38,9 @@ const MAX_DIRTY_CHANNELS: usize = 16 * 1024;
 /// `expires` of a channel whose events never expire.
 const NEVER: i64 = i64::MAX;
 
-/// What the backplane allows pruning: events covered by every linked peer's position.
-/// `None` (single node, or no peer yet) restricts nothing.
+/// What the backplane allows pruning: for each origin some linked peer reports, what every
+/// peer reporting it holds. An origin no peer reports (one they retired, or never heard of)
+/// is not restricted; `None` (single node, or no peer yet) restricts nothing.
 #[derive(Default)]
 pub struct PruneHorizon(Mutex<Option<VersionVector>>);
 
@@ -197,8 +198,8 @@ impl Pruner {
             let Ok(id) = NodeId::new(origin) else {
                 return true;
             };
-            !position.covers(&id, seq)
-                || (strict && horizon.as_ref().is_some_and(|h| !h.covers(&id, seq)))
+            let behind = |h: &VersionVector| h.get(&id) > 0 && !h.covers(&id, seq);
+            !position.covers(&id, seq) || (strict && horizon.as_ref().is_some_and(behind))
         };
 
         // 1. Channels over their size.

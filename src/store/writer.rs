@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::prune::Pruner;
+use super::retire::{self, LiveOrigins, RetiredOrigins};
 use super::snapshot::{self, SnapshotEnd, SnapshotPart};
 use super::{CommitSink, StoreError, log, materialize};
 use crate::event::{Event, EventDraft, Hlc, HybridClock, NodeId, SharedEvent, VersionVector};
@@ -74,7 +75,13 @@ pub(super) struct WriterThread {
     /// What the log holds: the highest contiguous seq per origin.
     position: VersionVector,
     pruner: Pruner,
+    retired: Arc<RetiredOrigins>,
+    live_origins: Arc<LiveOrigins>,
+    last_retire: std::time::Instant,
 }
+
+/// How often origins are looked at for retirement.
+const RETIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 type PendingAppend = (EventDraft, oneshot::Sender<Result<Appended, StoreError>>);
 
@@ -89,6 +96,8 @@ impl WriterThread {
         sink: Arc<dyn CommitSink>,
         max_batch: usize,
         pruner: Pruner,
+        retired: Arc<RetiredOrigins>,
+        live_origins: Arc<LiveOrigins>,
     ) -> Result<Self, StoreError> {
         let position = log::version_vector(&connection)?;
         if let Some(highest) = log::highest_hlc(&connection)? {
@@ -102,6 +111,9 @@ impl WriterThread {
             max_batch: max_batch.max(1),
             position,
             pruner,
+            retired,
+            live_origins,
+            last_retire: std::time::Instant::now(),
         })
     }
 
@@ -159,6 +171,50 @@ impl WriterThread {
         if let Err(error) = self.pruner.step(&mut self.connection, &self.position, now) {
             tracing::warn!(%error, "pruning the log failed");
         }
+        if self.last_retire.elapsed() >= RETIRE_EVERY {
+            self.last_retire = std::time::Instant::now();
+            if let Err(error) = self.retire_idle_origins() {
+                tracing::warn!(%error, "retiring idle origins failed");
+            }
+        }
+    }
+
+    /// Origins brought back in a committed transaction: no longer retired, and the hub
+    /// resumes them (before any of their events reach it).
+    fn note_revived(&self, revived: Vec<(NodeId, u64)>) {
+        if revived.is_empty() {
+            return;
+        }
+        for (origin, _) in &revived {
+            self.retired.revived(origin);
+        }
+        self.sink.origins_changed(&[], &revived);
+    }
+
+    fn retire_idle_origins(&mut self) -> Result<(), StoreError> {
+        let tx = self.connection.transaction()?;
+        let retirement = retire::retire_idle(&tx, &self.origin, &self.live_origins, wall_millis())?;
+        tx.commit()?;
+        self.retired.apply(&retirement);
+        if retirement.retired.is_empty() && retirement.revived.is_empty() {
+            return Ok(());
+        }
+        let origins: Vec<NodeId> = retirement.retired.iter().map(|(o, _)| o.clone()).collect();
+        for origin in &origins {
+            self.position.remove(origin);
+        }
+        for (origin, seq) in &retirement.revived {
+            self.position.advance(origin, *seq);
+        }
+        if !origins.is_empty() {
+            tracing::info!(
+                ?origins,
+                "retired origins no live member publishes under and with no events left"
+            );
+            metrics::counter!("herald_origins_retired_total").increment(origins.len() as u64);
+        }
+        self.sink.origins_changed(&origins, &retirement.revived);
+        Ok(())
     }
 
     fn probe(&mut self) -> bool {
@@ -230,8 +286,10 @@ impl WriterThread {
         let mut inserted = 0;
         let mut touched: BTreeSet<NodeId> = BTreeSet::new();
         let mut new_events: Vec<&Event> = Vec::new();
+        let mut position = self.position.clone();
+        let mut revived = Vec::new();
         for event in &events {
-            if event.ephemeral || event.seq == 0 || self.position.covers(&event.origin, event.seq) {
+            if !admits(&tx, &self.retired, event, &mut position, &mut revived)? {
                 continue;
             }
             if log::insert_event(&tx, event)? {
@@ -243,10 +301,10 @@ impl WriterThread {
             touched.insert(event.origin.clone());
         }
         self.pruner.note_inserted(&tx, new_events)?;
-        let mut position = self.position.clone();
         let (contiguous, gaps) = advance_contiguous(&tx, &touched, &mut position)?;
         tx.commit()?;
         self.position = position;
+        self.note_revived(revived);
         if !contiguous.is_empty() {
             self.sink.committed(&contiguous);
         }
@@ -277,6 +335,14 @@ impl WriterThread {
                 {
                     continue;
                 }
+                // A retired origin's event at or below its retired seq is old news.
+                if self
+                    .retired
+                    .retired_at(&event.origin)
+                    .is_some_and(|at| event.seq <= at)
+                {
+                    continue;
+                }
                 // Stored only: the state parts already carry what these events changed.
                 if log::insert_event(&tx, event)? {
                     self.clock.observe(event.hlc);
@@ -295,7 +361,16 @@ impl WriterThread {
         let stamps: std::collections::HashMap<NodeId, u64> = end.upto_hlc.into_iter().collect();
         let mut position = self.position.clone();
         let mut jumped = false;
+        let mut revived = Vec::new();
         for (origin, seq) in end.upto.iter() {
+            if let Some(at) = self.retired.retired_at(origin) {
+                if seq <= at {
+                    continue;
+                }
+                retire::revive(&tx, origin, at)?;
+                position.advance(origin, at);
+                revived.push((origin.clone(), at));
+            }
             if seq > position.get(origin) {
                 let stamp = Hlc(stamps.get(origin).copied().unwrap_or(0));
                 log::set_position(&tx, origin, seq, stamp)?;
@@ -314,6 +389,7 @@ impl WriterThread {
         let (contiguous, gaps) = advance_contiguous(&tx, &origins, &mut position)?;
         tx.commit()?;
         self.position = position;
+        self.note_revived(revived);
         if jumped {
             self.sink.jumped(&self.position);
         }
@@ -355,6 +431,32 @@ fn advance_contiguous(
         }
     }
     Ok((contiguous, gaps))
+}
+
+/// Whether a stored event of another node is new here: not covered by `position` and not of a
+/// retired origin at or below its retired seq. An event above that brings the origin back
+/// (noted in `revived`; the caller forgets the retirement once the transaction commits).
+fn admits(
+    tx: &Connection,
+    retired: &RetiredOrigins,
+    event: &Event,
+    position: &mut VersionVector,
+    revived: &mut Vec<(NodeId, u64)>,
+) -> Result<bool, StoreError> {
+    if event.ephemeral || event.seq == 0 {
+        return Ok(false);
+    }
+    if !revived.iter().any(|(origin, _)| origin == &event.origin) {
+        if let Some(at) = retired.retired_at(&event.origin) {
+            if event.seq <= at {
+                return Ok(false);
+            }
+            retire::revive(tx, &event.origin, at)?;
+            position.advance(&event.origin, at);
+            revived.push((event.origin.clone(), at));
+        }
+    }
+    Ok(!position.covers(&event.origin, event.seq))
 }
 
 fn wall_millis() -> u64 {

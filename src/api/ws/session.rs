@@ -134,6 +134,10 @@ async fn replay(
         .map_err(|error| tracing::warn!(%error, "replay read failed"))?;
     upto.merge(delivered_before);
     let upto = &upto;
+    // Retired origins are accepted in a cursor (and count for what was lost), and dropped
+    // from every cursor sent back.
+    let named = since;
+    let since = &state.store.retired().strip(since);
     let mut position = since.clone();
     let mut replayed = 0u64;
     loop {
@@ -167,7 +171,7 @@ async fn replay(
         let (channels, prefixes, since) = (
             info.spec.channels.clone(),
             info.spec.prefixes.clone(),
-            since.clone(),
+            named.clone(),
         );
         state
             .store

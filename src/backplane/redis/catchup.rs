@@ -33,10 +33,27 @@ impl RedisBackplane {
             .map(|peer| &peer.record.vector)
             .fold(None, |least: Option<VersionVector>, vector| {
                 Some(match least {
-                    Some(least) => least.meet(vector),
+                    Some(least) => least.meet_known(vector),
                     None => vector.clone(),
                 })
             })
+    }
+
+    /// The live nodes and the origin each publishes under.
+    pub(super) fn live_origins(&self) -> Option<Vec<crate::store::LiveMember>> {
+        let now = Instant::now();
+        let shared = self.shared();
+        Some(
+            shared
+                .peers
+                .iter()
+                .filter(|(_, peer)| peer.alive_at(now))
+                .map(|(node_id, peer)| crate::store::LiveMember {
+                    node_id: node_id.clone(),
+                    origin: peer.record.origin.clone(),
+                })
+                .collect(),
+        )
     }
 
     /// The http address of a live peer this node must take a snapshot from: for some origin it

@@ -100,6 +100,7 @@ pub(super) async fn run(
             continue;
         }
         store.set_prune_horizon(backplane.prune_horizon());
+        store.set_live_origins(backplane.live_origins());
         if beat % 5 == 0 {
             backplane.trim_own_stream().await;
         }
