@@ -143,9 +143,11 @@ impl Store {
             clock,
             sink,
             options.max_batch,
-            pruner,
-            Arc::clone(&retired),
-            Arc::clone(&live_origins),
+            writer::Housekeeping {
+                pruner,
+                retired: Arc::clone(&retired),
+                live_origins: Arc::clone(&live_origins),
+            },
         )?;
         let handle = std::thread::Builder::new()
             .name("herald-store-writer".into())

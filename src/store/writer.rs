@@ -80,6 +80,14 @@ pub(super) struct WriterThread {
     last_retire: std::time::Instant,
 }
 
+/// What the writer keeps the log bounded with: the pruner, and what it needs to retire
+/// origins.
+pub(super) struct Housekeeping {
+    pub pruner: Pruner,
+    pub retired: Arc<RetiredOrigins>,
+    pub live_origins: Arc<LiveOrigins>,
+}
+
 /// How often origins are looked at for retirement.
 const RETIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -95,10 +103,13 @@ impl WriterThread {
         clock: Arc<HybridClock>,
         sink: Arc<dyn CommitSink>,
         max_batch: usize,
-        pruner: Pruner,
-        retired: Arc<RetiredOrigins>,
-        live_origins: Arc<LiveOrigins>,
+        housekeeping: Housekeeping,
     ) -> Result<Self, StoreError> {
+        let Housekeeping {
+            pruner,
+            retired,
+            live_origins,
+        } = housekeeping;
         let position = log::version_vector(&connection)?;
         if let Some(highest) = log::highest_hlc(&connection)? {
             clock.observe(highest);
