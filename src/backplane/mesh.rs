@@ -10,7 +10,7 @@
 //! - Replication acks: the position a peer sends after storing a push doubles as the ack that
 //!   `replication = 2` publishes wait for.
 //! - Below the floor: a pull that reaches below what the serving peer keeps is answered
-//!   `Pruned`, and the asker catches up through a snapshot ([`super::mesh_snapshot`]).
+//!   `Pruned`, and the asker catches up through a snapshot (`backplane/mesh_snapshot.rs`).
 //! - Retention: every tick the store learns what every linked peer holds (the pointwise
 //!   minimum of their positions), and prunes nothing above it but to stay under `max_disk`.
 //! - Dialing: for each live member the node with the lower id dials; one link per pair.
