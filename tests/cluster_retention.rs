@@ -38,6 +38,15 @@ async fn build_state(cluster: &TestCluster, filler: u64) -> String {
         .await;
     assert_eq!(status, 200, "{created}");
     let broadcast_id = created["id"].as_str().unwrap().to_string();
+    // Acknowledged on another node: once the broadcast has reached it.
+    let viewer = cluster.token("viewer", &[]);
+    wait_until(WAIT, || async {
+        let active = cluster
+            .get(on(1), "/api/creator/broadcast/active", &viewer)
+            .await;
+        active["broadcast"]["id"] == broadcast_id.as_str()
+    })
+    .await;
     for user in 0..3 {
         let token = cluster.token(&format!("acker{user}"), &[]);
         let (status, _) = cluster
@@ -66,7 +75,7 @@ async fn build_state(cluster: &TestCluster, filler: u64) -> String {
     }
     let http = reqwest::Client::new();
     for id in ids.iter().step_by(4) {
-        let url = format!("http://{}/api/comments/{id}", cluster.http(on(1)));
+        let url = format!("http://{}/api/comments/{id}", cluster.http(on(2)));
         let edited = http
             .put(url)
             .bearer_auth(&author)
@@ -76,7 +85,7 @@ async fn build_state(cluster: &TestCluster, filler: u64) -> String {
             .unwrap();
         assert!(edited.status().is_success());
     }
-    let url = format!("http://{}/api/comments/{}", cluster.http(on(0)), ids[5]);
+    let url = format!("http://{}/api/comments/{}", cluster.http(on(2)), ids[5]);
     let deleted = http.delete(url).bearer_auth(&author).send().await.unwrap();
     assert!(deleted.status().is_success());
     for n in 0..filler {

@@ -144,10 +144,13 @@ async fn catchup(
         );
     }
     let started = Instant::now();
-    publish_many(&targets, args.events).await?;
+    publish_many(&targets, args.events, args.comments).await?;
     let publish_secs = started.elapsed().as_secs_f64();
     let expected = log_total(targets[0]).await?;
 
+    if args.wipe {
+        spawned.wipe(behind);
+    }
     let restarted = Instant::now();
     nodes[behind] = spawned.restart(behind).await?;
     let ready_ms = restarted.elapsed().as_secs_f64() * 1000.0;
@@ -170,6 +173,9 @@ async fn catchup(
         "scenario": "catchup",
         "nodes": NODES,
         "events_missed": args.events,
+        "events_are": if args.comments { "comments" } else { "events" },
+        "came_back": if args.wipe { "empty (joining)" } else { "with its data" },
+        "snapshots_received": snapshots_received(nodes[behind].http).await,
         "log_total": expected,
         "publish_per_second": args.events as f64 / publish_secs,
         "restart_to_ready_ms": ready_ms,
@@ -182,7 +188,7 @@ async fn catchup(
 
 /// Publishes `count` small events over `targets` from many connections, each waiting for its
 /// acknowledgement.
-async fn publish_many(targets: &[SocketAddr], count: u64) -> anyhow::Result<()> {
+async fn publish_many(targets: &[SocketAddr], count: u64, comments: bool) -> anyhow::Result<()> {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for publisher in 0..CATCHUP_PUBLISHERS {
@@ -195,7 +201,18 @@ async fn publish_many(targets: &[SocketAddr], count: u64) -> anyhow::Result<()> 
                 if n >= count {
                     return Ok::<(), anyhow::Error>(());
                 }
-                let body = json!({"channel": format!("catchup:{}", n % 16), "data": {"type": "catchup", "n": n}});
+                let body = if comments {
+                    let track = n % 1000;
+                    json!({"channel": format!("track:{track}"), "data": {
+                        "type": "new_comment", "track_id": track.to_string(), "comment": {
+                            "id": format!("bench-{n}"), "track_id": track.to_string(),
+                            "user_id": "bench", "username": "bench",
+                            "content": format!("comment {n}"), "timestamp": n as f64,
+                            "created_at": "2026-12-01T00:00:00Z", "is_edited": false,
+                            "last_edited_at": null}}})
+                } else {
+                    json!({"channel": format!("catchup:{}", n % 16), "data": {"type": "catchup", "n": n}})
+                };
                 let answer = connection.post_json("/api/publish", body.to_string().as_bytes()).await?;
                 if answer.status != 200 {
                     bail!("publish refused with status {}", answer.status);
@@ -207,6 +224,19 @@ async fn publish_many(targets: &[SocketAddr], count: u64) -> anyhow::Result<()> 
         task.await.context("publisher task failed")??;
     }
     Ok(())
+}
+
+/// `herald_snapshots_received_total` of the node at `addr` (0 when unreadable).
+async fn snapshots_received(addr: SocketAddr) -> f64 {
+    let mut connection = HttpConnection::new(addr, DEV_API_KEY);
+    let Ok(answer) = connection.get("/metrics").await else {
+        return 0.0;
+    };
+    String::from_utf8_lossy(&answer.body)
+        .lines()
+        .find_map(|line| line.strip_prefix("herald_snapshots_received_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn cluster_view(addr: SocketAddr) -> anyhow::Result<Value> {
@@ -253,8 +283,12 @@ fn print_report(report: &Value) {
         }
         _ => {
             println!(
-                "herald bench catchup: {} nodes, one down for {} events",
-                report["nodes"], report["events_missed"]
+                "herald bench catchup: {} nodes, one down for {} {}, back {}; snapshots received: {}",
+                report["nodes"],
+                report["events_missed"],
+                report["events_are"].as_str().unwrap_or("events"),
+                report["came_back"].as_str().unwrap_or(""),
+                report["snapshots_received"]
             );
             println!(
                 "  published at {:.0}/s while it was down",

@@ -13,6 +13,7 @@
 //! | `scenario.rs` | scenario names, their DESIGN.md section 7 defaults, the plan, routing over nodes |
 //! | `nodes.rs` | the nodes under load: `--http` addresses, or `--spawn N` children of this executable |
 //! | `cluster_timings.rs` | `failover` (dead node noticed) and `catchup` (restarted node converges) |
+//! | `retention.rs` | `retention`: publish latency and disk with pruning on and off, resume below the floor |
 //! | `subscriber.rs` | WebSocket client tasks: connect, read, latency |
 //! | `tracker.rs` | per-client accounting of missing, duplicate and out-of-order events |
 //! | `publisher.rs` | fixed-rate publishers, one request in flight each |
@@ -36,6 +37,7 @@ mod procfs;
 mod progress;
 mod publisher;
 mod report;
+mod retention;
 mod scenario;
 mod server_metrics;
 mod subscriber;
@@ -132,11 +134,26 @@ pub struct BenchArgs {
     /// Print the report as JSON on stdout (and no progress bar).
     #[arg(long)]
     pub json: bool,
+    /// Events per channel the pruning node keeps (retention; default 100).
+    #[arg(long)]
+    pub history_size: Option<u64>,
+    /// Padding per published event, in bytes (retention).
+    #[arg(long, default_value_t = 256)]
+    pub payload_bytes: usize,
+    /// Catchup: the node comes back with an empty data dir, like a new node joining.
+    #[arg(long)]
+    pub wipe: bool,
+    /// Catchup: the events are track comments (materialized state a snapshot must carry).
+    #[arg(long)]
+    pub comments: bool,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(args.scenario, Scenario::Failover | Scenario::Catchup) {
         return cluster_timings::run(&args).await;
+    }
+    if args.scenario == Scenario::Retention {
+        return retention::run(&args).await;
     }
     let (nodes, spawned) = if args.http.is_empty() {
         let count = args.spawn.unwrap_or(1).max(1);

@@ -49,6 +49,8 @@ struct NodeSpec {
     index: usize,
     /// Gossip address and every node's, for a cluster.
     cluster: Option<(SocketAddr, Vec<SocketAddr>)>,
+    /// More `herald serve` flags for this node.
+    extra_args: Vec<String>,
 }
 
 /// The cluster secret spawned clusters share.
@@ -65,6 +67,16 @@ pub async fn spawn(
     count: usize,
     sync: SyncMode,
     cluster: bool,
+) -> anyhow::Result<(Vec<Node>, Spawned)> {
+    spawn_with(count, sync, cluster, |_| Vec::new()).await
+}
+
+/// [`spawn`], with more `herald serve` flags for node `index` (0-based) from `extra_args`.
+pub async fn spawn_with(
+    count: usize,
+    sync: SyncMode,
+    cluster: bool,
+    extra_args: impl Fn(usize) -> Vec<String>,
 ) -> anyhow::Result<(Vec<Node>, Spawned)> {
     let exe = std::env::current_exe().context("cannot find the herald executable")?;
     let root = std::env::temp_dir().join(format!(
@@ -87,6 +99,7 @@ pub async fn spawn(
         .map(|index| NodeSpec {
             index,
             cluster: cluster.then(|| (gossip[index - 1], gossip.clone())),
+            extra_args: extra_args(index - 1),
         })
         .collect();
     let mut spawned = Spawned {
@@ -150,6 +163,7 @@ async fn spawn_one(
     }
     command
         .args(["--store-sync", sync])
+        .args(&spec.extra_args)
         .arg("--data")
         .arg(&data)
         .stdin(Stdio::null())
@@ -201,6 +215,16 @@ pub fn parse_ready_line(line: &str) -> Option<SocketAddr> {
 }
 
 impl Spawned {
+    /// Deletes node `index`'s data directory (the node must be stopped).
+    pub fn wipe(&self, index: usize) {
+        let _ = std::fs::remove_dir_all(self.data_dir(index));
+    }
+
+    /// The data directory of node `index` (0-based).
+    pub fn data_dir(&self, index: usize) -> PathBuf {
+        self.root.join(format!("bench-n{}", index + 1))
+    }
+
     /// SIGKILL node `index` (0-based): no goodbye to anyone.
     pub async fn kill(&mut self, index: usize) {
         let _ = self.children[index].child.kill().await;

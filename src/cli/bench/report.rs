@@ -183,7 +183,7 @@ impl Report {
                     met: Some(per_node >= 20_000.0),
                 });
             }
-            Scenario::Failover | Scenario::Catchup => {}
+            Scenario::Failover | Scenario::Catchup | Scenario::Retention => {}
             Scenario::Idle => {
                 for node in &self.nodes {
                     let per = node.rss_per_connection_kib;

@@ -38,6 +38,8 @@ pub enum Scenario {
     Failover,
     /// Three-node cluster: time for a node that missed `--events` events to catch up.
     Catchup,
+    /// Two nodes, pruning off and on: publish latency, disk over time, resume below the floor.
+    Retention,
 }
 
 impl Scenario {
@@ -49,6 +51,7 @@ impl Scenario {
             Self::Idle => "idle",
             Self::Failover => "failover",
             Self::Catchup => "catchup",
+            Self::Retention => "retention",
         }
     }
 }
@@ -106,7 +109,7 @@ impl Plan {
             Scenario::Durable => (1, 16, u32::MAX, None, 10, 128),
             Scenario::Idle => (IDLE_PER_NODE * nodes, 1, 1, None, 5, 0),
             // Measured by `cluster_timings`, never planned here.
-            Scenario::Failover | Scenario::Catchup => (0, 1, 1, None, 0, 0),
+            Scenario::Failover | Scenario::Catchup | Scenario::Retention => (0, 1, 1, None, 0, 0),
         };
         let channels = flags.channels.unwrap_or(channels).max(1);
         let clients = flags.clients.unwrap_or(clients);
@@ -117,7 +120,7 @@ impl Plan {
             None => rate,
         };
         let publishers = match scenario {
-            Scenario::Idle | Scenario::Failover | Scenario::Catchup => 0,
+            Scenario::Idle | Scenario::Failover | Scenario::Catchup | Scenario::Retention => 0,
             _ => flags.publishers.unwrap_or(publishers).max(1),
         };
         let max_per_socket = crate::features::channels::MAX_CHANNELS_PER_SOCKET as u32;
