@@ -168,6 +168,7 @@ impl Pruner {
             }
         }
         self.more = true;
+        self.publish_totals();
         Ok(())
     }
 

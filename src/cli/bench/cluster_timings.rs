@@ -35,7 +35,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             args.scenario.name()
         );
     }
-    let (mut nodes, mut spawned) = nodes::spawn(NODES, args.store_sync, true).await?;
+    let history: Vec<String> = match args.history_size {
+        Some(size) => vec!["--history-size".into(), size.to_string()],
+        None => Vec::new(),
+    };
+    let (mut nodes, mut spawned) =
+        nodes::spawn_with(NODES, args.store_sync, true, |_| history.clone()).await?;
     wait_linked(&nodes).await?;
     let outcome = match args.scenario {
         Scenario::Failover => failover(args, &mut nodes, &mut spawned).await,

@@ -134,7 +134,8 @@ pub struct BenchArgs {
     /// Print the report as JSON on stdout (and no progress bar).
     #[arg(long)]
     pub json: bool,
-    /// Events per channel the pruning node keeps (retention; default 100).
+    /// Events per channel the pruning node keeps (retention; default 100); for failover and
+    /// catchup, the spawned nodes' `--history-size`.
     #[arg(long)]
     pub history_size: Option<u64>,
     /// Padding per published event, in bytes (retention).

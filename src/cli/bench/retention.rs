@@ -257,7 +257,8 @@ async fn metric(addr: SocketAddr, name: &str) -> f64 {
                 .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        + 0.0
 }
 
 fn socket_url(addr: SocketAddr, channels: &[String], token: &str, since: Option<&str>) -> String {
