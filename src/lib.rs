@@ -25,7 +25,7 @@
 //! |---|---|
 //! | [`event`] | the event, node ids, channel names, hybrid clock, version vectors, cursors |
 //! | [`config`] | flags + `HERALD_*` environment + TOML file -> a validated [`config::Config`] |
-//! | [`store`] | SQLite: schema, writer thread with group commit, log queries, materialized state |
+//! | [`store`] | SQLite: schema, writer thread with group commit, log queries, materialized state, retention (pruning, channel floors, retired origins), snapshots |
 //! | [`hub`] | local subscriptions, server-side routing, per-connection bounded queues |
 //! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up), `redis` (streams, log-driven outbox) |
 //! | [`cluster`] | chitchat gossip membership: members, liveness, gossip keys |

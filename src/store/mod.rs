@@ -12,6 +12,11 @@
 //!
 //! The store must not know about sockets or peers: after each commit it hands the newly
 //! committed events, in log order, to a [`CommitSink`] (the hub and the backplane).
+//!
+//! The log is bounded by [`retention`] (what each channel keeps): the writer prunes between
+//! group commits (`prune.rs`), recording each channel's floor ([`floors`]), and retires origins
+//! nothing is left of (`retire.rs`). A node below what its peers keep merges a [`snapshot`]
+//! instead of the log it can no longer get.
 
 mod broadcasts;
 mod comments;
