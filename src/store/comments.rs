@@ -4,6 +4,11 @@
 //! position) is a last-writer-wins register on `(hlc, origin)` written by `new_comment` and
 //! `comment_edited`; `comment_deleted` is a tombstone that wins over any edit; the author and
 //! creation time come from `new_comment` whenever it arrives.
+//!
+//! Tombstones are collected once every live node holds both the comment's creation and its
+//! deletion: the row goes, and its id is remembered (`collected_tombstones`, for
+//! [`super::retire::RETIRED_KEPT`]) so that a late edit or a replayed creation changes nothing
+//! and a snapshot tells a node that was away to drop the comment too.
 
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -53,6 +58,9 @@ pub(super) fn apply_new(connection: &Connection, event: &Event) -> Result<(), St
     let comment = serde_json::from_str::<NewCommentPayload>(&event.payload)
         .map_err(corrupt)?
         .comment;
+    if is_collected(connection, &comment.id)? {
+        return Ok(());
+    }
     connection
         .prepare_cached(
             "INSERT INTO comments (id, track_id, author_id, author_name, created_at, created_hlc,
@@ -92,6 +100,9 @@ pub(super) fn apply_new(connection: &Connection, event: &Event) -> Result<(), St
 
 pub(super) fn apply_edited(connection: &Connection, event: &Event) -> Result<(), StoreError> {
     let edit: EditedPayload = serde_json::from_str(&event.payload).map_err(corrupt)?;
+    if is_collected(connection, &edit.comment_id)? {
+        return Ok(());
+    }
     connection
         .prepare_cached(
             "INSERT INTO comments (id, track_id, content, position, content_hlc, content_origin, is_edited, last_edited_at, touched_hlc)
@@ -123,6 +134,9 @@ pub(super) fn apply_edited(connection: &Connection, event: &Event) -> Result<(),
 
 pub(super) fn apply_deleted(connection: &Connection, event: &Event) -> Result<(), StoreError> {
     let deleted: DeletedPayload = serde_json::from_str(&event.payload).map_err(corrupt)?;
+    if is_collected(connection, &deleted.comment_id)? {
+        return Ok(());
+    }
     connection
         .prepare_cached(
             "INSERT INTO comments (id, track_id, deleted, touched_hlc, deleted_origin, deleted_seq)
@@ -275,6 +289,9 @@ pub(super) fn rows_changed_since(
 /// keeps the later `(hlc, origin)`, the edited flag and the tombstone only ever turn on.
 /// Merging the same row twice changes nothing.
 pub(super) fn merge_row(connection: &Connection, row: &CommentRow) -> Result<(), StoreError> {
+    if is_collected(connection, &row.id)? {
+        return Ok(());
+    }
     let sql = format!(
         "INSERT INTO comments ({COMMENT_ROW_COLUMNS})
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
@@ -321,4 +338,125 @@ pub(super) fn merge_row(connection: &Connection, row: &CommentRow) -> Result<(),
         row.touched_hlc,
     ])?;
     Ok(())
+}
+
+// ---- tombstone collection ----
+
+/// A deleted comment whose row was collected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectedTombstone {
+    pub id: String,
+    pub track_id: String,
+    pub deleted_hlc: i64,
+}
+
+fn is_collected(connection: &Connection, id: &str) -> Result<bool, StoreError> {
+    Ok(connection
+        .prepare_cached("SELECT 1 FROM collected_tombstones WHERE id = ?1")?
+        .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Collects up to `limit` deleted comments whose creation and deletion `held` says every live
+/// node holds. Answers how many went.
+pub(super) fn collect_tombstones(
+    connection: &Connection,
+    held: impl Fn(&str, u64) -> bool,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let candidates: Vec<(String, String, String, i64, String, i64, i64)> = {
+        let mut statement = connection.prepare_cached(
+            "SELECT id, track_id, created_origin, created_seq, deleted_origin, deleted_seq,
+                    touched_hlc
+             FROM comments WHERE deleted = 1 AND created_seq IS NOT NULL
+                AND deleted_seq IS NOT NULL LIMIT ?1",
+        )?;
+        let rows = statement.query_map([limit as i64 * 4], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+            ))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut collected = 0;
+    for (id, track_id, created_origin, created_seq, deleted_origin, deleted_seq, touched) in
+        candidates
+    {
+        if collected >= limit
+            || !held(&created_origin, created_seq as u64)
+            || !held(&deleted_origin, deleted_seq as u64)
+        {
+            continue;
+        }
+        merge_collected(
+            connection,
+            &CollectedTombstone {
+                id,
+                track_id,
+                deleted_hlc: touched,
+            },
+        )?;
+        collected += 1;
+    }
+    Ok(collected)
+}
+
+/// Remembers a collected tombstone and drops the comment's row (idempotent).
+pub(super) fn merge_collected(
+    connection: &Connection,
+    tombstone: &CollectedTombstone,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT OR IGNORE INTO collected_tombstones (id, track_id, deleted_hlc)
+             VALUES (?1, ?2, ?3)",
+        )?
+        .execute(rusqlite::params![
+            tombstone.id,
+            tombstone.track_id,
+            tombstone.deleted_hlc
+        ])?;
+    connection
+        .prepare_cached("DELETE FROM comments WHERE id = ?1")?
+        .execute([&tombstone.id])?;
+    Ok(())
+}
+
+/// Forgets collected tombstones stamped before `before_hlc`.
+pub(super) fn forget_collected(connection: &Connection, before_hlc: i64) -> Result<(), StoreError> {
+    connection
+        .prepare_cached("DELETE FROM collected_tombstones WHERE deleted_hlc < ?1")?
+        .execute([before_hlc])?;
+    Ok(())
+}
+
+/// Collected tombstones stamped after `since_hlc`, in id order after `after_id`.
+pub(super) fn collected_since(
+    connection: &Connection,
+    since_hlc: i64,
+    after_id: &str,
+    limit: usize,
+) -> Result<Vec<CollectedTombstone>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, track_id, deleted_hlc FROM collected_tombstones
+         WHERE deleted_hlc > ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    )?;
+    let rows = statement.query_map(
+        rusqlite::params![since_hlc, after_id, limit as i64],
+        |row| {
+            Ok(CollectedTombstone {
+                id: row.get(0)?,
+                track_id: row.get(1)?,
+                deleted_hlc: row.get(2)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -157,9 +157,7 @@ impl Store {
         let handle = std::thread::Builder::new()
             .name("herald-store-writer".into())
             .spawn(move || writer.run(receiver))?;
-        if options.retention.prunes() {
-            spawn_prune_ticker(commands.clone())?;
-        }
+        spawn_housekeeping_ticker(commands.clone())?;
         Ok(Self {
             origin,
             commands,
@@ -319,10 +317,11 @@ impl Store {
     }
 }
 
-/// Wakes the writer for pruning while no commands arrive; ends when the store closes.
-fn spawn_prune_ticker(commands: mpsc::Sender<WriteCommand>) -> Result<(), StoreError> {
+/// Wakes the writer for its housekeeping (pruning, retiring origins, collecting tombstones)
+/// while no commands arrive; ends when the store closes.
+fn spawn_housekeeping_ticker(commands: mpsc::Sender<WriteCommand>) -> Result<(), StoreError> {
     std::thread::Builder::new()
-        .name("herald-store-prune-tick".into())
+        .name("herald-store-tick".into())
         .spawn(move || {
             loop {
                 std::thread::sleep(prune::IDLE_STEP_EVERY);

@@ -52,6 +52,14 @@ impl PruneHorizon {
     fn get(&self) -> Option<VersionVector> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// True unless a peer that reports `origin` lacks its event `seq`.
+    pub(super) fn allows(&self, origin: &NodeId, seq: u64) -> bool {
+        let horizon = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        horizon
+            .as_ref()
+            .is_none_or(|h| h.get(origin) == 0 || h.covers(origin, seq))
+    }
 }
 
 /// The approximate bytes an event takes in the log (as `channel_stats.bytes` counts them).
@@ -170,6 +178,10 @@ impl Pruner {
         self.more = true;
         self.publish_totals();
         Ok(())
+    }
+
+    pub(super) fn horizon(&self) -> &PruneHorizon {
+        &self.horizon
     }
 
     /// True when a step should run now.

@@ -299,3 +299,81 @@ async fn the_database_stays_near_what_is_retained() {
     store.close().await;
     assert!(data_bytes(dir.path()) < bound);
 }
+
+#[tokio::test]
+async fn a_deleted_comment_is_collected_once_every_peer_holds_its_events_and_stays_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), RetentionPolicy::unlimited());
+    let comment = serde_json::json!({"type": "new_comment", "comment": {
+        "id": "c1", "track_id": "1", "user_id": "u1", "username": "alice", "content": "hi",
+        "timestamp": 1.0, "created_at": "2026-12-01T00:00:00Z", "is_edited": false,
+        "last_edited_at": null}});
+    let draft_of = |kind: &str, payload: serde_json::Value| EventDraft {
+        channel: ChannelName::new("track:1").unwrap(),
+        kind: kind.into(),
+        payload: payload.to_string(),
+        users: None,
+    };
+    let created = store
+        .append(draft_of("new_comment", comment.clone()))
+        .await
+        .unwrap();
+    let deleted = store
+        .append(draft_of(
+            "comment_deleted",
+            serde_json::json!({"type": "comment_deleted", "track_id": "1", "comment_id": "c1"}),
+        ))
+        .await
+        .unwrap();
+    // A peer holds the creation but not the deletion yet: the tombstone stays.
+    let mut peer = VersionVector::new();
+    peer.advance(store.origin(), created.event.seq);
+    store.set_prune_horizon(Some(peer));
+    let row = |store: &Store| {
+        let store = store.clone();
+        async move { store.read(|c| state::comment_state(c, "c1")).await.unwrap() }
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        assert!(row(&store).await.is_some(), "collected too early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut peer = VersionVector::new();
+    peer.advance(store.origin(), deleted.event.seq);
+    store.set_prune_horizon(Some(peer));
+    wait_for("the tombstone collected", || async {
+        row(&store).await.is_none()
+    })
+    .await;
+    // A late edit, or the creation replayed by a peer, does not bring it back.
+    let edit = remote_event(
+        "n2",
+        1,
+        "comment_edited",
+        serde_json::json!({"type": "comment_edited", "track_id": "1", "comment_id": "c1",
+            "content": "late", "timestamp": 1.0, "last_edited_at": null}),
+    );
+    let replayed = remote_event("n3", 1, "new_comment", comment);
+    store.apply_remote(vec![edit, replayed]).await.unwrap();
+    assert!(row(&store).await.is_none());
+    let listed = store
+        .read(|c| state::track_comments(c, "1", 10))
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
+    store.close().await;
+}
+
+fn remote_event(origin: &str, seq: u64, kind: &str, payload: serde_json::Value) -> SharedEvent {
+    Arc::new(Event {
+        origin: NodeId::new(origin).unwrap(),
+        seq,
+        id: uuid::Uuid::new_v4(),
+        hlc: Hlc::from_parts(now_millis(), 0),
+        channel: ChannelName::new("track:1").unwrap(),
+        kind: kind.into(),
+        payload: payload.to_string(),
+        users: None,
+        ephemeral: false,
+    })
+}

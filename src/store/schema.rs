@@ -73,8 +73,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX comments_by_track ON comments (track_id, position, created_hlc);",
     // 4: retention. Per-channel counts and age (what pruning works from), the floor below
     // which each channel's history is gone (per origin), the highest seq of each origin pruned
-    // here, origins retired from version vectors, and the hybrid-clock time each piece of
-    // materialized state last changed (what a snapshot for a node that was away sends).
+    // here, origins retired from version vectors, the hybrid-clock time each piece of
+    // materialized state last changed (what a snapshot for a node that was away sends), and
+    // deleted comments whose rows were collected.
     "CREATE INDEX events_by_channel_time ON events (channel, hlc);
     CREATE TABLE channel_stats (
         channel    TEXT PRIMARY KEY,
@@ -111,7 +112,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE comments ADD COLUMN created_origin TEXT;
     ALTER TABLE comments ADD COLUMN created_seq INTEGER;
     UPDATE comments SET touched_hlc = max(coalesce(created_hlc, 0), content_hlc);
-    ALTER TABLE broadcast_acks ADD COLUMN hlc INTEGER NOT NULL DEFAULT 0;",
+    ALTER TABLE broadcast_acks ADD COLUMN hlc INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX comments_tombstones ON comments (id) WHERE deleted = 1;
+    CREATE TABLE collected_tombstones (
+        id          TEXT PRIMARY KEY,
+        track_id    TEXT    NOT NULL,
+        deleted_hlc INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX collected_tombstones_by_age ON collected_tombstones (deleted_hlc);",
 ];
 
 /// The origin id of this database: `<node_id>.<creation time in base 36>`, created once.

@@ -6,9 +6,9 @@
 //! positions). The peer answers, from one read transaction, as of its own position `upto`:
 //!
 //! 1. the materialized state that changed after `since_hlc` (every event the asker lacks is
-//!    stamped later than that, since each origin's stamps increase): comment rows, broadcasts,
-//!    the active-broadcast register, acknowledgements; all of it when the asker lacks an
-//!    origin entirely;
+//!    stamped later than that, since each origin's stamps increase): comment rows, collected
+//!    comment tombstones, broadcasts, the active-broadcast register, acknowledgements; all of
+//!    it when the asker lacks an origin entirely;
 //! 2. the channel floors the asker does not cover;
 //! 3. the retained events in `(since, upto]`;
 //! 4. the end: `upto`, the stamps at `upto`, and the peer's prune points.
@@ -26,7 +26,7 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::broadcasts::{self, AckRow, ActiveRow, BroadcastRow};
-use super::comments::{self, CommentRow};
+use super::comments::{self, CollectedTombstone, CommentRow};
 use super::floors::{self, FloorRow};
 use super::{StoreError, log, prune, schema};
 use crate::event::{Event, NodeId, SharedEvent, VersionVector};
@@ -47,6 +47,8 @@ pub enum SnapshotPart {
     Acks(Vec<AckRow>),
     Floors(Vec<FloorRow>),
     Events(Vec<SharedEvent>),
+    /// Deleted comments whose rows were collected: the receiver drops them too.
+    Collected(Vec<CollectedTombstone>),
 }
 
 /// The last piece: the position the snapshot is as of.
@@ -115,6 +117,13 @@ pub(super) fn read(
         let Some(last) = rows.last() else { break };
         after = last.id.clone();
         send_or_stop!(SnapshotItem::Part(SnapshotPart::Comments(rows)));
+    }
+    let mut after = String::new();
+    loop {
+        let rows = comments::collected_since(&tx, since_hlc, &after, ROWS_PER_PART * 10)?;
+        let Some(last) = rows.last() else { break };
+        after = last.id.clone();
+        send_or_stop!(SnapshotItem::Part(SnapshotPart::Collected(rows)));
     }
     let mut after = String::new();
     loop {
@@ -192,6 +201,11 @@ pub(super) fn merge_state(connection: &Connection, part: &SnapshotPart) -> Resul
         SnapshotPart::Floors(rows) => {
             for (channel, origin, seq) in rows {
                 floors::raise(connection, channel, origin, *seq)?;
+            }
+        }
+        SnapshotPart::Collected(rows) => {
+            for row in rows {
+                comments::merge_collected(connection, row)?;
             }
         }
         SnapshotPart::Events(_) => {}

@@ -114,6 +114,7 @@ async fn dump(store: &Store) -> Vec<String> {
                 ("floor", "SELECT channel, origin, '', '', '', seq FROM channel_floors ORDER BY 1, 2"),
                 ("event", "SELECT origin, channel, kind, payload, '', seq FROM events ORDER BY origin, seq"),
                 ("position", "SELECT origin, '', '', '', '', contiguous FROM log_positions ORDER BY origin"),
+                ("collected", "SELECT id, track_id, '', '', '', deleted_hlc FROM collected_tombstones ORDER BY id"),
             ] {
                 let mut statement = c.prepare(sql)?;
                 let rows = statement.query_map([], |row| {
@@ -146,6 +147,28 @@ async fn events_in(store: &Store, channel: &str) -> usize {
         })
         .await
         .unwrap()
+}
+
+/// Waits until every deleted comment's row was collected.
+async fn collected(store: &Store) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = store
+            .read(|c| {
+                Ok(
+                    c.query_row("SELECT count(*) FROM comments WHERE deleted = 1", [], |r| {
+                        r.get::<_, i64>(0)
+                    })?,
+                )
+            })
+            .await
+            .unwrap();
+        if left == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "tombstones not collected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn pruned_to(store: &Store, size: usize) {
@@ -184,6 +207,7 @@ async fn a_new_node_ends_with_the_peers_state_history_and_position() {
     let a = open(a_dir.path(), "a", 10);
     populate(&a, "x").await;
     pruned_to(&a, 10).await;
+    collected(&a).await;
     let b = open(b_dir.path(), "b", 10);
     let parts = transfer(&a, &b).await;
     assert!(
@@ -254,6 +278,8 @@ async fn a_node_that_was_away_gets_what_changed_and_drops_what_the_peer_pruned()
     transfer(&a, &b).await;
     populate(&a, "y").await;
     pruned_to(&a, 10).await;
+    collected(&a).await;
+    collected(&b).await;
     let basis = b.snapshot_basis().await.unwrap();
     assert!(basis.since_hlc > 0);
     transfer(&a, &b).await;
@@ -263,6 +289,46 @@ async fn a_node_that_was_away_gets_what_changed_and_drops_what_the_peer_pruned()
         .await
         .unwrap();
     assert_eq!(comments.len(), 38);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_makes_a_node_that_missed_a_delete_drop_the_comment() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(a_dir.path(), "a", 10);
+    let b = open(b_dir.path(), "b", 10);
+    let comment = serde_json::json!({"type": "new_comment", "comment": {
+        "id": "gone", "track_id": "9", "user_id": "u1", "username": "alice",
+        "content": "soon deleted", "timestamp": 1.0,
+        "created_at": "2026-12-01T00:00:00Z", "is_edited": false, "last_edited_at": null}});
+    a.append(draft("track:9", "new_comment", comment))
+        .await
+        .unwrap();
+    transfer(&a, &b).await;
+    let listed = b.read(|c| state::track_comments(c, "9", 10)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    // b is away while a deletes the comment, collects its tombstone and prunes its events.
+    let delete =
+        serde_json::json!({"type": "comment_deleted", "track_id": "9", "comment_id": "gone"});
+    a.append(draft("track:9", "comment_deleted", delete))
+        .await
+        .unwrap();
+    for n in 0..12 {
+        a.append(draft(
+            "track:9",
+            "filler",
+            serde_json::json!({"type": "filler", "n": n}),
+        ))
+        .await
+        .unwrap();
+    }
+    pruned_to(&a, 10).await;
+    collected(&a).await;
+    transfer(&a, &b).await;
+    let listed = b.read(|c| state::track_comments(c, "9", 10)).await.unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    assert_eq!(dump(&b).await, dump(&a).await);
     a.close().await;
     b.close().await;
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::prune::Pruner;
 use super::retire::{self, LiveOrigins, RetiredOrigins};
 use super::snapshot::{self, SnapshotEnd, SnapshotPart};
-use super::{CommitSink, StoreError, log, materialize};
+use super::{CommitSink, StoreError, comments, log, materialize};
 use crate::event::{Event, EventDraft, Hlc, HybridClock, NodeId, SharedEvent, VersionVector};
 
 /// An appended event and the log position right after it: the cursor that covers it.
@@ -87,6 +87,9 @@ pub(super) struct Housekeeping {
     pub retired: Arc<RetiredOrigins>,
     pub live_origins: Arc<LiveOrigins>,
 }
+
+/// Most deleted comments collected per step.
+const TOMBSTONES_PER_STEP: usize = 500;
 
 /// How often origins are looked at for retirement.
 const RETIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -160,8 +163,8 @@ impl WriterThread {
             if !appends.is_empty() {
                 self.commit_appends(appends);
             }
-            if close.is_none() && self.pruner.due() {
-                self.prune();
+            if close.is_none() {
+                self.housekeeping();
             }
             if let Some(reply) = close {
                 if let Err(error) = self
@@ -176,16 +179,22 @@ impl WriterThread {
         }
     }
 
-    /// One bounded pruning step; a failure is logged and retried at the next step.
-    fn prune(&mut self) {
-        let now = Hlc::from_parts(wall_millis(), 0);
-        if let Err(error) = self.pruner.step(&mut self.connection, &self.position, now) {
-            tracing::warn!(%error, "pruning the log failed");
+    /// A bounded pruning step when one is due, and now and then retiring origins and
+    /// collecting tombstones; a failure is logged and retried at the next step.
+    fn housekeeping(&mut self) {
+        if self.pruner.due() {
+            let now = Hlc::from_parts(wall_millis(), 0);
+            if let Err(error) = self.pruner.step(&mut self.connection, &self.position, now) {
+                tracing::warn!(%error, "pruning the log failed");
+            }
         }
         if self.last_retire.elapsed() >= RETIRE_EVERY {
             self.last_retire = std::time::Instant::now();
             if let Err(error) = self.retire_idle_origins() {
                 tracing::warn!(%error, "retiring idle origins failed");
+            }
+            if let Err(error) = self.collect_tombstones() {
+                tracing::warn!(%error, "collecting comment tombstones failed");
             }
         }
     }
@@ -200,6 +209,29 @@ impl WriterThread {
             self.retired.revived(origin);
         }
         self.sink.origins_changed(&[], &revived);
+    }
+
+    /// Collects deleted comments every live node holds the creation and deletion of, and
+    /// forgets collected ones after [`retire::RETIRED_KEPT`].
+    fn collect_tombstones(&mut self) -> Result<(), StoreError> {
+        let tx = self.connection.transaction()?;
+        let position = &self.position;
+        let horizon = self.pruner.horizon();
+        let held = |origin: &str, seq: u64| {
+            NodeId::new(origin)
+                .is_ok_and(|origin| position.covers(&origin, seq) && horizon.allows(&origin, seq))
+        };
+        let collected = comments::collect_tombstones(&tx, held, TOMBSTONES_PER_STEP)?;
+        let kept = Hlc::from_parts(
+            wall_millis().saturating_sub(retire::RETIRED_KEPT.as_millis() as u64),
+            0,
+        );
+        comments::forget_collected(&tx, kept.0 as i64)?;
+        tx.commit()?;
+        if collected > 0 {
+            metrics::counter!("herald_tombstones_collected_total").increment(collected as u64);
+        }
+        Ok(())
     }
 
     fn retire_idle_origins(&mut self) -> Result<(), StoreError> {
