@@ -53,24 +53,22 @@ pub(super) fn apply_new_broadcast(
     event: &Event,
 ) -> Result<(), StoreError> {
     let payload: NewBroadcastPayload = serde_json::from_str(&event.payload).map_err(corrupt)?;
-    connection
-        .prepare_cached(
-            "INSERT OR IGNORE INTO broadcasts
-             (id, message, message_type, created_by, created_by_name, created_at, created_ms, hlc, origin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(rusqlite::params![
-            payload.broadcast.id,
-            payload.broadcast.message,
-            payload.broadcast.message_type,
-            payload.broadcast.created_by_id,
-            payload.broadcast.created_by,
-            payload.broadcast.created_at,
-            event.hlc.millis() as i64,
-            event.hlc.0 as i64,
-            event.origin.as_str(),
-        ])?;
-    write_active_register(connection, Some(&payload.broadcast.id), event)
+    let wire = payload.broadcast;
+    let row = BroadcastRow {
+        record: BroadcastRecord {
+            id: wire.id,
+            message: wire.message,
+            message_type: wire.message_type,
+            created_by: wire.created_by_id,
+            created_by_name: wire.created_by,
+            created_at: wire.created_at,
+            created_ms: event.hlc.millis(),
+        },
+        hlc: event.hlc.0 as i64,
+        origin: event.origin.to_string(),
+    };
+    merge_broadcast(connection, &row)?;
+    write_active_register(connection, Some(&row.record.id), event)
 }
 
 pub(super) fn apply_clear(connection: &Connection, event: &Event) -> Result<(), StoreError> {

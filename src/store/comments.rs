@@ -50,6 +50,20 @@ struct DeletedPayload {
     comment_id: String,
 }
 
+/// The content register's update on conflict: the later `(content_hlc, content_origin)`
+/// writes content, position and edit time (a creation never outranks an edit of it: the edit
+/// saw the creation, so its stamp is later).
+const CONTENT_REGISTER: &str = "
+    content = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
+                   THEN excluded.content ELSE content END,
+    position = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
+                    THEN excluded.position ELSE position END,
+    last_edited_at = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
+                          THEN excluded.last_edited_at ELSE last_edited_at END,
+    content_origin = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
+                          THEN excluded.content_origin ELSE content_origin END,
+    content_hlc = max(content_hlc, excluded.content_hlc)";
+
 fn corrupt(error: serde_json::Error) -> StoreError {
     StoreError::Corrupt(error.to_string())
 }
@@ -61,9 +75,8 @@ pub(super) fn apply_new(connection: &Connection, event: &Event) -> Result<(), St
     if is_collected(connection, &comment.id)? {
         return Ok(());
     }
-    connection
-        .prepare_cached(
-            "INSERT INTO comments (id, track_id, author_id, author_name, created_at, created_hlc,
+    let sql = format!(
+        "INSERT INTO comments (id, track_id, author_id, author_name, created_at, created_hlc,
                                    content, position, content_hlc, content_origin, touched_hlc,
                                    created_origin, created_seq)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?6, ?9, ?6, ?9, ?10)
@@ -75,14 +88,10 @@ pub(super) fn apply_new(connection: &Connection, event: &Event) -> Result<(), St
                 created_origin = excluded.created_origin,
                 created_seq = excluded.created_seq,
                 touched_hlc = max(touched_hlc, excluded.touched_hlc),
-                content = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
-                               THEN excluded.content ELSE content END,
-                position = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
-                                THEN excluded.position ELSE position END,
-                content_origin = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
-                                      THEN excluded.content_origin ELSE content_origin END,
-                content_hlc = max(content_hlc, excluded.content_hlc)",
-        )?
+                {CONTENT_REGISTER}"
+    );
+    connection
+        .prepare_cached(&sql)?
         .execute(rusqlite::params![
             comment.id,
             comment.track_id,
@@ -103,23 +112,16 @@ pub(super) fn apply_edited(connection: &Connection, event: &Event) -> Result<(),
     if is_collected(connection, &edit.comment_id)? {
         return Ok(());
     }
-    connection
-        .prepare_cached(
-            "INSERT INTO comments (id, track_id, content, position, content_hlc, content_origin, is_edited, last_edited_at, touched_hlc)
+    let sql = format!(
+        "INSERT INTO comments (id, track_id, content, position, content_hlc, content_origin, is_edited, last_edited_at, touched_hlc)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?5)
              ON CONFLICT (id) DO UPDATE SET
                 is_edited = 1,
                 touched_hlc = max(touched_hlc, excluded.touched_hlc),
-                content = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
-                               THEN excluded.content ELSE content END,
-                position = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
-                                THEN excluded.position ELSE position END,
-                last_edited_at = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
-                                      THEN excluded.last_edited_at ELSE last_edited_at END,
-                content_origin = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
-                                      THEN excluded.content_origin ELSE content_origin END,
-                content_hlc = max(content_hlc, excluded.content_hlc)",
-        )?
+                {CONTENT_REGISTER}"
+    );
+    connection
+        .prepare_cached(&sql)?
         .execute(rusqlite::params![
             edit.comment_id,
             edit.track_id,
@@ -302,15 +304,7 @@ pub(super) fn merge_row(connection: &Connection, row: &CommentRow) -> Result<(),
             created_origin = CASE WHEN created_hlc IS NULL THEN excluded.created_origin ELSE created_origin END,
             created_seq = CASE WHEN created_hlc IS NULL THEN excluded.created_seq ELSE created_seq END,
             created_hlc = coalesce(created_hlc, excluded.created_hlc),
-            content = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
-                           THEN excluded.content ELSE content END,
-            position = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
-                            THEN excluded.position ELSE position END,
-            last_edited_at = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
-                                  THEN excluded.last_edited_at ELSE last_edited_at END,
-            content_origin = CASE WHEN (excluded.content_hlc, excluded.content_origin) > (content_hlc, content_origin)
-                                  THEN excluded.content_origin ELSE content_origin END,
-            content_hlc = max(content_hlc, excluded.content_hlc),
+            {CONTENT_REGISTER},
             is_edited = max(is_edited, excluded.is_edited),
             deleted = max(deleted, excluded.deleted),
             deleted_origin = coalesce(deleted_origin, excluded.deleted_origin),

@@ -52,33 +52,30 @@ pub(super) fn set_position(
 
 /// Per origin, the hybrid-clock stamp of the event at its contiguous position (0 unknown).
 pub(super) fn position_hlcs(connection: &Connection) -> Result<Vec<(NodeId, u64)>, StoreError> {
-    let mut statement =
-        connection.prepare_cached("SELECT origin, position_hlc FROM log_positions")?;
-    let rows = statement.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-    })?;
-    let mut stamps = Vec::new();
-    for row in rows {
-        let (origin, hlc) = row?;
-        let origin = NodeId::new(&origin).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        stamps.push((origin, hlc as u64));
-    }
-    Ok(stamps)
+    origin_numbers(connection, "SELECT origin, position_hlc FROM log_positions")
 }
 
 pub(super) fn version_vector(connection: &Connection) -> Result<VersionVector, StoreError> {
-    let mut statement =
-        connection.prepare_cached("SELECT origin, contiguous FROM log_positions")?;
+    let rows = origin_numbers(connection, "SELECT origin, contiguous FROM log_positions")?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The `(origin, number)` rows `sql` selects.
+pub(super) fn origin_numbers(
+    connection: &Connection,
+    sql: &str,
+) -> Result<Vec<(NodeId, u64)>, StoreError> {
+    let mut statement = connection.prepare_cached(sql)?;
     let rows = statement.query_map([], |row| {
         Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
     })?;
-    let mut vector = VersionVector::new();
+    let mut numbers = Vec::new();
     for row in rows {
-        let (origin, seq) = row?;
+        let (origin, number) = row?;
         let origin = NodeId::new(&origin).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        vector.advance(&origin, seq as u64);
+        numbers.push((origin, number as u64));
     }
-    Ok(vector)
+    Ok(numbers)
 }
 
 pub(super) fn highest_hlc(connection: &Connection) -> Result<Option<Hlc>, StoreError> {

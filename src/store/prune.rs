@@ -507,17 +507,9 @@ pub(super) fn used_bytes(connection: &Connection) -> Result<u64, StoreError> {
 
 /// The highest seq of each origin pruned here: a pull below it cannot be answered from the log.
 pub fn pruned_positions(connection: &Connection) -> Result<VersionVector, StoreError> {
-    let mut statement =
-        connection.prepare_cached("SELECT origin, pruned FROM log_positions WHERE pruned > 0")?;
-    let rows = statement.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-    })?;
-    let mut vector = VersionVector::new();
-    for row in rows {
-        let (origin, seq) = row?;
-        if let Ok(origin) = NodeId::new(&origin) {
-            vector.advance(&origin, seq as u64);
-        }
-    }
-    Ok(vector)
+    let rows = super::log::origin_numbers(
+        connection,
+        "SELECT origin, pruned FROM log_positions WHERE pruned > 0",
+    )?;
+    Ok(rows.into_iter().collect())
 }

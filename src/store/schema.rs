@@ -165,6 +165,11 @@ fn base36(mut value: u64) -> String {
 
 pub(super) fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
     let mut connection = Connection::open(path)?;
+    let fresh: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if fresh == 0 {
+        // Only takes effect while the file is empty: before WAL mode writes its header.
+        connection.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
     connection.pragma_update(None, "journal_mode", "WAL")?;
     let synchronous = match sync {
         SyncMode::Full => "FULL",
@@ -175,11 +180,6 @@ pub(super) fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, Sto
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     // After a checkpoint the WAL is cut back to this size instead of keeping its largest.
     connection.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
-    let fresh: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if fresh == 0 {
-        // Only takes effect before the first table exists.
-        connection.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
-    }
     migrate(&mut connection)?;
     let auto_vacuum: i64 = connection.pragma_query_value(None, "auto_vacuum", |row| row.get(0))?;
     if auto_vacuum != INCREMENTAL {
@@ -226,6 +226,16 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_database_releases_free_pages_without_a_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = open_writer(&dir.path().join("t.db"), SyncMode::Normal).unwrap();
+        let mode: i64 = connection
+            .pragma_query_value(None, "auto_vacuum", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, INCREMENTAL);
+    }
 
     #[test]
     fn migrates_a_new_database_once() {

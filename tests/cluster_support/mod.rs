@@ -176,7 +176,10 @@ impl TestCluster {
             .args(node.spec.extra_args.iter())
             .env("HERALD_CLUSTER_SECRET", &node.spec.cluster_secret)
             .env("HERALD_SEEDS", seeds.join(","))
-            .env("HERALD_LOG", "error")
+            .env(
+                "HERALD_LOG",
+                std::env::var("HERALD_TEST_NODE_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .env_remove("HERALD_CONFIG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
