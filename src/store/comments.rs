@@ -90,20 +90,18 @@ pub(super) fn apply_new(connection: &Connection, event: &Event) -> Result<(), St
                 touched_hlc = max(touched_hlc, excluded.touched_hlc),
                 {CONTENT_REGISTER}"
     );
-    connection
-        .prepare_cached(&sql)?
-        .execute(rusqlite::params![
-            comment.id,
-            comment.track_id,
-            comment.user_id,
-            comment.username,
-            comment.created_at,
-            event.hlc.0 as i64,
-            comment.content,
-            comment.timestamp,
-            event.origin.as_str(),
-            event.seq as i64,
-        ])?;
+    connection.prepare_cached(&sql)?.execute(rusqlite::params![
+        comment.id,
+        comment.track_id,
+        comment.user_id,
+        comment.username,
+        comment.created_at,
+        event.hlc.0 as i64,
+        comment.content,
+        comment.timestamp,
+        event.origin.as_str(),
+        event.seq as i64,
+    ])?;
     Ok(())
 }
 
@@ -120,17 +118,15 @@ pub(super) fn apply_edited(connection: &Connection, event: &Event) -> Result<(),
                 touched_hlc = max(touched_hlc, excluded.touched_hlc),
                 {CONTENT_REGISTER}"
     );
-    connection
-        .prepare_cached(&sql)?
-        .execute(rusqlite::params![
-            edit.comment_id,
-            edit.track_id,
-            edit.content,
-            edit.timestamp,
-            event.hlc.0 as i64,
-            event.origin.as_str(),
-            edit.last_edited_at,
-        ])?;
+    connection.prepare_cached(&sql)?.execute(rusqlite::params![
+        edit.comment_id,
+        edit.track_id,
+        edit.content,
+        edit.timestamp,
+        event.hlc.0 as i64,
+        event.origin.as_str(),
+        edit.last_edited_at,
+    ])?;
     Ok(())
 }
 

@@ -332,3 +332,83 @@ async fn a_snapshot_makes_a_node_that_missed_a_delete_drop_the_comment() {
     a.close().await;
     b.close().await;
 }
+
+/// A sink that checks what a hub requires: each origin's events in seq order without gaps,
+/// after jumps.
+#[derive(Default)]
+struct OrderCheck {
+    state: std::sync::Mutex<(VersionVector, Vec<String>)>,
+}
+
+impl CommitSink for OrderCheck {
+    fn committed(&self, events: &[SharedEvent]) {
+        let mut state = self.state.lock().unwrap();
+        for event in events {
+            let delivered = state.0.get(&event.origin);
+            if event.seq != delivered + 1 {
+                let complaint = format!("{}:{} after {delivered}", event.origin, event.seq);
+                state.1.push(complaint);
+            }
+            state.0.advance(&event.origin, event.seq);
+        }
+    }
+
+    fn jumped(&self, position: &VersionVector) {
+        self.state.lock().unwrap().0.merge(position);
+    }
+}
+
+#[tokio::test]
+async fn events_held_back_behind_a_snapshot_follow_its_jump_in_order() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = open(dirs[0].path(), "a", 10);
+    for n in 0..30 {
+        a.append(draft(
+            "feed",
+            "item",
+            serde_json::json!({"type": "item", "n": n}),
+        ))
+        .await
+        .unwrap();
+    }
+    pruned_to(&a, 10).await;
+    // c holds a's log as of seq 30.
+    let c = open(dirs[1].path(), "c", 10);
+    transfer(&a, &c).await;
+    // a goes on; b gets the two newest events live, before anything else: held back.
+    let mut newest = Vec::new();
+    for n in 30..32 {
+        let appended = a
+            .append(draft(
+                "feed",
+                "item",
+                serde_json::json!({"type": "item", "n": n}),
+            ))
+            .await
+            .unwrap();
+        newest.push(appended.event);
+    }
+    let check = Arc::new(OrderCheck::default());
+    let mut options = StoreOptions::in_dir(dirs[2].path());
+    options.sync = SyncMode::Normal;
+    let b = Store::open(
+        &options,
+        NodeId::new("b").unwrap(),
+        Arc::new(HybridClock::new()),
+        Arc::clone(&check) as Arc<dyn CommitSink>,
+    )
+    .unwrap();
+    let applied = b.apply_remote(newest).await.unwrap();
+    assert_eq!(applied.gaps.len(), 1, "held back behind a gap");
+    // A snapshot from c (as of seq 30), then the held-back 31 and 32 follow the jump.
+    transfer(&c, &b).await;
+    let position = b.version_vector().await.unwrap();
+    assert_eq!(position.get(a.origin()), 32);
+    let state = check.state.lock().unwrap();
+    assert!(state.1.is_empty(), "out of order: {:?}", state.1);
+    assert_eq!(state.0.get(a.origin()), 32);
+    drop(state);
+    for store in [a, b, c] {
+        store.close().await;
+    }
+}

@@ -428,13 +428,16 @@ impl WriterThread {
             )?
             .execute(rusqlite::params![origin.as_str(), seq as i64])?;
         }
+        // The hub jumps to the snapshot's position; what was held back above it follows as
+        // events, in order.
+        let jumped_to = position.clone();
         let origins: BTreeSet<NodeId> = end.upto.iter().map(|(o, _)| o.clone()).collect();
         let (contiguous, gaps) = advance_contiguous(&tx, &origins, &mut position)?;
         tx.commit()?;
         self.position = position;
         self.note_revived(revived);
         if jumped {
-            self.sink.jumped(&self.position);
+            self.sink.jumped(&jumped_to);
         }
         if !contiguous.is_empty() {
             self.sink.committed(&contiguous);
