@@ -1,5 +1,10 @@
 //! Materialized broadcast state: the broadcasts, the active-broadcast register and the
 //! acknowledgement set.
+//!
+//! The register records which event wrote it. Once every live node holds that event no older
+//! broadcast can become active again anywhere, so the acknowledgements of every other
+//! broadcast are collected, and the broadcasts themselves a day later (the daily stats count
+//! them).
 
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -83,26 +88,27 @@ fn write_active_register(
 ) -> Result<(), StoreError> {
     write_register(
         connection,
-        broadcast_id,
-        event.hlc.0 as i64,
-        event.origin.as_str(),
+        &ActiveRow {
+            broadcast_id: broadcast_id.map(str::to_string),
+            hlc: event.hlc.0 as i64,
+            origin: event.origin.to_string(),
+            seq: event.seq as i64,
+        },
     )
 }
 
-fn write_register(
-    connection: &Connection,
-    broadcast_id: Option<&str>,
-    hlc: i64,
-    origin: &str,
-) -> Result<(), StoreError> {
+/// Writes the register if `row` is the later write; it records which event wrote it.
+fn write_register(connection: &Connection, row: &ActiveRow) -> Result<(), StoreError> {
     connection
         .prepare_cached(
-            "INSERT INTO active_broadcast (slot, broadcast_id, hlc, origin) VALUES (0, ?1, ?2, ?3)
+            "INSERT INTO active_broadcast (slot, broadcast_id, hlc, origin, seq)
+             VALUES (0, ?1, ?2, ?3, ?4)
              ON CONFLICT (slot) DO UPDATE SET
-                broadcast_id = excluded.broadcast_id, hlc = excluded.hlc, origin = excluded.origin
+                broadcast_id = excluded.broadcast_id, hlc = excluded.hlc,
+                origin = excluded.origin, seq = excluded.seq
              WHERE (excluded.hlc, excluded.origin) > (active_broadcast.hlc, active_broadcast.origin)",
         )?
-        .execute(rusqlite::params![broadcast_id, hlc, origin])?;
+        .execute(rusqlite::params![row.broadcast_id, row.hlc, row.origin, row.seq])?;
     Ok(())
 }
 
@@ -198,6 +204,8 @@ pub struct ActiveRow {
     pub broadcast_id: Option<String>,
     pub hlc: i64,
     pub origin: String,
+    /// The seq of the event that wrote it (with `origin`).
+    pub seq: i64,
 }
 
 /// One acknowledgement.
@@ -243,12 +251,15 @@ pub(super) fn rows_since(
 
 pub(super) fn active_row(connection: &Connection) -> Result<Option<ActiveRow>, StoreError> {
     Ok(connection
-        .prepare_cached("SELECT broadcast_id, hlc, origin FROM active_broadcast WHERE slot = 0")?
+        .prepare_cached(
+            "SELECT broadcast_id, hlc, origin, seq FROM active_broadcast WHERE slot = 0",
+        )?
         .query_row([], |row| {
             Ok(ActiveRow {
                 broadcast_id: row.get(0)?,
                 hlc: row.get(1)?,
                 origin: row.get(2)?,
+                seq: row.get(3)?,
             })
         })
         .optional()?)
@@ -306,12 +317,7 @@ pub(super) fn merge_broadcast(
 }
 
 pub(super) fn merge_active(connection: &Connection, row: &ActiveRow) -> Result<(), StoreError> {
-    write_register(
-        connection,
-        row.broadcast_id.as_deref(),
-        row.hlc,
-        &row.origin,
-    )
+    write_register(connection, row)
 }
 
 pub(super) fn merge_ack(connection: &Connection, row: &AckRow) -> Result<(), StoreError> {
@@ -321,4 +327,43 @@ pub(super) fn merge_ack(connection: &Connection, row: &AckRow) -> Result<(), Sto
         )?
         .execute(rusqlite::params![row.broadcast_id, row.user_id, row.hlc])?;
     Ok(())
+}
+
+// ---- collection ----
+
+/// How long a broadcast that is no longer active is kept (the daily stats count it).
+pub const SUPERSEDED_KEPT_MS: u64 = 25 * 3600 * 1000;
+
+/// Once every live node holds the write that made the register what it is (`held` says so),
+/// no older broadcast can be active again anywhere (last writer wins): the acknowledgements of
+/// the others are dead state, and so are the broadcasts themselves once past
+/// [`SUPERSEDED_KEPT_MS`]. Removes up to `limit` of each; answers how many went.
+pub(super) fn collect_superseded(
+    connection: &Connection,
+    held: impl Fn(&str, u64) -> bool,
+    now_ms: u64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let Some(active) = active_row(connection)? else {
+        return Ok(0);
+    };
+    if active.seq <= 0 || !held(&active.origin, active.seq as u64) {
+        return Ok(0);
+    }
+    let current = active.broadcast_id.unwrap_or_default();
+    let acks = connection
+        .prepare_cached(
+            "DELETE FROM broadcast_acks WHERE (broadcast_id, user_id) IN (
+                SELECT broadcast_id, user_id FROM broadcast_acks
+                WHERE broadcast_id != ?1 LIMIT ?2)",
+        )?
+        .execute(rusqlite::params![current, limit as i64])?;
+    let before = now_ms.saturating_sub(SUPERSEDED_KEPT_MS) as i64;
+    let broadcasts = connection
+        .prepare_cached(
+            "DELETE FROM broadcasts WHERE id IN (
+                SELECT id FROM broadcasts WHERE id != ?1 AND created_ms < ?2 LIMIT ?3)",
+        )?
+        .execute(rusqlite::params![current, before, limit as i64])?;
+    Ok(acks + broadcasts)
 }

@@ -377,3 +377,57 @@ fn remote_event(origin: &str, seq: u64, kind: &str, payload: serde_json::Value) 
         ephemeral: false,
     })
 }
+
+#[tokio::test]
+async fn acknowledgements_of_a_superseded_broadcast_go_once_every_peer_holds_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), RetentionPolicy::unlimited());
+    let broadcast = |id: &str| EventDraft {
+        channel: ChannelName::new("broadcasts").unwrap(),
+        kind: "new_broadcast".into(),
+        payload: serde_json::json!({"type": "new_broadcast", "broadcast": {
+            "id": id, "message": "hello", "message_type": "info", "created_by": "admin",
+            "created_by_id": "100", "created_at": "2026-12-01T00:00:00Z"}})
+        .to_string(),
+        users: None,
+    };
+    let ack = |id: &str, user: &str| EventDraft {
+        channel: ChannelName::new("herald:acks").unwrap(),
+        kind: "broadcast_acknowledged".into(),
+        payload: serde_json::json!({"type": "broadcast_acknowledged", "broadcast_id": id,
+            "user_id": user})
+        .to_string(),
+        users: None,
+    };
+    store.append(broadcast("old")).await.unwrap();
+    store.append(ack("old", "u1")).await.unwrap();
+    let newer = store.append(broadcast("new")).await.unwrap();
+    store.append(ack("new", "u2")).await.unwrap();
+    let acked = |id: &'static str, user: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .read(move |c| state::is_acknowledged(c, id, user))
+                .await
+                .unwrap()
+        }
+    };
+    // A peer has not got the new broadcast yet: the old one could still be active there.
+    let mut peer = VersionVector::new();
+    peer.advance(store.origin(), newer.event.seq - 1);
+    store.set_prune_horizon(Some(peer));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        assert!(acked("old", "u1").await, "collected too early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.set_prune_horizon(None);
+    wait_for("the old acknowledgements collected", || async {
+        !acked("old", "u1").await
+    })
+    .await;
+    assert!(acked("new", "u2").await);
+    let active = store.read(state::active_broadcast).await.unwrap().unwrap();
+    assert_eq!(active.id, "new");
+    store.close().await;
+}

@@ -113,6 +113,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE comments ADD COLUMN created_seq INTEGER;
     UPDATE comments SET touched_hlc = max(coalesce(created_hlc, 0), content_hlc);
     ALTER TABLE broadcast_acks ADD COLUMN hlc INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE active_broadcast ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX comments_tombstones ON comments (id) WHERE deleted = 1;
     CREATE TABLE collected_tombstones (
         id          TEXT PRIMARY KEY,

@@ -149,18 +149,16 @@ async fn events_in(store: &Store, channel: &str) -> usize {
         .unwrap()
 }
 
-/// Waits until every deleted comment's row was collected.
+/// Waits until every deleted comment's row, and every acknowledgement of a broadcast that is
+/// not the active one, was collected.
 async fn collected(store: &Store) {
+    const LEFT: &str = "SELECT (SELECT count(*) FROM comments WHERE deleted = 1)
+        + (SELECT count(*) FROM broadcast_acks
+           WHERE broadcast_id IS NOT (SELECT broadcast_id FROM active_broadcast))";
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let left = store
-            .read(|c| {
-                Ok(
-                    c.query_row("SELECT count(*) FROM comments WHERE deleted = 1", [], |r| {
-                        r.get::<_, i64>(0)
-                    })?,
-                )
-            })
+            .read(|c| Ok(c.query_row(LEFT, [], |r| r.get::<_, i64>(0))?))
             .await
             .unwrap();
         if left == 0 {
@@ -283,6 +281,8 @@ async fn a_node_that_was_away_gets_what_changed_and_drops_what_the_peer_pruned()
     let basis = b.snapshot_basis().await.unwrap();
     assert!(basis.since_hlc > 0);
     transfer(&a, &b).await;
+    // b now knows the newer broadcast: it collects the old one's acknowledgements too.
+    collected(&b).await;
     assert_eq!(dump(&b).await, dump(&a).await);
     let comments = b
         .read(|c| state::track_comments(c, "7", 100))

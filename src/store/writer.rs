@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::prune::Pruner;
 use super::retire::{self, LiveOrigins, RetiredOrigins};
 use super::snapshot::{self, SnapshotEnd, SnapshotPart};
-use super::{CommitSink, StoreError, comments, log, materialize};
+use super::{CommitSink, StoreError, broadcasts, comments, log, materialize};
 use crate::event::{Event, EventDraft, Hlc, HybridClock, NodeId, SharedEvent, VersionVector};
 
 /// An appended event and the log position right after it: the cursor that covers it.
@@ -211,8 +211,9 @@ impl WriterThread {
         self.sink.origins_changed(&[], &revived);
     }
 
-    /// Collects deleted comments every live node holds the creation and deletion of, and
-    /// forgets collected ones after [`retire::RETIRED_KEPT`].
+    /// Collects deleted comments every live node holds the creation and deletion of (and
+    /// forgets collected ones after [`retire::RETIRED_KEPT`]), and the acknowledgements and
+    /// broadcasts superseded for good.
     fn collect_tombstones(&mut self) -> Result<(), StoreError> {
         let tx = self.connection.transaction()?;
         let position = &self.position;
@@ -222,14 +223,17 @@ impl WriterThread {
                 .is_ok_and(|origin| position.covers(&origin, seq) && horizon.allows(&origin, seq))
         };
         let collected = comments::collect_tombstones(&tx, held, TOMBSTONES_PER_STEP)?;
+        let superseded =
+            broadcasts::collect_superseded(&tx, held, wall_millis(), TOMBSTONES_PER_STEP)?;
         let kept = Hlc::from_parts(
             wall_millis().saturating_sub(retire::RETIRED_KEPT.as_millis() as u64),
             0,
         );
         comments::forget_collected(&tx, kept.0 as i64)?;
         tx.commit()?;
-        if collected > 0 {
-            metrics::counter!("herald_tombstones_collected_total").increment(collected as u64);
+        if collected + superseded > 0 {
+            metrics::counter!("herald_tombstones_collected_total")
+                .increment((collected + superseded) as u64);
         }
         Ok(())
     }
