@@ -431,3 +431,43 @@ async fn acknowledgements_of_a_superseded_broadcast_go_once_every_peer_holds_its
     assert_eq!(active.id, "new");
     store.close().await;
 }
+
+#[tokio::test]
+async fn past_max_disk_the_oldest_events_go_first_whatever_peers_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let ceiling = 2 * 1024 * 1024;
+    let store = open(
+        dir.path(),
+        RetentionPolicy::new(rule(0, Duration::ZERO), Vec::new(), ceiling),
+    );
+    // No peer holds anything: only the disk ceiling may prune.
+    store.set_prune_horizon(Some({
+        let mut nothing = VersionVector::new();
+        nothing.advance(store.origin(), 1);
+        nothing
+    }));
+    for n in 0..6000 {
+        let channel = if n % 2 == 0 { "even" } else { "odd" };
+        store.append(draft(channel, n, 900)).await.unwrap();
+    }
+    let used = |store: &Store| {
+        let store = store.clone();
+        async move { store.read(prune::used_bytes).await.unwrap() }
+    };
+    wait_for("the log back under max_disk", || async {
+        used(&store).await <= ceiling
+    })
+    .await;
+    // The newest events are the ones kept, on both channels; both channels lost their oldest.
+    let even = retained(&store, "even").await;
+    let odd = retained(&store, "odd").await;
+    assert!(!even.is_empty() && !odd.is_empty());
+    assert!(even.len() + odd.len() < 6000);
+    assert_eq!(even.last().unwrap().1, 5999);
+    assert_eq!(odd.last().unwrap().1, 6000);
+    assert_eq!(
+        lost(&store, &["even", "odd"], &VersionVector::new()).await,
+        vec!["even".to_string(), "odd".to_string()]
+    );
+    store.close().await;
+}
