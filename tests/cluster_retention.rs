@@ -118,13 +118,7 @@ async fn view(cluster: &TestCluster, node: usize) -> Value {
     let comments = cluster.get(node, "/api/tracks/7/comments", &viewer).await;
     let mut histories = BTreeMap::new();
     for channel in CHANNELS {
-        let page = cluster
-            .get(
-                node,
-                &format!("/api/channels/{channel}/history?limit=1000"),
-                API_KEY,
-            )
-            .await;
+        let page = history(cluster, node, channel).await;
         let ids: Vec<Value> = page["events"]
             .as_array()
             .unwrap()
@@ -141,18 +135,23 @@ async fn view(cluster: &TestCluster, node: usize) -> Value {
     })
 }
 
+/// Node `node`'s retained history of `channel`.
+async fn history(cluster: &TestCluster, node: usize, channel: &str) -> Value {
+    cluster
+        .get(
+            node,
+            &format!("/api/channels/{channel}/history?limit=1000"),
+            API_KEY,
+        )
+        .await
+}
+
 /// Waits until every running node's history of every channel is within `size` events.
 async fn wait_pruned(cluster: &TestCluster, size: usize) {
     for node in cluster.running() {
         for channel in CHANNELS {
             wait_until(WAIT, || async {
-                let page = cluster
-                    .get(
-                        node,
-                        &format!("/api/channels/{channel}/history?limit=1000"),
-                        API_KEY,
-                    )
-                    .await;
+                let page = history(cluster, node, channel).await;
                 page["events"].as_array().map(Vec::len).unwrap_or(0) <= size
             })
             .await;

@@ -131,23 +131,27 @@ pub(super) fn apply_acknowledgement(
 
 // ---- reads ----
 
+/// A broadcast from the first seven columns: id, message, message_type, created_by,
+/// created_by_name, created_at, created_ms.
+fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<BroadcastRecord> {
+    Ok(BroadcastRecord {
+        id: row.get(0)?,
+        message: row.get(1)?,
+        message_type: row.get(2)?,
+        created_by: row.get(3)?,
+        created_by_name: row.get(4)?,
+        created_at: row.get(5)?,
+        created_ms: row.get::<_, i64>(6)? as u64,
+    })
+}
+
 pub fn active_broadcast(connection: &Connection) -> Result<Option<BroadcastRecord>, StoreError> {
     let record = connection
         .prepare_cached(
             "SELECT b.id, b.message, b.message_type, b.created_by, b.created_by_name, b.created_at, b.created_ms
              FROM active_broadcast a JOIN broadcasts b ON b.id = a.broadcast_id WHERE a.slot = 0",
         )?
-        .query_row([], |row| {
-            Ok(BroadcastRecord {
-                id: row.get(0)?,
-                message: row.get(1)?,
-                message_type: row.get(2)?,
-                created_by: row.get(3)?,
-                created_by_name: row.get(4)?,
-                created_at: row.get(5)?,
-                created_ms: row.get::<_, i64>(6)? as u64,
-            })
-        })
+        .query_row([], read_record)
         .optional()?;
     Ok(record)
 }
@@ -232,15 +236,7 @@ pub(super) fn rows_since(
         rusqlite::params![since_hlc, after_id, limit as i64],
         |row| {
             Ok(BroadcastRow {
-                record: BroadcastRecord {
-                    id: row.get(0)?,
-                    message: row.get(1)?,
-                    message_type: row.get(2)?,
-                    created_by: row.get(3)?,
-                    created_by_name: row.get(4)?,
-                    created_at: row.get(5)?,
-                    created_ms: row.get::<_, i64>(6)? as u64,
-                },
+                record: read_record(row)?,
                 hlc: row.get(7)?,
                 origin: row.get(8)?,
             })
