@@ -51,10 +51,17 @@ async fn start_mesh(
         cluster_id: config.cluster_id.clone(),
         generation,
         gossip_addr,
+        gossip_advertise_addr: config.advertise.gossip.unwrap_or(gossip_addr),
         seeds: config.seeds.clone(),
         initial_keys: vec![
-            (keys::MESH_ADDR.to_string(), mesh_addr.to_string()),
-            (keys::HTTP_ADDR.to_string(), http_addr.to_string()),
+            (
+                keys::MESH_ADDR.to_string(),
+                config.advertise.mesh.unwrap_or(mesh_addr).to_string(),
+            ),
+            (
+                keys::HTTP_ADDR.to_string(),
+                config.advertise.http.unwrap_or(http_addr).to_string(),
+            ),
             (
                 keys::VERSION.to_string(),
                 env!("CARGO_PKG_VERSION").to_string(),
@@ -83,7 +90,7 @@ fn start_redis(
         url,
         cluster_id: config.cluster_id.clone(),
         node_id: config.node_id.clone(),
-        http_addr,
+        http_addr: config.advertise.http.unwrap_or(http_addr),
         snapshot_token: crate::backplane::peer_snapshot::snapshot_token(
             &config.cluster_secret,
             &config.cluster_id,

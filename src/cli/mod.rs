@@ -1,4 +1,5 @@
-//! The command line: `herald serve`, `herald token`, `herald publish`, `herald bench`.
+//! The command line: `herald serve`, `herald cluster`, `herald token`, `herald secret`,
+//! `herald publish`, `herald bench`.
 //!
 //! Each subcommand is a small module; errors reach the user as one line on stderr and a
 //! non-zero exit code.
@@ -6,6 +7,7 @@
 pub mod bench;
 mod cluster;
 mod publish;
+mod secret;
 mod serve;
 mod token;
 
@@ -33,6 +35,8 @@ pub enum Command {
     Cluster(cluster::ClusterCommand),
     /// Mint a user token signed with HERALD_JWT_SECRET.
     Token(token::TokenArgs),
+    /// Print a fresh random secret (for HERALD_CLUSTER_SECRET, HERALD_JWT_SECRET, HERALD_API_KEY).
+    Secret,
     /// Publish one event through a node's HTTP API.
     Publish(publish::PublishArgs),
     /// Load a node (or start its own) and report latency, throughput, CPU and correctness.
@@ -54,6 +58,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Cluster(command) => cluster::run(command).await,
             Command::Token(args) => token::run(args),
+            Command::Secret => secret::run(),
             Command::Publish(args) => publish::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

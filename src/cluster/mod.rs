@@ -46,7 +46,10 @@ pub struct SelfDescription {
     pub node_id: NodeId,
     pub cluster_id: String,
     pub generation: u64,
+    /// Where gossip listens.
     pub gossip_addr: SocketAddr,
+    /// Where peers send gossip to (the listen address unless advertised otherwise).
+    pub gossip_advertise_addr: SocketAddr,
     pub seeds: Vec<String>,
     pub initial_keys: Vec<(String, String)>,
 }
@@ -64,7 +67,7 @@ impl Cluster {
         let self_id = ChitchatId::new(
             description.node_id.as_str().to_string(),
             description.generation,
-            description.gossip_addr,
+            description.gossip_advertise_addr,
         );
         let failure_detector_config = FailureDetectorConfig {
             phi_threshold: PHI_THRESHOLD,

@@ -6,6 +6,7 @@
 //! line. The node id is taken from the configuration or generated once and kept in the data
 //! directory (`<data>/node_id`), which is then bound to that node for good.
 
+mod exposure;
 mod file;
 mod history;
 mod resolve;
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use exposure::MIN_CLUSTER_SECRET_LEN;
 pub use file::{FileConfig, NodeEntry};
 pub use resolve::{ServeArgs, resolve};
 
@@ -57,6 +59,15 @@ pub enum BackplaneKind {
     Local,
 }
 
+/// Advertised addresses: what gossip and the registry tell others, where the node listens on
+/// an address nobody can dial (0.0.0.0, [::]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Advertised {
+    pub http: Option<SocketAddr>,
+    pub gossip: Option<SocketAddr>,
+    pub mesh: Option<SocketAddr>,
+}
+
 /// Bounds and timings of client connections.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -95,6 +106,8 @@ pub struct Config {
     pub http: SocketAddr,
     pub gossip: SocketAddr,
     pub mesh: SocketAddr,
+    /// What this node tells others to reach it at (default: the listen address).
+    pub advertise: Advertised,
     pub seeds: Vec<String>,
     pub data_dir: PathBuf,
     pub backplane: BackplaneKind,
@@ -121,6 +134,7 @@ impl Config {
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             gossip: SocketAddr::from(([127, 0, 0, 1], 0)),
             mesh: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: Advertised::default(),
             seeds: Vec::new(),
             data_dir: data_dir.into(),
             backplane: BackplaneKind::Local,

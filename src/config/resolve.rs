@@ -58,6 +58,16 @@ pub struct ServeArgs {
     /// Commit durability: full (fsync every commit) or normal.
     #[arg(long, env = "HERALD_STORE_SYNC", value_enum)]
     pub store_sync: Option<SyncMode>,
+    /// The HTTP address clients and peers reach this node at (required when --http listens
+    /// on 0.0.0.0 or [::] in a cluster).
+    #[arg(long, env = "HERALD_ADVERTISE_HTTP")]
+    pub advertise_http: Option<String>,
+    /// The gossip address peers reach this node at (required when --gossip is unspecified).
+    #[arg(long, env = "HERALD_ADVERTISE_GOSSIP")]
+    pub advertise_gossip: Option<String>,
+    /// The mesh address peers reach this node at (required when --mesh is unspecified).
+    #[arg(long, env = "HERALD_ADVERTISE_MESH")]
+    pub advertise_mesh: Option<String>,
     /// Events kept per channel (0: all).
     #[arg(long, env = "HERALD_HISTORY_SIZE")]
     pub history_size: Option<u64>,
@@ -164,7 +174,22 @@ pub fn resolve(
         }
         Ok(value)
     };
-    Ok(Config {
+    let advertised = |key: &'static str, flag: &Option<String>, entry: &Option<String>| {
+        flag.as_deref()
+            .or(entry.as_deref())
+            .map(|text| address(key, Some(text), text))
+            .transpose()
+    };
+    let advertise = super::Advertised {
+        http: advertised("advertise_http", &args.advertise_http, &node.advertise_http)?,
+        gossip: advertised(
+            "advertise_gossip",
+            &args.advertise_gossip,
+            &node.advertise_gossip,
+        )?,
+        mesh: advertised("advertise_mesh", &args.advertise_mesh, &node.advertise_mesh)?,
+    };
+    let config = Config {
         http: address(
             "http",
             args.http.as_deref().or(node.http.as_deref()),
@@ -180,6 +205,7 @@ pub fn resolve(
             args.mesh.as_deref().or(node.mesh.as_deref()),
             DEFAULT_MESH,
         )?,
+        advertise,
         node_id,
         cluster_id,
         seeds,
@@ -207,7 +233,9 @@ pub fn resolve(
         limits,
         history,
         shutdown_grace: std::time::Duration::from_secs(10),
-    })
+    };
+    super::exposure::check(&config)?;
+    Ok(config)
 }
 
 fn resolve_limits(file: &FileConfig, args: &ServeArgs) -> Result<Limits, ConfigError> {
