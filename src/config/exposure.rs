@@ -6,7 +6,7 @@
 //! - **Cluster secret strength**: off loopback, the cluster secret (which keys the mesh's TLS,
 //!   and the token peers take snapshots with) must have at least 32 characters, about 128 bits
 //!   when random; `herald secret` prints one.
-//! - **Advertised addresses**: a clustered node listening on 0.0.0.0 or [::] must say which
+//! - **Advertised addresses**: a clustered node listening on `0.0.0.0` or `[::]` must say which
 //!   address peers reach it at (`--advertise-http`, `--advertise-gossip`, `--advertise-mesh`)
 //!   rather than gossip one nobody can dial.
 

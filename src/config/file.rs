@@ -87,7 +87,7 @@ pub struct NodeEntry {
     pub http: Option<String>,
     pub gossip: Option<String>,
     pub mesh: Option<String>,
-    /// Addresses peers and clients reach this node at, when it listens on 0.0.0.0 or [::].
+    /// Addresses peers and clients reach this node at, when it listens on `0.0.0.0` or `[::]`.
     pub advertise_http: Option<String>,
     pub advertise_gossip: Option<String>,
     pub advertise_mesh: Option<String>,

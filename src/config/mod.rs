@@ -60,7 +60,7 @@ pub enum BackplaneKind {
 }
 
 /// Advertised addresses: what gossip and the registry tell others, where the node listens on
-/// an address nobody can dial (0.0.0.0, [::]).
+/// an address nobody can dial (`0.0.0.0`, `[::]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Advertised {
     pub http: Option<SocketAddr>,

@@ -59,7 +59,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_STORE_SYNC", value_enum)]
     pub store_sync: Option<SyncMode>,
     /// The HTTP address clients and peers reach this node at (required when --http listens
-    /// on 0.0.0.0 or [::] in a cluster).
+    /// on `0.0.0.0` or `[::]` in a cluster).
     #[arg(long, env = "HERALD_ADVERTISE_HTTP")]
     pub advertise_http: Option<String>,
     /// The gossip address peers reach this node at (required when --gossip is unspecified).
