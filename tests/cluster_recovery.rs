@@ -133,10 +133,26 @@ async fn replication_two_on_a_lone_node_degrades_and_says_so() {
 async fn a_graceful_leave_is_seen_as_left_without_waiting_for_the_failure_detector() {
     let mut cluster = TestCluster::start(2).await;
     cluster.wait_linked(0, 1, WAIT).await;
+    let token = cluster.token("leaver", &[]);
+    let mut socket = cluster_support::client::open(&cluster, 1, "/ws?channel=feed", &token).await;
     let (status, _) = cluster
         .post(1, "/api/cluster/leave", API_KEY, json!({}))
         .await;
     assert_eq!(status, 202);
+    // Its clients are told to reconnect elsewhere: 1012, service restart.
+    let code = loop {
+        let message = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut socket))
+            .await
+            .expect("a close within the wait");
+        match message {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                break frame.map(|f| u16::from(f.code));
+            }
+            Some(Ok(_)) => continue,
+            _ => break None,
+        }
+    };
+    assert_eq!(code, Some(1012));
     wait_until(WAIT, || async {
         let view = cluster.cluster_view(0).await;
         view["members"]

@@ -263,6 +263,15 @@ async fn close_for(sink: &mut Sink, reason: CloseReason) {
             )
             .await;
         }
+        CloseReason::Leaving => {
+            send_close(
+                sink,
+                close_code::SERVICE_RESTART,
+                "node leaving the cluster: reconnect elsewhere with your cursor",
+                CLOSE_TIMEOUT,
+            )
+            .await;
+        }
         CloseReason::Resync => {
             send_close(
                 sink,
