@@ -250,3 +250,37 @@ mod tests {
         assert_eq!(version as usize, MIGRATIONS.len());
     }
 }
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+
+    #[test]
+    fn a_database_made_before_retention_is_rewritten_once_to_release_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // As herald made them before: WAL mode, no auto_vacuum, schema version 3.
+            let mut connection = Connection::open(&path).unwrap();
+            connection
+                .pragma_update(None, "journal_mode", "WAL")
+                .unwrap();
+            let tx = connection.transaction().unwrap();
+            for migration in &MIGRATIONS[..3] {
+                tx.execute_batch(migration).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.commit().unwrap();
+        }
+        let mode = |connection: &Connection| -> i64 {
+            connection
+                .pragma_query_value(None, "auto_vacuum", |row| row.get(0))
+                .unwrap()
+        };
+        let upgraded = open_writer(&path, SyncMode::Normal).unwrap();
+        assert_eq!(mode(&upgraded), INCREMENTAL);
+        drop(upgraded);
+        let again = open_writer(&path, SyncMode::Normal).unwrap();
+        assert_eq!(mode(&again), INCREMENTAL);
+    }
+}
