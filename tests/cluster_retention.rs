@@ -7,9 +7,9 @@
 mod cluster_support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cluster_support::{API_KEY, NodeSpec, TestCluster, wait_until};
+use cluster_support::{API_KEY, NodeSpec, TestCluster, holds_for, wait_until, wait_until_every};
 use herald::auth::Role;
 use serde_json::{Value, json};
 
@@ -159,23 +159,18 @@ async fn wait_pruned(cluster: &TestCluster, size: usize) {
     }
 }
 
-/// Waits until every running node shows what node `reference` shows.
+/// Waits until every running node shows what node `reference` shows; answers it.
 async fn wait_same_view(cluster: &TestCluster, reference: usize) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    wait_until(WAIT, || async {
         let wanted = view(cluster, reference).await;
         let mut same = true;
         for node in cluster.running() {
-            if view(cluster, node).await != wanted {
-                same = false;
-            }
+            same &= view(cluster, node).await == wanted;
         }
-        if same {
-            return wanted;
-        }
-        assert!(Instant::now() < deadline, "views differ");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        same
+    })
+    .await;
+    view(cluster, reference).await
 }
 
 /// For three seconds, `node` asks no peer for anything.
@@ -183,14 +178,13 @@ async fn assert_stops_pulling(cluster: &TestCluster, node: usize) {
     let pulls = cluster
         .metric(node, "herald_mesh_pulls_requested_total")
         .await;
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        let now = cluster
+    holds_for(Duration::from_secs(3), "no pulls", || async {
+        cluster
             .metric(node, "herald_mesh_pulls_requested_total")
-            .await;
-        assert_eq!(now, pulls, "node {node} keeps pulling");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .await
+            == pulls
+    })
+    .await;
 }
 
 fn check_view(view: &Value, broadcast_id: &str) {
@@ -328,17 +322,13 @@ async fn a_node_killed_in_the_middle_of_its_snapshot_finishes_it_after_a_restart
 
     let joined = cluster.add_node(retention.clone());
     // Kill it -9 once it has merged part of its snapshot and before it has the end.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let merged = cluster
+    wait_until_every(WAIT, Duration::from_millis(5), || async {
+        cluster
             .metric(joined, "herald_snapshot_parts_merged_total")
-            .await;
-        if merged >= 1.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no snapshot part merged");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+            .await
+            >= 1.0
+    })
+    .await;
     let finished = cluster
         .metric(joined, "herald_snapshots_received_total")
         .await;

@@ -403,7 +403,17 @@ fn unsafe_sigterm(pid: u32) {
 }
 
 /// Polls `condition` every 50 ms until it holds, failing the test after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F)
+pub async fn wait_until<F, Fut>(timeout: Duration, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_until_every(timeout, Duration::from_millis(50), condition).await;
+}
+
+/// Polls `condition` every `every` until it holds, failing the test after `timeout`: for a
+/// condition that must be caught within a short window.
+pub async fn wait_until_every<F, Fut>(timeout: Duration, every: Duration, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -414,6 +424,23 @@ where
             Instant::now() < deadline,
             "condition not met within {timeout:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Asserts that `condition` holds at every look (every 100 ms) for `window`: a property over
+/// time, such as "nothing more is pulled".
+pub async fn holds_for<F, Fut>(window: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        assert!(
+            condition().await,
+            "{what} stopped holding within {window:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
