@@ -48,11 +48,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
     spawned.stop().await;
     let report = outcome?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_report(&report);
-    }
+    super::print_json_or(args.json, &report, print_report);
     Ok(())
 }
 

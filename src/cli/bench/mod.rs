@@ -216,6 +216,19 @@ async fn external_nodes(args: &BenchArgs) -> anyhow::Result<Vec<Node>> {
     Ok(nodes)
 }
 
+/// Prints a report of the scenarios that spawn their own nodes: JSON with `--json`, else
+/// `human`.
+fn print_json_or(json: bool, report: &serde_json::Value, human: impl Fn(&serde_json::Value)) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
+    } else {
+        human(report);
+    }
+}
+
 fn secret(env: &str, default: &str) -> String {
     super::env_secret(env).unwrap_or_else(|| default.to_string())
 }

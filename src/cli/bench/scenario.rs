@@ -8,12 +8,9 @@
 //! | `durable` | 1, on every channel | 16 | as fast as acknowledged | 128 | 20k/s per node |
 //! | `idle` | 15,000 per node | 1 | none (held 5 s) | 0 | < 16 KiB resident each |
 //!
-//! `catchup` (a node restarted after missing 100k events) needs a cluster and is not here yet.
-//! When nodes can be joined, `--spawn N` starts them as one cluster and routes
-//! [`Routing::Cluster`]; `fanout` and `rooms` then measure cross-node delivery unchanged (clients
-//! and publishers already go round-robin over the nodes), and `catchup` fits the same shape:
-//! stop one spawned node, publish 100k events, restart it, and time until its version vector
-//! (`/api/cluster`) matches the others.
+//! `failover`, `catchup` (`cluster_timings.rs`) and `retention` (`retention.rs`) spawn their own
+//! nodes and measure outside any plan; `--spawn N --cluster` starts N nodes as one cluster and
+//! routes [`Routing::Cluster`], so `fanout` and `rooms` measure cross-node delivery.
 //!
 //! Routing: in a cluster every node delivers every channel, so clients go round-robin over the
 //! nodes and so do publishers ([`Routing::Cluster`]). Independent nodes (what `--spawn` starts
