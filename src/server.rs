@@ -68,7 +68,12 @@ async fn start_mesh(
             ),
         ],
     };
-    let cluster = Cluster::join(description)
+    let transport = crate::cluster::sealed_transport::SealedUdpTransport::new(
+        &config.cluster_secret,
+        &config.cluster_id,
+        config.max_clock_drift,
+    );
+    let cluster = Cluster::join(description, &transport)
         .await
         .map_err(|e| ServerError::Cluster(e.to_string()))?;
     tracing::info!(node_id = %config.node_id, mesh = %mesh_addr, gossip = %gossip_addr, seeds = ?config.seeds, "joined gossip");

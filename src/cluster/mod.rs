@@ -6,17 +6,19 @@
 //! live or dead, refreshed a few times a second and published on a watch channel. Changes
 //! (added, updated, removed) are derived from successive views.
 //!
-//! Gossip carries no authority: a node that gossips but cannot prove the cluster secret on the
-//! mesh is listed, but no event is ever exchanged with it.
+//! Every gossip datagram is sealed with a key derived from the cluster secret
+//! ([`sealed_transport`], [`seal`]): a node with another secret is never a member, and forged,
+//! corrupted or replayed datagrams are dropped and counted before chitchat sees them.
 
 pub mod keys;
 mod member;
+pub mod seal;
+pub mod sealed_transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitchat::transport::UdpTransport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, spawn_chitchat};
 use tokio::sync::watch;
 
@@ -63,7 +65,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub async fn join(description: SelfDescription) -> Result<Arc<Self>, ClusterError> {
+    /// Starts gossip on `transport` (a [`sealed_transport::SealedUdpTransport`] in a node).
+    pub async fn join(
+        description: SelfDescription,
+        transport: &dyn chitchat::transport::Transport,
+    ) -> Result<Arc<Self>, ClusterError> {
         let self_id = ChitchatId::new(
             description.node_id.as_str().to_string(),
             description.generation,
@@ -88,7 +94,7 @@ impl Cluster {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V0,
         };
-        let handle = spawn_chitchat(config, description.initial_keys.clone(), &UdpTransport)
+        let handle = spawn_chitchat(config, description.initial_keys.clone(), transport)
             .await
             .map_err(|e| ClusterError::Gossip(format!("{e:#}")))?;
         let (publish, members) = watch::channel(Arc::new(Vec::new()));

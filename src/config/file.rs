@@ -19,6 +19,8 @@ pub struct FileConfig {
     pub jwt_secret: Option<String>,
     pub api_key: Option<String>,
     pub cluster_secret: Option<String>,
+    /// For example `"1m"`.
+    pub max_clock_drift: Option<String>,
     #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]

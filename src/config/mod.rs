@@ -26,6 +26,8 @@ use crate::store::{RetentionPolicy, SyncMode};
 pub const DEV_JWT_SECRET: &str = "herald-dev-jwt-secret-change-me";
 pub const DEV_API_KEY: &str = "herald-dev-api-key-change-me";
 pub const DEV_CLUSTER_SECRET: &str = "herald-dev-cluster-secret-change-me";
+/// How far another node's clock may be from this one's, unless configured.
+pub const DEFAULT_MAX_CLOCK_DRIFT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -120,6 +122,9 @@ pub struct Config {
     pub limits: Limits,
     /// What the log keeps (`[history]`).
     pub history: RetentionPolicy,
+    /// How far another node's clock may be from this one's: gossip sealed further from the
+    /// local clock is refused, and so are peers' events stamped further ahead.
+    pub max_clock_drift: Duration,
     /// How long a graceful shutdown waits for clients and the store.
     pub shutdown_grace: Duration,
 }
@@ -146,6 +151,7 @@ impl Config {
             store_sync: SyncMode::Normal,
             limits: Limits::default(),
             history: RetentionPolicy::default(),
+            max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
             shutdown_grace: Duration::from_secs(5),
         }
     }

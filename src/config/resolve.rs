@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Ceiling for the log on disk, for example 8GiB (0: none); oldest events go first.
     #[arg(long, env = "HERALD_HISTORY_MAX_DISK")]
     pub history_max_disk: Option<String>,
+    /// How far another node's clock may be from this one's (gossip datagrams and peers'
+    /// timestamps beyond it are refused), for example 1m.
+    #[arg(long, env = "HERALD_MAX_CLOCK_DRIFT")]
+    pub max_clock_drift: Option<String>,
 }
 
 impl clap::ValueEnum for SyncMode {
@@ -135,6 +139,21 @@ pub fn resolve(
 
     let limits = resolve_limits(&file, args)?;
     let history = super::history::resolve_history(&file.history, args)?;
+    let max_clock_drift = match args
+        .max_clock_drift
+        .as_deref()
+        .or(file.max_clock_drift.as_deref())
+    {
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| ConfigError::invalid("max_clock_drift", format!("{text:?}: {e}")))?,
+        None => super::DEFAULT_MAX_CLOCK_DRIFT,
+    };
+    if max_clock_drift < std::time::Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "max_clock_drift",
+            "must be at least 1s",
+        ));
+    }
     let replication = args.replication.or(file.replication).unwrap_or(1);
     if !(1..=2).contains(&replication) {
         return Err(ConfigError::invalid("replication", "must be 1 or 2"));
@@ -232,6 +251,7 @@ pub fn resolve(
             .unwrap_or(SyncMode::Full),
         limits,
         history,
+        max_clock_drift,
         shutdown_grace: std::time::Duration::from_secs(10),
     };
     super::exposure::check(&config)?;
