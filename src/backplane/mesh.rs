@@ -14,6 +14,9 @@
 //! - Retention: every tick the store learns what every linked peer holds (the pointwise
 //!   minimum of their positions), and prunes nothing above it but to stay under `max_disk`.
 //! - Dialing: for each live member the node with the lower id dials; one link per pair.
+//! - Links end on authenticated facts: the QUIC connection failing, or gossip saying the peer
+//!   is gone while its link has been silent for `SILENT_LINK`; gossip alone never closes a
+//!   link that still hears its peer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +42,9 @@ const PULL_PAGE: usize = 2_000;
 const PULL_STALE: Duration = Duration::from_secs(2);
 /// Pulls served at once.
 const PULLS_SERVED_AT_ONCE: usize = 4;
+/// How long a link must have heard nothing before gossip's word that its peer is gone closes
+/// it: twice the keep-alive, during which a live peer also sends several positions.
+const SILENT_LINK: Duration = Duration::from_secs(1);
 /// Most event frames stored in one transaction.
 const INGEST_BATCH_FRAMES: usize = 64;
 
@@ -117,7 +123,15 @@ impl MeshBackplane {
                         tracing::debug!(peer = %member.node_id, generation = member.generation, state = ?member.state, "member updated");
                         if member.state != MemberState::Alive {
                             if let Ok(peer) = NodeId::new(&member.node_id) {
-                                self.mesh.drop_link(&peer, "gossip says the peer is gone");
+                                let mesh = Arc::clone(&self.mesh);
+                                tokio::spawn(async move {
+                                    mesh.drop_link_if_silent(
+                                        &peer,
+                                        SILENT_LINK,
+                                        "gossip says the peer is gone and its link is silent",
+                                    )
+                                    .await
+                                });
                             }
                         }
                     }

@@ -48,6 +48,11 @@ pub(super) fn build_view(chitchat: &Chitchat, self_id: &ChitchatId) -> Vec<Membe
     let live: Vec<&ChitchatId> = chitchat.live_nodes().collect();
     let mut newest: BTreeMap<&str, Member> = BTreeMap::new();
     for (id, node_state) in chitchat.node_states() {
+        if id.node_id == self_id.node_id && id != self_id {
+            // A node is the only authority on itself: another generation of its id, whoever
+            // gossips it, never replaces its own row.
+            continue;
+        }
         let state = if live.contains(&id) {
             if node_state.get(keys::LEAVING).is_some() {
                 MemberState::Left

@@ -364,17 +364,11 @@ mod tests {
         let datagrams: Vec<Vec<u8>> = (0..200).map(|_| sealed(&mut sealer, b"d")).collect();
         assert!(open(&mut opener, &datagrams[150]).is_ok());
         assert!(open(&mut opener, &datagrams[100]).is_ok());
-        assert_eq!(
-            open(&mut opener, &datagrams[100]),
-            Err(Rejection::Replayed)
-        );
+        assert_eq!(open(&mut opener, &datagrams[100]), Err(Rejection::Replayed));
         // 140 behind the highest: outside the window, refused even if never seen.
         assert_eq!(open(&mut opener, &datagrams[10]), Err(Rejection::Replayed));
         assert!(open(&mut opener, &datagrams[199]).is_ok());
-        assert_eq!(
-            open(&mut opener, &datagrams[150]),
-            Err(Rejection::Replayed)
-        );
+        assert_eq!(open(&mut opener, &datagrams[150]), Err(Rejection::Replayed));
     }
 
     #[test]
@@ -399,9 +393,11 @@ mod tests {
         let wall_later = wall + DRIFT * 4;
         let mut much_later = Vec::new();
         third.seal_at(b"f", unix_ms(wall_later), &mut much_later);
-        assert!(opener
-            .open_at(&mut much_later, wall_later, start + DRIFT * 4)
-            .is_ok());
+        assert!(
+            opener
+                .open_at(&mut much_later, wall_later, start + DRIFT * 4)
+                .is_ok()
+        );
         assert_eq!(opener.sessions(), 1, "quiet sessions are forgotten");
         // The first session's datagram is now refused by the clock instead.
         let mut replay = datagram.clone();

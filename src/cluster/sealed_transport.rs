@@ -12,10 +12,11 @@
 //!   another local process is told apart by its length and dropped; the boundary this
 //!   transport defends is the network, not the host.
 //!
-//! `recv` is cancelled by chitchat's loop at every gossip tick, so the one datagram handed to
-//! `codec` and not yet read back is remembered in `self` and read first on the next call.
-//! A datagram that opens but that `codec` cannot decode (only a holder of the secret can send
-//! one) is given up after [`DECODE_WAIT`] and counted.
+//! `recv` is cancelled by chitchat's loop at every gossip tick, so what was handed to `codec`
+//! and not yet read back is remembered in `self`, and nothing between handing over and
+//! remembering awaits. Each datagram that opens is followed into `codec` by a sentinel (a
+//! message of chitchat's own encoding, made at start): when the sentinel comes out first, the
+//! datagram was not a gossip message (only a holder of the secret can send one) and is counted.
 //!
 //! Everything refused is counted in `herald_gossip_rejected_total{reason}` and logged at most
 //! once per [`REJECT_LOG_EVERY`], with the number suppressed since.
@@ -25,16 +26,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use chitchat::ChitchatEnvelope;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket};
+use chitchat::{ChitchatEnvelope, ChitchatMessage, ProtocolVersion};
 
 use super::seal::{GossipKey, OVERHEAD, Opener, Rejection, Sealer};
 
 /// The largest UDP payload over IPv4.
 const MAX_DATAGRAM: usize = 65_507;
-/// How long a datagram handed to the codec may take to come back decoded (loopback delivery
-/// is immediate; only an undecodable one takes this long).
-pub const DECODE_WAIT: Duration = Duration::from_millis(100);
 pub const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Opens sealed gossip sockets keyed from the cluster secret.
@@ -70,6 +68,11 @@ impl Transport for SealedUdpTransport {
             .await
             .context("failed to connect the gossip relay")?;
         let relay_addr = relay.local_addr()?;
+        let mut codec = codec;
+        let mut buf = vec![0; MAX_DATAGRAM + 1];
+        codec.send(relay_addr, sentinel()).await?;
+        let len = relay.recv(&mut buf).await.context("gossip relay recv")?;
+        let sentinel_bytes = buf[..len].to_vec();
         Ok(Box::new(SealedSocket {
             public,
             codec,
@@ -78,20 +81,30 @@ impl Transport for SealedUdpTransport {
             sealer: Sealer::new(&self.key),
             opener: Opener::new(self.key.clone(), self.max_drift),
             handed_to_codec: None,
-            buf: vec![0; MAX_DATAGRAM + 1],
+            sentinel: sentinel_bytes,
+            buf,
             sealed: Vec::with_capacity(MAX_DATAGRAM),
             rejections: RejectLog::default(),
         }))
     }
 }
 
-/// A datagram given to the codec and not yet read back from it.
+/// The message `codec` is given after each datagram, to tell when it dropped one.
+fn sentinel() -> ChitchatEnvelope {
+    ChitchatEnvelope {
+        version: ProtocolVersion::V0,
+        message: ChitchatMessage::BadCluster,
+    }
+}
+
+/// A datagram given to the codec, followed by the sentinel, and what is still to come back.
 #[derive(Clone, Copy)]
 struct HandedToCodec {
     from: SocketAddr,
     plaintext_len: usize,
     sealed_len: usize,
-    at: Instant,
+    /// The datagram came back; only the sentinel is still due.
+    delivered: bool,
 }
 
 struct SealedSocket {
@@ -102,6 +115,8 @@ struct SealedSocket {
     sealer: Sealer,
     opener: Opener,
     handed_to_codec: Option<HandedToCodec>,
+    /// The sentinel, as `codec` encodes it.
+    sentinel: Vec<u8>,
     buf: Vec<u8>,
     sealed: Vec<u8>,
     rejections: RejectLog,
@@ -150,27 +165,33 @@ impl Socket for SealedSocket {
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
         loop {
             if let Some(handed) = self.handed_to_codec {
-                let left = DECODE_WAIT.saturating_sub(handed.at.elapsed());
-                match tokio::time::timeout(left, self.codec.recv()).await {
-                    Ok(outcome) => {
-                        let outcome = outcome?;
-                        if outcome.num_bytes_received != handed.plaintext_len {
-                            // Not the datagram handed over: something else on the host.
-                            self.reject(outcome.from_addr, Rejection::Unauthenticated);
-                            continue;
-                        }
+                let outcome = self.codec.recv().await?;
+                let is_sentinel = outcome.envelope == sentinel();
+                if handed.delivered {
+                    if is_sentinel {
                         self.handed_to_codec = None;
-                        return Ok(RecvOutcome {
-                            from_addr: handed.from,
-                            envelope: outcome.envelope,
-                            num_bytes_received: handed.sealed_len,
-                        });
                     }
-                    Err(_) => {
-                        self.handed_to_codec = None;
-                        self.reject(handed.from, Rejection::Undecodable);
-                    }
+                    continue;
                 }
+                if is_sentinel {
+                    self.handed_to_codec = None;
+                    self.reject(handed.from, Rejection::Undecodable);
+                    continue;
+                }
+                if outcome.num_bytes_received != handed.plaintext_len {
+                    // Not the datagram handed over: something else on this host sent it.
+                    self.reject(outcome.from_addr, Rejection::Unauthenticated);
+                    continue;
+                }
+                self.handed_to_codec = Some(HandedToCodec {
+                    delivered: true,
+                    ..handed
+                });
+                return Ok(RecvOutcome {
+                    from_addr: handed.from,
+                    envelope: outcome.envelope,
+                    num_bytes_received: handed.sealed_len,
+                });
             }
             let (len, from) = match self.public.recv_from(&mut self.buf).await {
                 Ok(received) => received,
@@ -188,17 +209,34 @@ impl Socket for SealedSocket {
                     continue;
                 }
             };
-            let plaintext_len = plaintext.len();
-            self.relay
-                .send(&self.buf[plaintext])
-                .await
-                .context("gossip relay send")?;
-            self.handed_to_codec = Some(HandedToCodec {
-                from,
-                plaintext_len,
-                sealed_len: len,
-                at: Instant::now(),
-            });
+            if self.buf[plaintext.clone()] == self.sentinel[..] {
+                // A peer's genuine copy of the sentinel's message: no need for the codec.
+                return Ok(RecvOutcome {
+                    from_addr: from,
+                    envelope: sentinel(),
+                    num_bytes_received: len,
+                });
+            }
+            // Handed over without awaiting, so a cancelled `recv` never loses track of it.
+            let handed = self
+                .relay
+                .try_send(&self.buf[plaintext.clone()])
+                .and_then(|_| self.relay.try_send(&self.sentinel));
+            match handed {
+                Ok(_) => {
+                    self.handed_to_codec = Some(HandedToCodec {
+                        from,
+                        plaintext_len: plaintext.len(),
+                        sealed_len: len,
+                        delivered: false,
+                    });
+                }
+                Err(error) => {
+                    // Loopback full: dropped like any datagram a busy socket cannot take.
+                    tracing::debug!(%error, "gossip relay busy; datagram dropped");
+                    metrics::counter!("herald_gossip_relay_dropped_total").increment(1);
+                }
+            }
         }
     }
 }
@@ -237,5 +275,79 @@ impl RejectLog {
             "gossip datagram refused (wrong cluster secret, forged, corrupted or replayed)");
         self.last = Some(Instant::now());
         self.suppressed = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "a-cluster-secret-of-enough-length!";
+
+    fn message() -> ChitchatEnvelope {
+        ChitchatEnvelope {
+            version: ProtocolVersion::V1,
+            message: ChitchatMessage::BadCluster,
+        }
+    }
+
+    async fn socket() -> Box<dyn Socket> {
+        SealedUdpTransport::new(SECRET, "c1", Duration::from_secs(60))
+            .open(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .expect("opens")
+    }
+
+    #[tokio::test]
+    async fn messages_cross_sealed_and_arrive_from_their_sender() {
+        let (mut a, mut b) = (socket().await, socket().await);
+        let b_addr = b.local_addr().unwrap();
+        let sent = a.send(b_addr, message()).await.unwrap();
+        assert!(sent.num_bytes_sent > OVERHEAD);
+        let received = b.recv().await.unwrap();
+        assert_eq!(received.envelope, message());
+        assert_eq!(received.from_addr, a.local_addr().unwrap());
+        // The sentinel's own message is carried too.
+        a.send(b_addr, sentinel()).await.unwrap();
+        assert_eq!(b.recv().await.unwrap().envelope, sentinel());
+    }
+
+    #[tokio::test]
+    async fn an_authentic_datagram_that_is_not_gossip_is_skipped_without_losing_track() {
+        let (mut a, mut b) = (socket().await, socket().await);
+        let b_addr = b.local_addr().unwrap();
+        // A holder of the secret sends sealed garbage, then a real message follows from `a`.
+        let raw = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut sealer = Sealer::new(&GossipKey::derive(SECRET, "c1"));
+        let mut garbage = Vec::new();
+        sealer.seal(b"not a chitchat message", &mut garbage);
+        raw.send_to(&garbage, b_addr).await.unwrap();
+        a.send(b_addr, message()).await.unwrap();
+        let received = tokio::time::timeout(Duration::from_secs(5), b.recv())
+            .await
+            .expect("the real message arrives")
+            .unwrap();
+        assert_eq!(received.envelope, message());
+        assert_eq!(received.from_addr, a.local_addr().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_recv_loses_nothing() {
+        let (mut a, mut b) = (socket().await, socket().await);
+        let b_addr = b.local_addr().unwrap();
+        for _ in 0..3 {
+            a.send(b_addr, message()).await.unwrap();
+        }
+        let mut received = 0;
+        while received < 3 {
+            // Polled once and dropped, as chitchat's loop does at every tick.
+            let once = futures_util::FutureExt::now_or_never(b.recv());
+            if let Some(outcome) = once {
+                assert_eq!(outcome.unwrap().from_addr, a.local_addr().unwrap());
+                received += 1;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
     }
 }

@@ -42,6 +42,11 @@ impl Link {
         self.connection.stable_id()
     }
 
+    /// UDP datagrams received on this link's connection so far.
+    pub(super) fn datagrams_received(&self) -> u64 {
+        self.connection.stats().udp_rx.datagrams
+    }
+
     pub(super) fn remote_addr(&self) -> SocketAddr {
         self.connection.remote_address()
     }

@@ -228,7 +228,31 @@ impl Mesh {
         }
     }
 
-    /// Closes the link to `peer`, if any (gossip says it is dead or has left).
+    /// Closes the link to `peer` if nothing arrived on it for `window`. Gossip saying a peer
+    /// is dead or gone is a reason to look, not proof: a link that still hears its peer (every
+    /// live peer sends keep-alives and positions) stays up. Answers whether it was closed.
+    pub async fn drop_link_if_silent(&self, peer: &NodeId, window: Duration, reason: &str) -> bool {
+        let heard = |links: &HashMap<NodeId, Link>| {
+            links
+                .get(peer)
+                .map(|link| (link.connection_id(), link.datagrams_received()))
+        };
+        let Some(before) = heard(&self.lock_links()) else {
+            return false;
+        };
+        tokio::time::sleep(window).await;
+        let after = heard(&self.lock_links());
+        if after != Some(before) {
+            if after.is_some_and(|(id, _)| id == before.0) {
+                tracing::info!(%peer, reason, "keeping a mesh link that still hears its peer");
+            }
+            return false;
+        }
+        self.drop_link(peer, reason);
+        true
+    }
+
+    /// Closes the link to `peer`, if any.
     pub fn drop_link(&self, peer: &NodeId, reason: &str) {
         let removed = self.lock_links().remove(peer);
         if let Some(link) = removed {
