@@ -1,5 +1,5 @@
-//! Mesh security: a node with the wrong cluster secret joins gossip (it is listed) but no
-//! event it sends is accepted and none is sent to it, and it reports itself not ready.
+//! Cluster security: a node with the wrong cluster secret is never a member (its gossip does
+//! not open), no event it sends is accepted and none is sent to it.
 
 mod cluster_support;
 
@@ -19,17 +19,6 @@ async fn a_node_without_the_secret_exchanges_no_events() {
     })
     .await;
     cluster.wait_linked(0, 1, WAIT).await;
-    // The intruder is listed by gossip on the honest nodes...
-    wait_until(WAIT, || async {
-        let view = cluster.cluster_view(0).await;
-        view["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["node_id"] == "n3" && m["state"] == "alive")
-    })
-    .await;
-
     cluster
         .publish(0, "feed", json!({"type": "honest"}))
         .await
@@ -73,14 +62,8 @@ async fn a_node_without_the_secret_exchanges_no_events() {
             "{history}"
         );
         let view = cluster.cluster_view(node).await;
-        let intruder = view["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["node_id"] == "n3")
-            .cloned()
-            .unwrap();
-        assert_eq!(intruder["linked"], false);
+        let members = view["members"].as_array().unwrap();
+        assert!(members.iter().all(|m| m["node_id"] != "n3"), "{view}");
     }
     let intruder_history = cluster.get(2, "/api/channels/feed/history", API_KEY).await;
     assert!(
@@ -97,21 +80,12 @@ async fn a_node_without_the_secret_exchanges_no_events() {
             .is_empty()
     );
 
-    // Once it sees the others alive it knows it cannot deliver across the cluster, and says so;
-    // the honest nodes are ready.
-    let client = reqwest::Client::new();
-    let readiness = |node: usize| {
-        let client = client.clone();
-        let url = format!("http://{}/readyz", cluster.http(node));
-        async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        }
-    };
-    wait_until(WAIT, || async { readiness(2).await == 503 }).await;
-    wait_until(WAIT, || async { readiness(0).await == 200 }).await;
+    // It sees nobody either, and the honest nodes are ready.
+    let own = cluster.cluster_view(2).await;
+    assert_eq!(own["members"].as_array().unwrap().len(), 1, "{own}");
+    let ready = reqwest::get(format!("http://{}/readyz", cluster.http(0)))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(ready.as_u16(), 200);
 }
