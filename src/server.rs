@@ -77,7 +77,10 @@ async fn start_mesh(
         .await
         .map_err(|e| ServerError::Cluster(e.to_string()))?;
     tracing::info!(node_id = %config.node_id, mesh = %mesh_addr, gossip = %gossip_addr, seeds = ?config.seeds, "joined gossip");
-    Ok((MeshBackplane::new(mesh, cluster), inbound))
+    Ok((
+        MeshBackplane::new(mesh, cluster, config.max_clock_drift),
+        inbound,
+    ))
 }
 
 /// Builds the Redis backplane (not yet running). It connects in the background: a node whose
@@ -173,7 +176,7 @@ impl Server {
             #[cfg(not(feature = "redis"))]
             other => return Err(ServerError::BackplaneUnavailable(other)),
         };
-        let clock = Arc::new(HybridClock::new());
+        let clock = Arc::new(HybridClock::with_max_drift(config.max_clock_drift));
         let mut options = StoreOptions::in_dir(&config.data_dir);
         options.sync = config.store_sync;
         options.retention = config.history.clone();

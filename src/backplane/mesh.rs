@@ -22,9 +22,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
+use super::mesh_serving::Serving;
 use super::mesh_snapshot::{self, SnapshotCatchUp};
+use super::mesh_validate;
 use super::{Backplane, BackplaneHealth, PeerSummary};
 use crate::cluster::{Cluster, MemberState, MembershipChange, keys};
 use crate::event::{NodeId, SharedEvent, VersionVector};
@@ -40,8 +42,6 @@ const PULL_WINDOW: u64 = 20_000;
 const PULL_PAGE: usize = 2_000;
 /// A pull with no progress for this long is asked again (possibly from another peer).
 const PULL_STALE: Duration = Duration::from_secs(2);
-/// Pulls served at once.
-const PULLS_SERVED_AT_ONCE: usize = 4;
 /// How long a link must have heard nothing before gossip's word that its peer is gone closes
 /// it: twice the keep-alive, during which a live peer also sends several positions.
 const SILENT_LINK: Duration = Duration::from_secs(1);
@@ -63,10 +63,13 @@ pub struct MeshBackplane {
     replicated: watch::Sender<u64>,
     origin: Mutex<Option<NodeId>>,
     snapshot: SnapshotCatchUp,
+    serving: Serving,
+    /// How far ahead of the local clock a peer's stamps may be.
+    max_drift: Duration,
 }
 
 impl MeshBackplane {
-    pub fn new(mesh: Arc<Mesh>, cluster: Arc<Cluster>) -> Arc<Self> {
+    pub fn new(mesh: Arc<Mesh>, cluster: Arc<Cluster>, max_drift: Duration) -> Arc<Self> {
         Arc::new(Self {
             mesh,
             cluster,
@@ -75,6 +78,8 @@ impl MeshBackplane {
             replicated: watch::channel(0).0,
             origin: Mutex::new(None),
             snapshot: SnapshotCatchUp::default(),
+            serving: Serving::default(),
+            max_drift,
         })
     }
 
@@ -151,7 +156,6 @@ impl MeshBackplane {
         mut inbound: mpsc::Receiver<Inbound>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let serving = Arc::new(Semaphore::new(PULLS_SERVED_AT_ONCE));
         let mut pending: std::collections::VecDeque<Inbound> = std::collections::VecDeque::new();
         loop {
             let Inbound { from, frame } = match pending.pop_front() {
@@ -161,6 +165,9 @@ impl MeshBackplane {
                     _ = stop.wait_for(|stop| *stop) => return,
                 },
             };
+            if !self.admit(&from, &frame, &hub, &store) {
+                continue;
+            }
             match frame {
                 Frame::Events { events } | Frame::Range { events, .. } => {
                     // Group commit for replication: every event frame already waiting joins
@@ -170,9 +177,16 @@ impl MeshBackplane {
                         match inbound.try_recv() {
                             Ok(Inbound {
                                 from,
-                                frame: Frame::Events { events } | Frame::Range { events, .. },
+                                frame: frame @ (Frame::Events { .. } | Frame::Range { .. }),
                             }) => {
-                                batch.push((from, events));
+                                if !self.admit(&from, &frame, &hub, &store) {
+                                    continue;
+                                }
+                                if let Frame::Events { events } | Frame::Range { events, .. } =
+                                    frame
+                                {
+                                    batch.push((from, events));
+                                }
                             }
                             Ok(other) => pending.push_back(other),
                             Err(_) => break,
@@ -188,14 +202,11 @@ impl MeshBackplane {
                     after,
                     upto,
                 } => {
-                    let Ok(permit) = Arc::clone(&serving).acquire_owned().await else {
-                        return;
-                    };
                     let (mesh, store, hub) =
                         (Arc::clone(&self.mesh), store.clone(), Arc::clone(&hub));
-                    tokio::spawn(async move {
-                        serve_pull(&mesh, &store, &hub, &from, &origin, after, upto).await;
-                        drop(permit);
+                    let peer = from.clone();
+                    self.serving.spawn(&from, "pull", async move {
+                        serve_pull(&mesh, &store, &hub, &peer, &origin, after, upto).await;
                     });
                 }
                 Frame::Ephemeral { events } => {
@@ -212,13 +223,10 @@ impl MeshBackplane {
                         .await;
                 }
                 Frame::SnapshotRequest { id, basis } => {
-                    let Ok(permit) = Arc::clone(&serving).acquire_owned().await else {
-                        return;
-                    };
                     let (mesh, store) = (Arc::clone(&self.mesh), store.clone());
-                    tokio::spawn(async move {
-                        mesh_snapshot::serve(&mesh, &store, &from, id, basis).await;
-                        drop(permit);
+                    let peer = from.clone();
+                    self.serving.spawn(&from, "snapshot", async move {
+                        mesh_snapshot::serve(&mesh, &store, &peer, id, basis).await;
                     });
                 }
                 Frame::SnapshotPart { id, part } => {
@@ -231,6 +239,43 @@ impl MeshBackplane {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Checks a frame against what its sender may claim (`mesh_validate`); a lie closes the
+    /// sender's link and the frame is dropped.
+    fn admit(&self, from: &NodeId, frame: &Frame, hub: &Hub, store: &Store) -> bool {
+        if matches!(frame, Frame::Hello { .. }) {
+            return true;
+        }
+        let mut known = hub.delivered();
+        let own_committed = known.get(store.origin());
+        if let Some(reported) = lock(&self.peer_positions).get(from) {
+            known.merge(reported);
+        }
+        for member in self.cluster.members().iter() {
+            known.merge(&member.log_position);
+        }
+        let lookup = |origin: &NodeId| Some(known.get(origin)).filter(|seq| *seq > 0);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let drift_ms = u64::try_from(self.max_drift.as_millis()).unwrap_or(u64::MAX);
+        let bounds = mesh_validate::Bounds {
+            own_origin: store.origin(),
+            own_committed,
+            known: &lookup,
+            latest_stamp: crate::event::Hlc::from_parts(now_ms.saturating_add(drift_ms), u16::MAX),
+            now_ms,
+        };
+        match mesh_validate::check(frame, &bounds) {
+            Ok(()) => true,
+            Err(violation) => {
+                self.mesh
+                    .refuse_peer(from, violation.label(), &violation.to_string());
+                false
             }
         }
     }
@@ -269,7 +314,8 @@ impl MeshBackplane {
                 }
                 for (origin, first_missing, highest) in applied.gaps {
                     if let Some(source) = sources.get(&origin) {
-                        self.request_pull(source, &origin, first_missing - 1, highest, true);
+                        let after = first_missing.saturating_sub(1);
+                        self.request_pull(source, &origin, after, highest, true);
                     }
                 }
                 self.forget_finished_pulls(&applied.position);
@@ -312,7 +358,7 @@ impl MeshBackplane {
 
     /// Asks `peer` for `origin`'s events in `(after, upto]` unless a fresh pull covers them.
     fn request_pull(&self, peer: &NodeId, origin: &NodeId, after: u64, upto: u64, urgent: bool) {
-        let upto = upto.min(after + PULL_WINDOW);
+        let upto = upto.min(after.saturating_add(PULL_WINDOW));
         {
             let mut pulls = lock(&self.pulls);
             if let Some(pull) = pulls.get(origin) {
@@ -443,7 +489,9 @@ async fn serve_pull(
     after: u64,
     upto: u64,
 ) {
-    let upto = upto.min(hub.delivered().get(origin));
+    let upto = upto
+        .min(hub.delivered().get(origin))
+        .min(after.saturating_add(mesh_validate::MAX_PULL));
     match store.read(crate::store::state::pruned_positions).await {
         Ok(pruned) if after < pruned.get(origin) => {
             // The range has holes here: the asker needs a snapshot, not a part of the log.

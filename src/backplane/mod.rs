@@ -9,7 +9,9 @@
 
 mod local;
 pub mod mesh;
+mod mesh_serving;
 mod mesh_snapshot;
+pub mod mesh_validate;
 pub mod peer_snapshot;
 #[cfg(feature = "redis")]
 pub mod redis;

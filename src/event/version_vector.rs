@@ -90,7 +90,9 @@ impl VersionVector {
 
     /// Sum of all positions: a single number for "how much of the log is here".
     pub fn total(&self) -> u64 {
-        self.0.values().sum()
+        self.0
+            .values()
+            .fold(0u64, |sum, seq| sum.saturating_add(*seq))
     }
 }
 

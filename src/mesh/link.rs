@@ -30,7 +30,12 @@ pub struct LinkInfo {
     pub queued_frames: usize,
 }
 
+/// Numbers links for good: quinn's `stable_id` is an address, reused once a connection is
+/// freed, so it cannot tell a closed link from its successor.
+static NEXT_LINK_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
 pub(super) struct Link {
+    id: usize,
     peer: NodeId,
     generation: u64,
     connection: quinn::Connection,
@@ -38,8 +43,9 @@ pub(super) struct Link {
 }
 
 impl Link {
+    /// This link's number, unique for the life of the process.
     pub(super) fn connection_id(&self) -> usize {
-        self.connection.stable_id()
+        self.id
     }
 
     /// UDP datagrams received on this link's connection so far.
@@ -77,7 +83,11 @@ impl Link {
     }
 
     pub(super) fn close(&self, reason: &str) {
-        self.connection.close(0u32.into(), reason.as_bytes());
+        self.close_with(0, reason);
+    }
+
+    pub(super) fn close_with(&self, code: u32, reason: &str) {
+        self.connection.close(code.into(), reason.as_bytes());
     }
 }
 
@@ -141,13 +151,14 @@ pub(super) async fn open(
         }
     };
     let (outbound, queue) = mpsc::channel(LINK_QUEUE_FRAMES);
+    let connection_id = NEXT_LINK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let link = Link {
+        id: connection_id,
         peer: hello.node_id.clone(),
         generation: hello.generation,
         connection: connection.clone(),
         outbound,
     };
-    let connection_id = connection.stable_id();
     tokio::spawn(write_frames(send, queue, connection.clone()));
     tokio::spawn(read_frames(
         recv,

@@ -252,6 +252,17 @@ impl Mesh {
         true
     }
 
+    /// Closes the link to a peer that broke the protocol (application code 4), counting and
+    /// logging why.
+    pub fn refuse_peer(&self, peer: &NodeId, label: &'static str, reason: &str) {
+        metrics::counter!("herald_mesh_peer_violations_total", "reason" => label).increment(1);
+        tracing::warn!(%peer, reason, "peer broke the mesh protocol; closing its link");
+        let removed = self.lock_links().remove(peer);
+        if let Some(link) = removed {
+            link.close_with(4, "protocol violation");
+        }
+    }
+
     /// Closes the link to `peer`, if any.
     pub fn drop_link(&self, peer: &NodeId, reason: &str) {
         let removed = self.lock_links().remove(peer);
