@@ -27,8 +27,8 @@
 //! | [`config`] | flags + `HERALD_*` environment + TOML file -> a validated [`config::Config`] |
 //! | [`store`] | SQLite: schema, writer thread with group commit, log queries, materialized state, retention (pruning, channel floors, retired origins), snapshots |
 //! | [`hub`] | local subscriptions, server-side routing, per-connection bounded queues |
-//! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up), `redis` (streams, log-driven outbox) |
-//! | [`cluster`] | chitchat gossip membership: members, liveness, gossip keys |
+//! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up, what a peer's frame may claim, serving peers' requests), `redis` (streams, log-driven outbox) |
+//! | [`cluster`] | chitchat gossip membership: members, liveness, gossip keys, sealed gossip datagrams |
 //! | [`mesh`] | the QUIC endpoint, mutual TLS from the cluster secret, peer links, frames |
 //! | [`auth`] | user JWTs, the API key, channel permissions |
 //! | [`api`] | routes, errors, extractors, WebSocket sessions |
