@@ -1,6 +1,7 @@
 //! The mesh backplane: replication over the QUIC mesh, membership from gossip.
 //!
-//! - Live push: every commit on this node is encoded once and queued for every linked peer.
+//! - Live push: every commit of this node's own events is encoded once and queued for every
+//!   linked peer; events stored from peers are not pushed on (N-1 transfers per event).
 //! - Ingest: pushed and pulled events are stored idempotently; the store holds back an event
 //!   behind a gap and reports the gap, which is pulled from the peer that sent it.
 //! - Anti-entropy: every tick each node sends its log position to every peer; a node that sees
@@ -61,7 +62,8 @@ pub struct MeshBackplane {
     pulls: Mutex<HashMap<NodeId, PullInFlight>>,
     /// The highest seq of this node's own origin that some peer reported holding.
     replicated: watch::Sender<u64>,
-    origin: Mutex<Option<NodeId>>,
+    /// This node's store origin, set when it starts running.
+    origin: std::sync::OnceLock<NodeId>,
     snapshot: SnapshotCatchUp,
     serving: Serving,
     /// How far ahead of the local clock a peer's stamps may be.
@@ -76,7 +78,7 @@ impl MeshBackplane {
             peer_positions: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
             replicated: watch::channel(0).0,
-            origin: Mutex::new(None),
+            origin: std::sync::OnceLock::new(),
             snapshot: SnapshotCatchUp::default(),
             serving: Serving::default(),
             max_drift,
@@ -99,7 +101,7 @@ impl MeshBackplane {
         inbound: mpsc::Receiver<Inbound>,
         stop: watch::Receiver<bool>,
     ) {
-        *lock(&self.origin) = Some(store.origin().clone());
+        let _ = self.origin.set(store.origin().clone());
         tokio::spawn(Arc::clone(self).ingest(
             store.clone(),
             Arc::clone(&hub),
@@ -333,8 +335,8 @@ impl MeshBackplane {
         hub: &Hub,
         retired: &crate::store::RetiredOrigins,
     ) {
-        if let Some(origin) = lock(&self.origin).clone() {
-            let theirs = vector.get(&origin);
+        if let Some(origin) = self.origin.get() {
+            let theirs = vector.get(origin);
             self.replicated.send_if_modified(|acked| {
                 if theirs > *acked {
                     *acked = theirs;
@@ -544,7 +546,27 @@ async fn serve_pull(
 }
 
 impl Backplane for MeshBackplane {
+    /// Pushes this node's own events to every peer. Events it stored from peers are not sent
+    /// on: every origin pushes its own to all, and a peer that missed some (a link was down)
+    /// pulls them from whoever reports holding them.
     fn ship(&self, events: &[SharedEvent]) {
+        let Some(own) = self.origin.get() else {
+            return;
+        };
+        let own_events: Vec<SharedEvent>;
+        let events = if events.iter().all(|e| &e.origin == own) {
+            events
+        } else {
+            own_events = events
+                .iter()
+                .filter(|e| &e.origin == own)
+                .cloned()
+                .collect();
+            &own_events
+        };
+        if events.is_empty() {
+            return;
+        }
         for chunk in frame::chunk_events(events) {
             match frame::encode(&Frame::Events { events: chunk }) {
                 Ok(bytes) => self.mesh.push_to_all(&Arc::from(bytes)),
