@@ -1,6 +1,7 @@
 //! Generic channels, the seeds' `WebSocketManager` for any feature of the application:
 //! the `/ws?channel=A&channel=B` socket, `POST /api/publish` for backends, and
-//! `GET /api/channels/{channel}/history`.
+//! `GET /api/channels/{channel}/history`. A publish into a channel a feature owns (see
+//! [`super::owned`]) is refused with 403 naming the feature's endpoint.
 //!
 //! The history answer says `"truncated": true` when `since` is older than what the channel
 //! still keeps: the client should then reload that channel's state from its source.
@@ -71,6 +72,11 @@ async fn publish_route(
     if channel.is_internal() {
         return Err(ApiError::Forbidden(format!(
             "channel {channel} is reserved"
+        )));
+    }
+    if let Some(endpoint) = super::owned::written_by(&channel) {
+        return Err(ApiError::Forbidden(format!(
+            "channel \"{channel}\" is written by {endpoint}"
         )));
     }
     let mut data = match body.data {
