@@ -8,7 +8,7 @@
 //! connection's reader and writer until either side ends. Every socket endpoint goes through
 //! [`serve_socket`], so every socket is admitted, rate-limited and kept alive the same way.
 
-mod rate;
+pub mod rate;
 mod reader;
 mod session;
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 /// What to do with a client's message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Verdict {
+pub enum Verdict {
     Admit,
     /// Over the rate: drop it and tell the client.
     Refuse,
@@ -20,7 +20,7 @@ pub(super) enum Verdict {
     Close,
 }
 
-pub(super) struct MessageRate {
+pub struct MessageRate {
     /// Tokens per second; 0 turns the limit off.
     per_second: f64,
     burst: f64,
@@ -31,7 +31,7 @@ pub(super) struct MessageRate {
 }
 
 impl MessageRate {
-    pub(super) fn new(per_second: u32, burst: u32, now: Instant) -> Self {
+    pub fn new(per_second: u32, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
             per_second: f64::from(per_second),
@@ -42,7 +42,7 @@ impl MessageRate {
         }
     }
 
-    pub(super) fn check(&mut self, now: Instant) -> Verdict {
+    pub fn check(&mut self, now: Instant) -> Verdict {
         if self.per_second == 0.0 {
             return Verdict::Admit;
         }
@@ -67,7 +67,7 @@ impl MessageRate {
     }
 
     /// The limit, for the client's error message.
-    pub(super) fn per_second(&self) -> f64 {
+    pub fn per_second(&self) -> f64 {
         self.per_second
     }
 }

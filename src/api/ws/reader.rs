@@ -7,7 +7,9 @@
 //! heartbeat and a WebSocket protocol ping (which browsers answer by themselves). Any frame
 //! from the client counts as an answer. A client that sent nothing for two intervals is taken
 //! for dead (its TCP connection is gone, or it stopped reading and writing): the writer is told
-//! to close, which drops the connection's queue and gives back its admission permit.
+//! to close, which drops the connection's queue and gives back its admission permit. So is a
+//! client whose writer accepts none of the reader's replies for an interval (it sends but does
+//! not read).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,19 +64,25 @@ pub(super) async fn read_client<E: SocketEndpoint>(
                     close_signal.raise(CloseReason::Unresponsive);
                     return;
                 }
-                if writer
-                    .send(Outgoing::Text(heartbeat.clone()))
-                    .await
-                    .is_err()
-                    || writer.send(Outgoing::Ping).await.is_err()
-                {
+                let sent =
+                    hand_to_writer(&writer, Outgoing::Text(heartbeat.clone()), heartbeat_every)
+                        .await
+                        && hand_to_writer(&writer, Outgoing::Ping, heartbeat_every).await;
+                if !sent {
+                    close_signal.raise(CloseReason::Unresponsive);
                     return;
                 }
                 continue;
             }
             Ok(None) => return,
             Ok(Some(Err(error))) => {
-                let _ = writer.send(close_for_read_error(&error)).await;
+                ask_to_close(
+                    &writer,
+                    &close_signal,
+                    close_for_read_error(&error),
+                    heartbeat_every,
+                )
+                .await;
                 return;
             }
             Ok(Some(Ok(frame))) => frame,
@@ -95,33 +103,54 @@ pub(super) async fn read_client<E: SocketEndpoint>(
                 Verdict::Close => {
                     metrics::counter!("herald_connections_closed_total", "reason" => "rate")
                         .increment(1);
-                    let _ = writer
-                        .send(Outgoing::Close(
-                            close_code::POLICY_VIOLATION,
-                            "too many messages",
-                        ))
-                        .await;
+                    let close = Outgoing::Close(close_code::POLICY_VIOLATION, "too many messages");
+                    ask_to_close(&writer, &close_signal, close, heartbeat_every).await;
                     return;
                 }
             },
             Message::Binary(_) => {
-                let _ = writer
-                    .send(Outgoing::Close(
-                        close_code::UNSUPPORTED_DATA,
-                        "binary frames are not supported",
-                    ))
-                    .await;
+                let close = Outgoing::Close(
+                    close_code::UNSUPPORTED_DATA,
+                    "binary frames are not supported",
+                );
+                ask_to_close(&writer, &close_signal, close, heartbeat_every).await;
                 return;
             }
             Message::Close(_) => return,
             Message::Ping(_) | Message::Pong(_) => Vec::new(),
         };
         for reply in replies {
-            if writer.send(Outgoing::Text(reply)).await.is_err() {
+            if !hand_to_writer(&writer, Outgoing::Text(reply), heartbeat_every).await {
+                close_signal.raise(CloseReason::Unresponsive);
                 return;
             }
         }
     }
+}
+
+/// Asks the writer to send the close frame `close`; a writer stuck on a client that does not
+/// read is made to give up instead.
+async fn ask_to_close(
+    writer: &mpsc::Sender<Outgoing>,
+    close_signal: &CloseSignal,
+    close: Outgoing,
+    patience: std::time::Duration,
+) {
+    if !hand_to_writer(writer, close, patience).await {
+        close_signal.raise(CloseReason::Unresponsive);
+    }
+}
+
+/// Queues `outgoing` for the writer. False when the writer has ended, or when it took no
+/// message for a heartbeat interval: it is stuck writing to a client that does not read, which
+/// is as unresponsive as one that answers nothing (and the reader must not stop reading, or
+/// the client's silence would go unnoticed).
+async fn hand_to_writer(
+    writer: &mpsc::Sender<Outgoing>,
+    outgoing: Outgoing,
+    patience: std::time::Duration,
+) -> bool {
+    writer.send_timeout(outgoing, patience).await.is_ok()
 }
 
 async fn answer_text<E: SocketEndpoint>(
