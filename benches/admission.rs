@@ -64,6 +64,29 @@ fn per_connection(c: &mut Criterion) {
         });
     });
     drop(held);
+
+    // The defaults: no per-address count.
+    let admission = Admission::new(&Limits {
+        max_connections: HELD + 100,
+        ..Limits::default()
+    });
+    let held: Vec<_> = (0..HELD)
+        .map(|n| {
+            let mut permit = admission.admit_peer(None).expect("room");
+            admission
+                .admit_user(&mut permit, &format!("user-{n}"))
+                .expect("room");
+            permit
+        })
+        .collect();
+    group.bench_function("after_permit_and_user_defaults", |b| {
+        b.iter(|| {
+            let mut permit = admission.admit_peer(Some(address)).expect("room");
+            admission.admit_user(&mut permit, "user-new").expect("room");
+            black_box(&permit);
+        });
+    });
+    drop(held);
     group.finish();
 }
 

@@ -139,7 +139,11 @@ impl Topology {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
         response.json().await.unwrap()
     }
 
@@ -473,7 +477,13 @@ async fn catches_up_below_the_floor(kind: BackplaneKind) {
     for n in 0..8 {
         let comment = json!({"content": format!("comment {n}"), "timestamp": n});
         let reply = topology
-            .feature(n % 2, reqwest::Method::POST, "/api/tracks/1/comments", &alice, comment)
+            .feature(
+                n % 2,
+                reqwest::Method::POST,
+                "/api/tracks/1/comments",
+                &alice,
+                comment,
+            )
             .await;
         ids.push(reply["comment"]["id"].as_str().unwrap().to_string());
     }

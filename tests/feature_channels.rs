@@ -82,7 +82,12 @@ async fn publishing_into_a_track_is_refused_and_its_comments_are_unchanged() {
     .await
     .expect_status(StatusCode::OK);
 
-    for kind in ["new_comment", "comment_edited", "comment_deleted", "user_typing"] {
+    for kind in [
+        "new_comment",
+        "comment_edited",
+        "comment_deleted",
+        "user_typing",
+    ] {
         let data = json!({ "type": kind, "track_id": "1", "comment": {
             "id": "forged", "content": "", "user_id": "2", "username": "mallory",
             "timestamp": -1, "created_at": "2020-01-01T00:00:00Z",
@@ -94,7 +99,10 @@ async fn publishing_into_a_track_is_refused_and_its_comments_are_unchanged() {
         );
     }
     let message = publish_refused(&node, "track:other", json!({ "type": "new_comment" })).await;
-    assert!(message.contains("POST /api/tracks/other/comments"), "{message}");
+    assert!(
+        message.contains("POST /api/tracks/other/comments"),
+        "{message}"
+    );
 
     let listed = node
         .get("/api/tracks/1/comments", Some(&alice))

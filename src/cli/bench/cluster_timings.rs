@@ -207,7 +207,11 @@ async fn publish_many(targets: &[SocketAddr], count: u64, comments: bool) -> any
     for publisher in 0..CATCHUP_PUBLISHERS {
         let addr = targets[publisher % targets.len()];
         let next = std::sync::Arc::clone(&next);
-        let bearer = if comments { commenter.clone() } else { DEV_API_KEY.to_string() };
+        let bearer = if comments {
+            commenter.clone()
+        } else {
+            DEV_API_KEY.to_string()
+        };
         tasks.push(tokio::spawn(async move {
             let mut connection = HttpConnection::new(addr, &bearer);
             loop {
