@@ -137,3 +137,26 @@ async fn application_channels_still_publish() {
         node.publish(channel, json!({ "type": "x" })).await;
     }
 }
+
+#[tokio::test]
+async fn the_cli_publish_goes_through_the_same_refusal() {
+    let node = TestNode::start().await;
+    let run = |channel: &'static str| {
+        let http = node.http_addr().to_string();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["publish", "--http", &http, "--channel", channel])
+            .args(["--type", "new_broadcast", "--data", r#"{"text":"hi"}"#])
+            .env("HERALD_API_KEY", node.api_key())
+            .output()
+    };
+    let refused = run("broadcasts").await.expect("run herald publish");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("403"), "{stderr}");
+    assert!(
+        stderr.contains(r#"is written by POST /api/creator/broadcast"#),
+        "{stderr}"
+    );
+    let published = run("news").await.expect("run herald publish");
+    assert!(published.status.success(), "{published:?}");
+}
