@@ -10,7 +10,7 @@
 //! (the seeds' `broadcast(message, target_user_ids)`); `user:{id}` is the seeds' `send_to_user`.
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::Uri;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -40,10 +40,7 @@ const MAX_HISTORY_LIMIT: usize = 1000;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ws", get(socket))
-        .route(
-            "/api/publish",
-            post(publish_route).layer(DefaultBodyLimit::max(1024 * 1024)),
-        )
+        .route("/api/publish", post(publish_route))
         .route("/api/channels/{channel}/history", get(history))
 }
 

@@ -3,9 +3,10 @@
 //! length and the author, write them. The generic `POST /api/publish` refuses them with 403
 //! and names the endpoint to use instead.
 //!
-//! `herald:` channels are internal and refused separately; the forum, book requests,
-//! `user:{id}` and `mentions:{name}` keep their state in the application's backend, which
-//! publishes them through the API.
+//! `herald:` channels are internal and refused separately. The forum, book requests and
+//! `user:{id}` keep their state in the application's backend, which publishes them through the
+//! API; `mentions:{name}` carries the comments feature's notifications but no state, so a
+//! backend may publish its own mentions (the forum's) there too.
 
 use crate::event::ChannelName;
 use crate::store::state::kinds;

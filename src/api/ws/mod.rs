@@ -12,9 +12,8 @@ pub mod rate;
 mod reader;
 mod session;
 
-use std::net::{IpAddr, SocketAddr};
-
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, FromRequestParts};

@@ -25,7 +25,7 @@ use crate::api::AppState;
 use crate::hub::{CloseReason, CloseSignal};
 
 /// Silent heartbeat intervals after which a client is taken for dead.
-pub(super) const SILENT_INTERVALS_BEFORE_CLOSE: u32 = 2;
+const SILENT_INTERVALS_BEFORE_CLOSE: u32 = 2;
 
 /// What the reader asks the writer to send.
 pub(super) enum Outgoing {
@@ -101,8 +101,7 @@ pub(super) async fn read_client<E: SocketEndpoint>(
                     ))]
                 }
                 Verdict::Close => {
-                    metrics::counter!("herald_connections_closed_total", "reason" => "rate")
-                        .increment(1);
+                    metrics::counter!("herald_rate_limit_disconnects_total").increment(1);
                     let close = Outgoing::Close(close_code::POLICY_VIOLATION, "too many messages");
                     ask_to_close(&writer, &close_signal, close, heartbeat_every).await;
                     return;
