@@ -121,6 +121,25 @@ async fn the_connection_after_max_connections_per_user_is_closed_with_1008_too_m
     assert_eq!(node.server().state().admission.user_connections("1"), 3);
 }
 
+#[tokio::test]
+async fn with_the_defaults_the_101st_connection_of_one_user_is_refused() {
+    let node = TestNode::start().await;
+    assert_eq!(
+        node.server().state().config.limits.max_connections_per_user,
+        100
+    );
+    let alice = node.token("1", "alice", &[]);
+    let held = futures_util::future::join_all(
+        (0..100).map(|n| connected(&node, ENDPOINTS[n % ENDPOINTS.len()], &alice)),
+    )
+    .await;
+    let mut extra = node.ws(ENDPOINTS[0], Some(&alice)).await;
+    let reason = extra.expect_close(1008, TIMEOUT).await;
+    assert_eq!(reason, "too many connections");
+    assert_eq!(node.server().state().admission.user_connections("1"), 100);
+    drop(held);
+}
+
 // ---- per address ----
 
 /// A WebSocket client whose TCP connection leaves from `local` (any 127.x.y.z is loopback).
