@@ -333,6 +333,45 @@ async fn a_client_that_answers_protocol_pings_stays_connected() {
     );
 }
 
+#[tokio::test]
+async fn a_client_that_sends_but_never_reads_is_closed_once_its_replies_back_up() {
+    let node = TestNode::start_with(|config| {
+        config.limits.heartbeat = HEARTBEAT;
+        config.limits.client_messages_per_s = 0;
+    })
+    .await;
+    let admin = node.admin_token("100");
+    node.create_broadcast(&admin, &"m".repeat(280), "info")
+        .await;
+    let mut socket = connected(&node, BROADCAST_WS, &node.token("1", "alice", &[])).await;
+    // Each request is answered with the active broadcast, several times its size: the replies
+    // fill the socket's buffers, the writer blocks, and the reader's hand-off times out.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut sent = 0u64;
+    while node.hub_counts().connections > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "still connected after {sent} requests"
+        );
+        if !socket
+            .try_send_text(r#"{"type":"get_active_broadcast"}"#)
+            .await
+        {
+            break;
+        }
+        sent += 1;
+        if sent % 256 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    sockets_held(&node, 0).await;
+    let admission = &node.server().state().admission;
+    wait_until("its permit is back", TIMEOUT, || async {
+        admission.available() == node.server().state().config.limits.max_connections
+    })
+    .await;
+}
+
 // ---- HTTP requests ----
 
 #[tokio::test]
