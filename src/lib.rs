@@ -31,8 +31,8 @@
 //! | [`cluster`] | chitchat gossip membership: members, liveness, gossip keys, sealed gossip datagrams |
 //! | [`mesh`] | the QUIC endpoint, mutual TLS from the cluster secret, peer links, frames |
 //! | [`auth`] | user JWTs, the API key, channel permissions |
-//! | [`api`] | routes, errors, extractors, WebSocket sessions |
-//! | [`features`] | broadcasts, track comments, forum, book requests, generic channels, publish |
+//! | [`api`] | routes, errors, extractors, HTTP body limit and timeout, socket admission (node, user, address), WebSocket sessions (message rate, liveness) |
+//! | [`features`] | broadcasts, track comments, forum, book requests, generic channels, publish, which channels a feature owns |
 //! | [`server`] | assembling and stopping a node |
 //! | [`cli`] | `herald serve`, `cluster join/status/leave`, `token`, `publish`, `bench` |
 //! | [`telemetry`] | logging and the Prometheus recorder |

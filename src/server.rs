@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::admission::Admission;
 use crate::api::{self, AppState, Lifecycle};
 use crate::auth::Authenticator;
 use crate::backplane::{Backplane, LocalBackplane, MeshBackplane, start_dispatcher};
@@ -185,6 +186,7 @@ impl Server {
         let sink = start_dispatcher(Arc::clone(&hub), Arc::clone(&backplane));
         let store = Store::open(&options, config.node_id.clone(), clock, sink)?;
         let auth = Arc::new(Authenticator::new(&config.jwt_secret, &config.api_key));
+        let admission = Arc::new(Admission::new(&config.limits));
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -193,6 +195,7 @@ impl Server {
             backplane,
             started: Instant::now(),
             lifecycle: Arc::new(Lifecycle::default()),
+            admission,
         };
         if let Some((mesh, inbound)) = mesh_parts {
             mesh.run(
@@ -212,6 +215,7 @@ impl Server {
             let shutdown = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(error) = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await

@@ -123,6 +123,30 @@ impl Topology {
             .unwrap()
     }
 
+    /// `method path` on node `index` as the user of `bearer`, which must succeed.
+    async fn feature(
+        &self,
+        index: usize,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &str,
+        body: Value,
+    ) -> Value {
+        let response = reqwest::Client::new()
+            .request(method, format!("http://{}{path}", self.addr(index)))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
     async fn history_len(&self, index: usize, channel: &str) -> usize {
         let body: Value = reqwest::Client::new()
             .get(format!(
@@ -446,16 +470,28 @@ async fn catches_up_below_the_floor(kind: BackplaneKind) {
         common::wait_until("every node is ready", WAIT, || topology.ready(index)).await;
     }
     topology.stop_node(2).await;
+    // Comments through their feature, on both live nodes; then edits (the author's, on the
+    // node that made each comment) that push the comments' own events out of track:1.
+    let alice = token("alice");
+    let mut ids = Vec::new();
     for n in 0..8 {
-        let comment = json!({"type": "new_comment", "track_id": "1", "comment": {
-            "id": format!("c{n}"), "track_id": "1", "user_id": "u1", "username": "alice",
-            "content": format!("comment {n}"), "timestamp": n as f64,
-            "created_at": "2026-12-01T00:00:00Z", "is_edited": false, "last_edited_at": null}});
-        topology.publish(n % 2, "track:1", comment).await;
+        let comment = json!({"content": format!("comment {n}"), "timestamp": n});
+        let reply = topology
+            .feature(
+                n % 2,
+                reqwest::Method::POST,
+                "/api/tracks/1/comments",
+                &alice,
+                comment,
+            )
+            .await;
+        ids.push(reply["comment"]["id"].as_str().unwrap().to_string());
     }
     for n in 0..10 {
+        let edit = json!({"content": format!("comment {} (edit {n})", n % 2)});
+        let path = format!("/api/comments/{}", ids[n % 2]);
         topology
-            .publish(n % 2, "track:1", json!({"type": "filler", "n": n}))
+            .feature(n % 2, reqwest::Method::PUT, &path, &alice, edit)
             .await;
     }
     common::wait_until(

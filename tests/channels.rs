@@ -35,13 +35,13 @@ async fn the_generic_socket_greets_with_its_channels() {
     let token = node.token("7", "gina", &[]);
     let mut socket = node
         .ws(
-            &channels_path(&["forum", "track:9", "forum", "user:7"], None),
+            &channels_path(&["forum", "room:9", "forum", "user:7"], None),
             Some(&token),
         )
         .await;
     let connected = socket.recv_json(TIMEOUT).await;
     assert_eq!(connected["type"], "connected");
-    assert_eq!(connected["channels"], json!(["forum", "track:9", "user:7"]));
+    assert_eq!(connected["channels"], json!(["forum", "room:9", "user:7"]));
     assert_eq!(connected["user_id"], "7");
     assert!(connected["cursor"].is_string());
 }
@@ -50,38 +50,38 @@ async fn the_generic_socket_greets_with_its_channels() {
 async fn events_reach_only_the_subscribers_of_their_channel() {
     let node = TestNode::start().await;
     let token = node.token("1", "alice", &[]);
-    let mut track1 = node.channel_socket(&["track:1"], &token).await;
-    let mut track2 = node.channel_socket(&["track:2"], &token).await;
+    let mut room1 = node.channel_socket(&["room:1"], &token).await;
+    let mut room2 = node.channel_socket(&["room:2"], &token).await;
     let mut both = node
-        .channel_socket(&["track:1", "track:2"], &node.token("2", "bob", &[]))
+        .channel_socket(&["room:1", "room:2"], &node.token("2", "bob", &[]))
         .await;
 
-    node.publish("track:1", json!({ "type": "new_comment", "n": 1 }))
+    node.publish("room:1", json!({ "type": "new_message", "n": 1 }))
         .await;
-    node.publish("track:2", json!({ "type": "new_comment", "n": 2 }))
+    node.publish("room:2", json!({ "type": "new_message", "n": 2 }))
         .await;
-    node.publish("track:1", json!({ "type": "new_comment", "n": 3 }))
+    node.publish("room:1", json!({ "type": "new_message", "n": 3 }))
         .await;
 
-    let first = track1.recv_json(TIMEOUT).await;
+    let first = room1.recv_json(TIMEOUT).await;
     assert_eq!(first["n"], 1);
-    assert_eq!(first["channel"], "track:1");
-    assert_eq!(first["type"], "new_comment");
+    assert_eq!(first["channel"], "room:1");
+    assert_eq!(first["type"], "new_message");
     assert!(first["cursor"].is_string());
-    assert_eq!(track1.recv_json(TIMEOUT).await["n"], 3);
-    let only = track2.recv_json(TIMEOUT).await;
+    assert_eq!(room1.recv_json(TIMEOUT).await["n"], 3);
+    let only = room2.recv_json(TIMEOUT).await;
     assert_eq!(
         (only["n"].clone(), only["channel"].clone()),
-        (json!(2), json!("track:2"))
+        (json!(2), json!("room:2"))
     );
     for n in 1..=3 {
         assert_eq!(both.recv_json(TIMEOUT).await["n"], n);
     }
 
-    // track:2's subscriber saw nothing of track:1: its next event is the next on track:2.
-    node.publish("track:2", json!({ "type": "new_comment", "n": 4 }))
+    // room:2's subscriber saw nothing of room:1: its next event is the next on room:2.
+    node.publish("room:2", json!({ "type": "new_message", "n": 4 }))
         .await;
-    assert_eq!(track2.recv_json(TIMEOUT).await["n"], 4);
+    assert_eq!(room2.recv_json(TIMEOUT).await["n"], 4);
 }
 
 #[tokio::test]

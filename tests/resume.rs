@@ -88,7 +88,7 @@ async fn broadcast_socket_replays_exactly_what_was_missed() {
 async fn generic_socket_replays_only_its_channels_in_order() {
     let node = TestNode::start().await;
     let alice = node.token("1", "alice", &[]);
-    let channels = ["forum", "track:1"];
+    let channels = ["forum", "room:1"];
 
     let mut socket = node.ws(&channels_path(&channels, None), Some(&alice)).await;
     let connected = socket.recv_type("connected", TIMEOUT).await;
@@ -98,10 +98,10 @@ async fn generic_socket_replays_only_its_channels_in_order() {
     let plan = [
         ("forum", 1),
         ("elsewhere", 2),
-        ("track:1", 3),
+        ("room:1", 3),
         ("forum", 4),
-        ("track:2", 5),
-        ("track:1", 6),
+        ("room:2", 5),
+        ("room:1", 6),
     ];
     for (channel, n) in plan {
         node.publish(channel, json!({ "type": "new_message", "n": n }))
@@ -122,7 +122,7 @@ async fn generic_socket_replays_only_its_channels_in_order() {
             )
         })
         .collect();
-    let expected: Vec<(String, u64)> = [("forum", 1), ("track:1", 3), ("forum", 4), ("track:1", 6)]
+    let expected: Vec<(String, u64)> = [("forum", 1), ("room:1", 3), ("forum", 4), ("room:1", 6)]
         .into_iter()
         .map(|(c, n)| (c.to_string(), n))
         .collect();

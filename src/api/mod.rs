@@ -3,8 +3,12 @@
 //!
 //! Feature modules (`crate::features`) own what their endpoints mean; this module owns how
 //! requests and sockets are handled: authentication, error bodies, bounded queues, heartbeats,
-//! resume with `?since=`, and close codes.
+//! resume with `?since=`, close codes, admission of sockets ([`admission`]), and the bounds of
+//! every HTTP request: a body limit (413) and a timeout (408) on every route. The timeout ends
+//! at the response head, so a WebSocket is bound by it only until its upgrade, and a streamed
+//! answer (a snapshot) only until its first byte.
 
+pub mod admission;
 mod cluster;
 mod error;
 mod extract;
@@ -16,6 +20,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::Authenticator;
 use crate::backplane::Backplane;
@@ -36,6 +45,7 @@ pub struct AppState {
     pub backplane: Arc<dyn Backplane>,
     pub started: Instant,
     pub lifecycle: Arc<Lifecycle>,
+    pub admission: Arc<admission::Admission>,
 }
 
 /// Requests that end the node from inside (a graceful leave asked over HTTP).
@@ -56,6 +66,7 @@ impl Lifecycle {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
+    let limits = state.config.limits.clone();
     Router::new()
         .merge(health::routes())
         .merge(cluster::routes())
@@ -66,4 +77,27 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::features::forum::routes())
         .merge(crate::features::book_requests::routes())
         .with_state(state)
+        .layer(DefaultBodyLimit::max(limits.max_request_body_bytes))
+        .layer(RequestBodyLimitLayer::new(limits.max_request_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.http_request_timeout,
+        ))
+        .layer(axum::middleware::map_response(json_error_bodies))
+}
+
+/// Gives the answers of the body limit and the timeout layers (plain text or empty) the JSON
+/// error body every other error has.
+async fn json_error_bodies(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    match response.status() {
+        StatusCode::REQUEST_TIMEOUT if !is_json => ApiError::RequestTimeout.into_response(),
+        StatusCode::PAYLOAD_TOO_LARGE if !is_json => {
+            ApiError::PayloadTooLarge("request body too large".into()).into_response()
+        }
+        _ => response,
+    }
 }

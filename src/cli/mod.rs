@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node (a single node on 127.0.0.1:8000 with no arguments).
-    Serve(crate::config::ServeArgs),
+    Serve(Box<crate::config::ServeArgs>),
     /// Join, inspect or leave a cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -55,7 +55,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Cluster(command) => cluster::run(command).await,
             Command::Token(args) => token::run(args),
             Command::Secret => secret::run(),

@@ -78,6 +78,13 @@ pub struct LimitsSection {
     pub heartbeat: Option<String>,
     pub replay_page: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_user: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub client_messages_per_s: Option<u32>,
+    pub client_messages_burst: Option<u32>,
+    /// For example `"30s"`.
+    pub http_request_timeout: Option<String>,
+    pub max_request_body_bytes: Option<usize>,
 }
 
 /// One node of the cluster file.

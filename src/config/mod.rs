@@ -9,6 +9,7 @@
 mod exposure;
 mod file;
 mod history;
+mod limits;
 mod resolve;
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use exposure::MIN_CLUSTER_SECRET_LEN;
 pub use file::{FileConfig, NodeEntry};
+pub use limits::Limits;
 pub use resolve::{ServeArgs, resolve};
 
 use crate::event::NodeId;
@@ -68,36 +70,6 @@ pub struct Advertised {
     pub http: Option<SocketAddr>,
     pub gossip: Option<SocketAddr>,
     pub mesh: Option<SocketAddr>,
-}
-
-/// Bounds and timings of client connections.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Messages queued per connection before it is closed as slow (1013).
-    pub client_queue: usize,
-    /// Largest WebSocket message or frame a client may send.
-    pub max_client_message_bytes: usize,
-    /// Largest `data` object accepted by the publish API.
-    pub max_payload_bytes: usize,
-    /// Silence from a client after which the server sends a heartbeat.
-    pub heartbeat: Duration,
-    /// Events per page when replaying history to a resuming client.
-    pub replay_page: usize,
-    /// Most connections this node accepts.
-    pub max_connections: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            client_queue: 1024,
-            max_client_message_bytes: 64 * 1024,
-            max_payload_bytes: 64 * 1024,
-            heartbeat: Duration::from_secs(30),
-            replay_page: 1000,
-            max_connections: 18_000,
-        }
-    }
 }
 
 /// A validated configuration for one node.

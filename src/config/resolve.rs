@@ -4,9 +4,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use super::file::FileConfig;
-use super::{
-    BackplaneKind, Config, ConfigError, DEV_API_KEY, DEV_CLUSTER_SECRET, DEV_JWT_SECRET, Limits,
-};
+use super::{BackplaneKind, Config, ConfigError, DEV_API_KEY, DEV_CLUSTER_SECRET, DEV_JWT_SECRET};
 use crate::event::NodeId;
 use crate::store::SyncMode;
 
@@ -55,6 +53,27 @@ pub struct ServeArgs {
     /// Seconds of client silence before the server sends a heartbeat (for example 30s).
     #[arg(long, env = "HERALD_HEARTBEAT")]
     pub heartbeat: Option<String>,
+    /// Most WebSocket connections this node holds at once.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most WebSocket connections one user holds on this node (0: no limit).
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
+    /// Most WebSocket connections from one IP address on this node (0: no limit).
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Messages per second one socket may send, on average (0: no limit).
+    #[arg(long, env = "HERALD_CLIENT_MESSAGES_PER_S")]
+    pub client_messages_per_s: Option<u32>,
+    /// Messages one socket may send at once above its rate (default: twice the rate).
+    #[arg(long, env = "HERALD_CLIENT_MESSAGES_BURST")]
+    pub client_messages_burst: Option<u32>,
+    /// Longest an HTTP request may take to be answered, for example 30s (sockets excepted).
+    #[arg(long, env = "HERALD_HTTP_REQUEST_TIMEOUT")]
+    pub http_request_timeout: Option<String>,
+    /// Largest HTTP request body, in bytes.
+    #[arg(long, env = "HERALD_MAX_REQUEST_BODY_BYTES")]
+    pub max_request_body_bytes: Option<usize>,
     /// Commit durability: full (fsync every commit) or normal.
     #[arg(long, env = "HERALD_STORE_SYNC", value_enum)]
     pub store_sync: Option<SyncMode>,
@@ -137,7 +156,7 @@ pub fn resolve(
         .or_else(|| node.data.as_ref().map(|d| base_dir.join(d)));
     let (node_id, data_dir) = resolve_identity(configured_id, explicit_data)?;
 
-    let limits = resolve_limits(&file, args)?;
+    let limits = super::limits::resolve_limits(&file.limits, args)?;
     let history = super::history::resolve_history(&file.history, args)?;
     let max_clock_drift = match args
         .max_clock_drift
@@ -256,53 +275,6 @@ pub fn resolve(
     };
     super::exposure::check(&config)?;
     Ok(config)
-}
-
-fn resolve_limits(file: &FileConfig, args: &ServeArgs) -> Result<Limits, ConfigError> {
-    let defaults = Limits::default();
-    let section = &file.limits;
-    let heartbeat = match args.heartbeat.as_deref().or(section.heartbeat.as_deref()) {
-        Some(text) => {
-            humantime::parse_duration(text).map_err(|e| ConfigError::invalid("heartbeat", e))?
-        }
-        None => defaults.heartbeat,
-    };
-    if heartbeat.is_zero() {
-        return Err(ConfigError::invalid("heartbeat", "must be positive"));
-    }
-    let positive = |key: &'static str, value: Option<usize>, default: usize| match value {
-        Some(0) => Err(ConfigError::invalid(key, "must be positive")),
-        Some(value) => Ok(value),
-        None => Ok(default),
-    };
-    Ok(Limits {
-        client_queue: positive(
-            "limits.client_queue",
-            section.client_queue,
-            defaults.client_queue,
-        )?,
-        max_client_message_bytes: positive(
-            "limits.max_client_message_bytes",
-            section.max_client_message_bytes,
-            defaults.max_client_message_bytes,
-        )?,
-        max_payload_bytes: positive(
-            "limits.max_payload_bytes",
-            section.max_payload_bytes,
-            defaults.max_payload_bytes,
-        )?,
-        heartbeat,
-        replay_page: positive(
-            "limits.replay_page",
-            section.replay_page,
-            defaults.replay_page,
-        )?,
-        max_connections: positive(
-            "limits.max_connections",
-            section.max_connections,
-            defaults.max_connections,
-        )?,
-    })
 }
 
 fn address(

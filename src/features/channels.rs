@@ -1,6 +1,7 @@
 //! Generic channels, the seeds' `WebSocketManager` for any feature of the application:
 //! the `/ws?channel=A&channel=B` socket, `POST /api/publish` for backends, and
-//! `GET /api/channels/{channel}/history`.
+//! `GET /api/channels/{channel}/history`. A publish into a channel a feature owns (see
+//! [`super::owned`]) is refused with 403 naming the feature's endpoint.
 //!
 //! The history answer says `"truncated": true` when `since` is older than what the channel
 //! still keeps: the client should then reload that channel's state from its source.
@@ -9,7 +10,7 @@
 //! (the seeds' `broadcast(message, target_user_ids)`); `user:{id}` is the seeds' `send_to_user`.
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::Uri;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -39,10 +40,7 @@ const MAX_HISTORY_LIMIT: usize = 1000;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ws", get(socket))
-        .route(
-            "/api/publish",
-            post(publish_route).layer(DefaultBodyLimit::max(1024 * 1024)),
-        )
+        .route("/api/publish", post(publish_route))
         .route("/api/channels/{channel}/history", get(history))
 }
 
@@ -71,6 +69,11 @@ async fn publish_route(
     if channel.is_internal() {
         return Err(ApiError::Forbidden(format!(
             "channel {channel} is reserved"
+        )));
+    }
+    if let Some(endpoint) = super::owned::written_by(&channel) {
+        return Err(ApiError::Forbidden(format!(
+            "channel \"{channel}\" is written by {endpoint}"
         )));
     }
     let mut data = match body.data {

@@ -6,6 +6,7 @@ pub mod broadcasts;
 pub mod channels;
 pub mod comments;
 pub mod forum;
+pub mod owned;
 mod publish;
 pub mod socket;
 

@@ -62,9 +62,12 @@ pub enum CloseReason {
     /// The node skipped history it could not get (it caught up from a snapshot): resume with
     /// the cursor, and learn what was lost (close code 1012).
     Resync = 4,
+    /// The client answered nothing, not even the protocol ping, for two heartbeat intervals:
+    /// its TCP connection is presumably dead (close code 1001, if it still gets through).
+    Unresponsive = 5,
 }
 
-/// Raised by the hub, awaited by the connection's writer.
+/// Raised by the hub (or the connection's reader), awaited by the connection's writer.
 #[derive(Debug, Default)]
 pub struct CloseSignal {
     reason: AtomicU8,
@@ -72,7 +75,8 @@ pub struct CloseSignal {
 }
 
 impl CloseSignal {
-    pub(super) fn raise(&self, reason: CloseReason) {
+    /// Asks the connection's writer to close; the first reason raised wins.
+    pub fn raise(&self, reason: CloseReason) {
         let _ = self
             .reason
             .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
@@ -87,6 +91,7 @@ impl CloseSignal {
                 2 => return CloseReason::Shutdown,
                 3 => return CloseReason::Leaving,
                 4 => return CloseReason::Resync,
+                5 => return CloseReason::Unresponsive,
                 _ => self.notify.notified().await,
             }
         }

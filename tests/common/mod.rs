@@ -387,6 +387,21 @@ pub struct WsClient {
 }
 
 impl WsClient {
+    /// A client over a TCP connection the test opened itself (from a chosen local address).
+    pub async fn connect_over(
+        tcp: TcpStream,
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Self {
+        let (stream, _response) = tokio::time::timeout(
+            TIMEOUT,
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)),
+        )
+        .await
+        .expect("websocket handshake in time")
+        .expect("websocket handshake");
+        Self { stream }
+    }
+
     async fn connect(request: tokio_tungstenite::tungstenite::handshake::client::Request) -> Self {
         let (stream, _response) =
             tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
@@ -525,6 +540,14 @@ impl WsClient {
                 other => panic!("expected a pong, got {other:?}; before it: {before:#?}"),
             }
         }
+    }
+
+    /// Sends a text message; answers false instead of failing when the connection is gone.
+    pub async fn try_send_text(&mut self, text: &str) -> bool {
+        matches!(
+            tokio::time::timeout(TIMEOUT, self.stream.send(Message::text(text))).await,
+            Ok(Ok(()))
+        )
     }
 
     pub async fn send_text(&mut self, text: &str) {

@@ -2,20 +2,25 @@
 //!
 //! A feature describes its endpoint with [`SocketEndpoint`] (what `connected` says, what to send
 //! on connect, how to answer the client's JSON messages) and hands the upgrade to
-//! [`serve_socket`], which authenticates (closing with 1008 and a reason when it cannot),
+//! [`serve_socket`], which admits the connection (see [`crate::api::admission`]: a permit held
+//! for the connection's life), authenticates (closing with 1008 and a reason when it cannot),
 //! subscribes the connection in the hub, replays history for `?since=`, then runs the
-//! connection's reader and writer until either side ends.
+//! connection's reader and writer until either side ends. Every socket endpoint goes through
+//! [`serve_socket`], so every socket is admitted, rate-limited and kept alive the same way.
 
+pub mod rate;
 mod reader;
 mod session;
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::FromRequestParts;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::response::Response;
 
+use super::admission::Refused;
 use super::{AppState, find_user_token};
 use crate::auth::{AuthError, User};
 use crate::event::{Cursor, VersionVector};
@@ -77,10 +82,11 @@ pub trait SocketEndpoint: Send + Sync + 'static {
 }
 
 /// The credentials and resume point of a socket request: the token from the header, `?token=`
-/// or cookie, and `?since=`.
+/// or cookie, `?since=`, and the peer's address (when the server records it).
 pub struct SocketRequest {
     pub token: Option<String>,
     pub since: Option<String>,
+    pub peer: Option<IpAddr>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for SocketRequest {
@@ -92,9 +98,14 @@ impl<S: Send + Sync> FromRequestParts<S> for SocketRequest {
                 .find(|(key, _)| key == "since")
                 .map(|(_, value)| value.into_owned())
         });
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(address)| address.ip().to_canonical());
         Ok(Self {
             token: find_user_token(parts),
             since,
+            peer,
         })
     }
 }
@@ -121,19 +132,14 @@ where
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(limits.max_client_message_bytes)
         .max_frame_size(limits.max_client_message_bytes);
-    let at_capacity = state.hub.counts().connections >= limits.max_connections;
+    // The node's (and the address's) places are taken before the upgrade, so a flood of
+    // upgrades cannot overshoot them; the permit lives as long as the connection.
+    let admitted = state.admission.admit_peer(request.peer);
     upgrade.on_upgrade(move |mut socket| async move {
-        if at_capacity {
-            metrics::counter!("herald_connections_refused_total", "reason" => "capacity")
-                .increment(1);
-            close(
-                &mut socket,
-                close_code::TRY_AGAIN_LATER,
-                "server at connection capacity",
-            )
-            .await;
-            return;
-        }
+        let mut permit = match admitted {
+            Ok(permit) => permit,
+            Err(refused) => return refuse(&mut socket, refused).await,
+        };
         let user = match authenticate(&state, request.token.as_deref()) {
             Ok(user) => user,
             Err(reason) => {
@@ -143,6 +149,9 @@ where
                 return;
             }
         };
+        if let Err(refused) = state.admission.admit_user(&mut permit, &user.id) {
+            return refuse(&mut socket, refused).await;
+        }
         let since = match request
             .since
             .as_deref()
@@ -166,7 +175,24 @@ where
             }
         };
         session::run(state, socket, SessionInfo { user, spec }, since, endpoint).await;
+        drop(permit);
     })
+}
+
+/// Closes a socket that was not admitted: 1013 when the node is full (try again later,
+/// perhaps elsewhere), 1008 when this user or address holds too many sockets.
+async fn refuse(socket: &mut WebSocket, refused: Refused) {
+    metrics::counter!("herald_connections_refused_total", "reason" => refused.metric_reason())
+        .increment(1);
+    let (code, reason) = match refused {
+        Refused::NodeFull => (close_code::TRY_AGAIN_LATER, "server at connection capacity"),
+        Refused::TooManyFromAddress => (
+            close_code::POLICY_VIOLATION,
+            "too many connections from this address",
+        ),
+        Refused::TooManyForUser => (close_code::POLICY_VIOLATION, "too many connections"),
+    };
+    close(socket, code, reason).await;
 }
 
 fn authenticate(state: &AppState, token: Option<&str>) -> Result<User, Refusal> {

@@ -1,20 +1,37 @@
 //! The reading half of a session: answers pings (and takes a text `pong` as the answer to a
 //! heartbeat), hands JSON messages to the endpoint, refuses binary, non-UTF-8 and oversized
-//! frames, and asks for a heartbeat after client silence.
+//! frames, holds the client to its message rate (see [`super::rate`]), and keeps the
+//! connection alive or finds it dead.
+//!
+//! Liveness: after a heartbeat interval of client silence the server sends the seeds' text
+//! heartbeat and a WebSocket protocol ping (which browsers answer by themselves). Any frame
+//! from the client counts as an answer. A client that sent nothing for two intervals is taken
+//! for dead (its TCP connection is gone, or it stopped reading and writing): the writer is told
+//! to close, which drops the connection's queue and gives back its admission permit. So is a
+//! client whose writer accepts none of the reader's replies for an interval (it sends but does
+//! not read).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
 use tokio::sync::mpsc;
 
+use super::rate::{MessageRate, Verdict};
 use super::{Heartbeat, SessionInfo, SocketEndpoint, close_code, error_message};
 use crate::api::AppState;
+use crate::hub::{CloseReason, CloseSignal};
+
+/// Silent heartbeat intervals after which a client is taken for dead.
+const SILENT_INTERVALS_BEFORE_CLOSE: u32 = 2;
 
 /// What the reader asks the writer to send.
 pub(super) enum Outgoing {
     Text(String),
+    /// A WebSocket protocol ping.
+    Ping,
     Close(u16, &'static str),
 }
 
@@ -24,53 +41,115 @@ pub(super) async fn read_client<E: SocketEndpoint>(
     info: Arc<SessionInfo>,
     endpoint: Arc<E>,
     writer: mpsc::Sender<Outgoing>,
+    close_signal: Arc<CloseSignal>,
 ) {
-    let heartbeat_every = state.config.limits.heartbeat;
+    let limits = &state.config.limits;
+    let heartbeat_every = limits.heartbeat;
     let heartbeat = match endpoint.heartbeat() {
         Heartbeat::TextPing => "ping".to_string(),
         Heartbeat::JsonHeartbeat => r#"{"type":"heartbeat"}"#.to_string(),
     };
+    let mut rate = MessageRate::new(
+        limits.client_messages_per_s,
+        limits.client_messages_burst,
+        Instant::now(),
+    );
+    let mut silent_intervals = 0u32;
     loop {
         let frame = match tokio::time::timeout(heartbeat_every, stream.next()).await {
             Err(_silence) => {
-                if writer
-                    .send(Outgoing::Text(heartbeat.clone()))
-                    .await
-                    .is_err()
-                {
+                silent_intervals += 1;
+                if silent_intervals >= SILENT_INTERVALS_BEFORE_CLOSE {
+                    metrics::counter!("herald_unresponsive_disconnects_total").increment(1);
+                    close_signal.raise(CloseReason::Unresponsive);
+                    return;
+                }
+                let sent =
+                    hand_to_writer(&writer, Outgoing::Text(heartbeat.clone()), heartbeat_every)
+                        .await
+                        && hand_to_writer(&writer, Outgoing::Ping, heartbeat_every).await;
+                if !sent {
+                    close_signal.raise(CloseReason::Unresponsive);
                     return;
                 }
                 continue;
             }
             Ok(None) => return,
             Ok(Some(Err(error))) => {
-                let _ = writer.send(close_for_read_error(&error)).await;
+                ask_to_close(
+                    &writer,
+                    &close_signal,
+                    close_for_read_error(&error),
+                    heartbeat_every,
+                )
+                .await;
                 return;
             }
             Ok(Some(Ok(frame))) => frame,
         };
+        silent_intervals = 0;
         let replies = match frame {
-            Message::Text(text) => {
-                answer_text(&state, &info, endpoint.as_ref(), text.as_str()).await
-            }
+            Message::Text(text) => match rate.check(Instant::now()) {
+                Verdict::Admit => {
+                    answer_text(&state, &info, endpoint.as_ref(), text.as_str()).await
+                }
+                Verdict::Refuse => {
+                    metrics::counter!("herald_client_messages_refused_total").increment(1);
+                    vec![error_message(&format!(
+                        "too many messages: at most {} per second",
+                        rate.per_second()
+                    ))]
+                }
+                Verdict::Close => {
+                    metrics::counter!("herald_rate_limit_disconnects_total").increment(1);
+                    let close = Outgoing::Close(close_code::POLICY_VIOLATION, "too many messages");
+                    ask_to_close(&writer, &close_signal, close, heartbeat_every).await;
+                    return;
+                }
+            },
             Message::Binary(_) => {
-                let _ = writer
-                    .send(Outgoing::Close(
-                        close_code::UNSUPPORTED_DATA,
-                        "binary frames are not supported",
-                    ))
-                    .await;
+                let close = Outgoing::Close(
+                    close_code::UNSUPPORTED_DATA,
+                    "binary frames are not supported",
+                );
+                ask_to_close(&writer, &close_signal, close, heartbeat_every).await;
                 return;
             }
             Message::Close(_) => return,
             Message::Ping(_) | Message::Pong(_) => Vec::new(),
         };
         for reply in replies {
-            if writer.send(Outgoing::Text(reply)).await.is_err() {
+            if !hand_to_writer(&writer, Outgoing::Text(reply), heartbeat_every).await {
+                close_signal.raise(CloseReason::Unresponsive);
                 return;
             }
         }
     }
+}
+
+/// Asks the writer to send the close frame `close`; a writer stuck on a client that does not
+/// read is made to give up instead.
+async fn ask_to_close(
+    writer: &mpsc::Sender<Outgoing>,
+    close_signal: &CloseSignal,
+    close: Outgoing,
+    patience: std::time::Duration,
+) {
+    if !hand_to_writer(writer, close, patience).await {
+        close_signal.raise(CloseReason::Unresponsive);
+    }
+}
+
+/// Queues `outgoing` for the writer. False when the writer has ended, or when it took no
+/// message for a heartbeat interval: it is stuck writing to a client that does not read, which
+/// is as unresponsive as one that answers nothing (and the reader must not stop reading, or
+/// the client's silence would go unnoticed).
+async fn hand_to_writer(
+    writer: &mpsc::Sender<Outgoing>,
+    outgoing: Outgoing,
+    patience: std::time::Duration,
+) -> bool {
+    writer.send_timeout(outgoing, patience).await.is_ok()
 }
 
 async fn answer_text<E: SocketEndpoint>(

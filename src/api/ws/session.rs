@@ -85,6 +85,7 @@ pub(super) async fn run<E: SocketEndpoint>(
             Arc::clone(&info),
             Arc::clone(&endpoint),
             control,
+            Arc::clone(&subscription.close_signal),
         ));
         write_live(&mut sink, &mut subscription, control_queue, floor).await;
         reader.abort();
@@ -210,6 +211,7 @@ async fn write_live(
             reason = close_signal.raised() => Step::Close(reason),
             outgoing = control.recv() => match outgoing {
                 Some(Outgoing::Text(text)) => Step::Text(text),
+                Some(Outgoing::Ping) => Step::Ping,
                 Some(Outgoing::Close(code, reason)) => Step::CloseWith(code, reason),
                 None => return,
             },
@@ -229,6 +231,10 @@ async fn write_live(
             }
             Step::Text(text) => {
                 let send = sink.send(Message::Text(text.into()));
+                race_close(send, &close_signal).await
+            }
+            Step::Ping => {
+                let send = sink.send(Message::Ping(Default::default()));
                 race_close(send, &close_signal).await
             }
             Step::Deliveries => {
@@ -272,6 +278,15 @@ async fn close_for(sink: &mut Sink, reason: CloseReason) {
             )
             .await;
         }
+        CloseReason::Unresponsive => {
+            send_close(
+                sink,
+                close_code::GOING_AWAY,
+                "no answer to heartbeats",
+                CLOSE_TIMEOUT,
+            )
+            .await;
+        }
         CloseReason::Resync => {
             send_close(
                 sink,
@@ -297,6 +312,7 @@ enum Step {
     Close(CloseReason),
     CloseWith(u16, &'static str),
     Text(String),
+    Ping,
     Deliveries,
 }
 

@@ -19,7 +19,8 @@ use super::BenchArgs;
 use super::http::HttpConnection;
 use super::nodes::{self, Node};
 use super::scenario::Scenario;
-use crate::config::DEV_API_KEY;
+use crate::auth::{Authenticator, User};
+use crate::config::{DEV_API_KEY, DEV_JWT_SECRET};
 
 const NODES: usize = 3;
 const POLL: Duration = Duration::from_millis(10);
@@ -188,35 +189,50 @@ async fn catchup(
 }
 
 /// Publishes `count` small events over `targets` from many connections, each waiting for its
-/// acknowledgement.
+/// acknowledgement: application events through `POST /api/publish`, or (`--comments`)
+/// comments over 1000 tracks through their own endpoint, `POST /api/tracks/{id}/comments`,
+/// which alone writes the `track:*` channels.
 async fn publish_many(targets: &[SocketAddr], count: u64, comments: bool) -> anyhow::Result<()> {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let commenter = Authenticator::new(DEV_JWT_SECRET, DEV_API_KEY).mint(
+        &User {
+            id: "bench".into(),
+            name: "bench".into(),
+            roles: Vec::new(),
+            creator_id: None,
+        },
+        Duration::from_secs(4 * 3600),
+    );
     let mut tasks = Vec::new();
     for publisher in 0..CATCHUP_PUBLISHERS {
         let addr = targets[publisher % targets.len()];
         let next = std::sync::Arc::clone(&next);
+        let bearer = if comments {
+            commenter.clone()
+        } else {
+            DEV_API_KEY.to_string()
+        };
         tasks.push(tokio::spawn(async move {
-            let mut connection = HttpConnection::new(addr, DEV_API_KEY);
+            let mut connection = HttpConnection::new(addr, &bearer);
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if n >= count {
                     return Ok::<(), anyhow::Error>(());
                 }
-                let body = if comments {
-                    let track = n % 1000;
-                    json!({"channel": format!("track:{track}"), "data": {
-                        "type": "new_comment", "track_id": track.to_string(), "comment": {
-                            "id": format!("bench-{n}"), "track_id": track.to_string(),
-                            "user_id": "bench", "username": "bench",
-                            "content": format!("comment {n}"), "timestamp": n as f64,
-                            "created_at": "2026-12-01T00:00:00Z", "is_edited": false,
-                            "last_edited_at": null}}})
+                let (path, body) = if comments {
+                    (
+                        format!("/api/tracks/{}/comments", n % 1000),
+                        json!({"content": format!("comment {n}"), "timestamp": n}),
+                    )
                 } else {
-                    json!({"channel": format!("catchup:{}", n % 16), "data": {"type": "catchup", "n": n}})
+                    (
+                        "/api/publish".to_string(),
+                        json!({"channel": format!("catchup:{}", n % 16), "data": {"type": "catchup", "n": n}}),
+                    )
                 };
-                let answer = connection.post_json("/api/publish", body.to_string().as_bytes()).await?;
+                let answer = connection.post_json(&path, body.to_string().as_bytes()).await?;
                 if answer.status != 200 {
-                    bail!("publish refused with status {}", answer.status);
+                    bail!("{path} refused with status {}", answer.status);
                 }
             }
         }));

@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 keep-alive client for `POST /api/publish` (and `GET /metrics`): one TCP
-//! connection per publisher, one request in flight on it.
+//! A minimal HTTP/1.1 keep-alive client for `POST /api/publish`, the feature endpoints the
+//! benches post to (comments), and `GET /metrics`: one TCP connection per publisher, one
+//! request in flight on it.
 //!
 //! Why not reqwest: on a 2-core machine the load generator competes with the server for CPU,
 //! and a general client's pool, header maps and body machinery cost several times what this
@@ -19,7 +20,8 @@ const MAX_HEAD: usize = 16 * 1024;
 
 pub struct HttpConnection {
     addr: SocketAddr,
-    api_key: String,
+    /// Sent as `Authorization: Bearer`: the API key, or a user token for feature endpoints.
+    bearer: String,
     stream: Option<BufReader<TcpStream>>,
     request: Vec<u8>,
     line: String,
@@ -32,10 +34,10 @@ pub struct Answer {
 }
 
 impl HttpConnection {
-    pub fn new(addr: SocketAddr, api_key: &str) -> Self {
+    pub fn new(addr: SocketAddr, bearer: &str) -> Self {
         Self {
             addr,
-            api_key: api_key.to_string(),
+            bearer: bearer.to_string(),
             stream: None,
             request: Vec::with_capacity(512),
             line: String::with_capacity(128),
@@ -78,7 +80,7 @@ impl HttpConnection {
                 "{method} {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
                  content-type: application/json\r\ncontent-length: {}\r\n\r\n",
                 self.addr,
-                self.api_key,
+                self.bearer,
                 body.len()
             )
             .as_bytes(),
