@@ -22,6 +22,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("service unavailable")]
     Unavailable,
+    /// The store's disk is full: nothing was committed; try again later.
+    #[error("store full")]
+    StoreFull,
     #[error("internal error")]
     Internal,
 }
@@ -38,7 +41,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::StoreFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,6 +58,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Closed => Self::Unavailable,
+            other if other.is_full() => Self::StoreFull,
             other => {
                 tracing::error!(error = %other, "store error in request");
                 Self::Internal

@@ -46,9 +46,13 @@ pub struct ServeArgs {
     /// How events travel between nodes.
     #[arg(long, env = "HERALD_BACKPLANE", value_enum)]
     pub backplane: Option<BackplaneKind>,
-    /// Redis URL for the redis backplane.
-    #[arg(long, env = "HERALD_REDIS_URL")]
-    pub redis_url: Option<String>,
+    /// Redis URL for the redis backplane: redis://[user:password@]host:port[/db], or
+    /// rediss:// for TLS.
+    #[arg(long, env = "HERALD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<super::RedisUrl>,
+    /// PEM file with the CA certificate(s) of a rediss:// server (default: the system's roots).
+    #[arg(long, env = "HERALD_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
     /// 2: a publish answers only after another live node stored it.
     #[arg(long, env = "HERALD_REPLICATION")]
     pub replication: Option<u8>,
@@ -150,6 +154,16 @@ pub fn resolve(
             "required with backplane = redis",
         ));
     }
+    let redis_ca = args
+        .redis_ca
+        .clone()
+        .or_else(|| file.redis_ca.as_ref().map(|ca| base_dir.join(ca)));
+    if redis_ca.is_some() && !redis_url.as_ref().is_some_and(|url| url.uses_tls()) {
+        return Err(ConfigError::invalid(
+            "redis_ca",
+            "needs a rediss:// (TLS) redis_url",
+        ));
+    }
     let seeds = if !args.seeds.is_empty() {
         args.seeds.clone()
     } else {
@@ -212,6 +226,7 @@ pub fn resolve(
         data_dir,
         backplane,
         redis_url,
+        redis_ca,
         replication,
         jwt_secret: secret(
             "jwt_secret",

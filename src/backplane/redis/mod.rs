@@ -55,7 +55,13 @@
 //! clients, reports not ready, and joins when Redis appears.
 //!
 //! Trust: anyone who can write to this Redis can inject events; protect it with a password or
-//! ACL in the URL. The cluster secret guards the mesh only.
+//! an ACL user in the URL (`redis://user:password@host:6379`), and with TLS (`rediss://`,
+//! checked against the system's roots or, with `--redis-ca FILE`, against a private CA only).
+//! The password is used to build the client and nowhere else: the URL is a
+//! [`RedisUrl`](crate::config::RedisUrl), shown without it, health details name only
+//! `host:port/db`, and error texts from the client pass through [`RedisUrl::redact`]
+//! (crate::config::RedisUrl::redact) before they are logged or shown. The cluster secret guards
+//! the mesh only.
 
 mod catchup;
 mod client;
@@ -80,7 +86,8 @@ use crate::cluster::MemberState;
 use crate::event::{Event, NodeId, SharedEvent};
 use crate::hub::Hub;
 use crate::store::Store;
-use client::{Backoff, QUIT_TIMEOUT, disconnect, display_server, new_client, unless_stopped};
+use crate::config::RedisUrl;
+use client::{Backoff, QUIT_TIMEOUT, disconnect, new_client, unless_stopped};
 use keys::{Keys, NodeRecord};
 
 /// How often the registry is written and read, repairs planned and probes checked.
@@ -102,12 +109,17 @@ const EPHEMERAL_QUEUE: usize = 1024;
 pub enum RedisBackplaneError {
     #[error("invalid redis url: {0}")]
     Url(String),
+    #[error("redis TLS: {0}")]
+    Tls(String),
 }
 
 /// What the node tells the backplane about itself.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
-    pub url: String,
+    /// Shown without its password.
+    pub url: RedisUrl,
+    /// The CA a `rediss://` server's certificate must chain to (default: the system's roots).
+    pub ca: Option<std::path::PathBuf>,
     pub cluster_id: String,
     pub node_id: NodeId,
     pub http_addr: SocketAddr,
@@ -162,6 +174,8 @@ pub struct RedisBackplane {
     keys: Keys,
     /// The Redis address without credentials, for health details.
     server: String,
+    /// Hides the password in error texts.
+    url: RedisUrl,
     http_addr: SocketAddr,
     fred_config: FredConfig,
     /// Commands: shipping, the registry, probes, repairs.
@@ -189,13 +203,7 @@ impl RedisBackplane {
     /// Builds the backplane and starts connecting in the background: it does not wait for
     /// Redis, which may well be unreachable now and appear later.
     pub fn connect(options: RedisOptions) -> Result<Arc<Self>, RedisBackplaneError> {
-        if options.url.starts_with("rediss://") {
-            return Err(RedisBackplaneError::Url(
-                "TLS (rediss://) is not supported by this build".into(),
-            ));
-        }
-        let mut fred_config = FredConfig::from_url(&options.url)
-            .map_err(|e| RedisBackplaneError::Url(e.to_string()))?;
+        let mut fred_config = client::fred_config(&options.url, options.ca.as_deref())?;
         // Run the reconnect policy for the first connection too, instead of failing.
         fred_config.fail_fast = false;
         let commands = new_client(&fred_config);
@@ -204,7 +212,8 @@ impl RedisBackplane {
         Ok(Arc::new(Self {
             keys: Keys::new(&options.cluster_id),
             node_id: options.node_id,
-            server: display_server(&options.url),
+            server: options.url.server(),
+            url: options.url,
             http_addr: options.http_addr,
             fred_config,
             commands,
@@ -259,7 +268,7 @@ impl RedisBackplane {
 
     /// Notes a failed Redis command for the health detail.
     fn note_error(&self, what: &str, error: &fred::error::Error) {
-        let detail = format!("{what}: {error}");
+        let detail = self.url.redact(&format!("{what}: {error}"));
         let mut shared = self.shared();
         if shared.last_error.as_deref() != Some(detail.as_str()) {
             tracing::debug!(error = %detail, "redis command failed");
