@@ -439,3 +439,6 @@ mod retention_tests;
 
 #[cfg(test)]
 mod snapshot_tests;
+
+#[cfg(test)]
+mod fault_tests;
