@@ -155,6 +155,20 @@ mod tests {
     }
 
     #[test]
+    fn a_printed_config_does_not_carry_the_password() {
+        let mut config = crate::config::Config::for_tests("/tmp/unused");
+        config.redis_url = Some(RedisUrl::new("redis://herald:hunter2-secret@redis:6379"));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2-secret"), "{debug}");
+        assert!(debug.contains("redis://herald:***@redis:6379"), "{debug}");
+        let args = crate::config::ServeArgs {
+            redis_url: config.redis_url.clone(),
+            ..Default::default()
+        };
+        assert!(!format!("{args:?}").contains("hunter2-secret"));
+    }
+
+    #[test]
     fn urls_without_a_password_are_shown_as_they_are() {
         let url = RedisUrl::new("redis://127.0.0.1:6379");
         assert_eq!(url.to_string(), "redis://127.0.0.1:6379");

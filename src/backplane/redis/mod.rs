@@ -157,6 +157,9 @@ struct Shared {
     epoch: Option<String>,
     last_contact: Option<Instant>,
     last_error: Option<String>,
+    /// The last error of the command connection itself (refused, TLS, authentication), which a
+    /// timed-out command does not say.
+    connection_error: Option<String>,
     /// The probe nonce in flight and when it was sent.
     probe: Option<(String, Instant)>,
     /// True once the shipper knows where shipping stopped last time.
@@ -255,6 +258,7 @@ impl RedisBackplane {
                 stop.clone(),
             ));
         }
+        tokio::spawn(watch_connection_errors(Arc::downgrade(self), stop.clone()));
         tokio::spawn(registry::run(Arc::clone(self), store, hub, stop));
     }
 
@@ -289,7 +293,7 @@ impl RedisBackplane {
                 if was {
                     tracing::warn!(
                         redis = %self.server,
-                        %error,
+                        error = %self.url.redact(&error.to_string()),
                         "redis unreachable: publishes are committed and delivered locally, \
                          and shipped when it returns"
                     );
@@ -351,7 +355,12 @@ impl Backplane for RedisBackplane {
             (Some(record), Some(origin)) => record.vector.get(origin).max(shipped),
             _ => shipped,
         };
-        let error = shared.last_error.as_deref().unwrap_or("no answer yet");
+        let error = match (&shared.last_error, &shared.connection_error) {
+            (Some(error), Some(connection)) => format!("{error} (connection: {connection})"),
+            (None, Some(connection)) => format!("connection: {connection}"),
+            (Some(error), None) => error.clone(),
+            (None, None) => "no answer yet".to_string(),
+        };
         let (healthy, detail) = if !reachable {
             let since = match shared.last_contact {
                 Some(at) => format!("for {:.1}s", at.elapsed().as_secs_f64()),
@@ -465,6 +474,39 @@ impl Backplane for RedisBackplane {
             }
             disconnect((client, connection)).await;
         });
+    }
+}
+
+/// Keeps the last error fred reports for the command connection (refused, TLS handshake,
+/// authentication: a command only says it timed out) for the health detail, redacted; until
+/// `stop`, or until the backplane is gone.
+async fn watch_connection_errors(
+    backplane: std::sync::Weak<RedisBackplane>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use fred::prelude::EventInterface;
+    let Some(mut errors) = backplane.upgrade().map(|b| b.commands.error_rx()) else {
+        return;
+    };
+    loop {
+        let received = tokio::select! {
+            received = errors.recv() => received,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        let error = match received {
+            Ok((error, _)) => error,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(backplane) = backplane.upgrade() else {
+            return;
+        };
+        let detail = backplane.url.redact(&error.to_string());
+        let mut shared = backplane.shared();
+        if shared.connection_error.as_deref() != Some(detail.as_str()) {
+            tracing::debug!(error = %detail, "redis connection error");
+            shared.connection_error = Some(detail);
+        }
     }
 }
 
