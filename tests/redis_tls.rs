@@ -92,7 +92,15 @@ impl TlsRedis {
             .arg(&certificates.ca)
             .args(["--tls-auth-clients", "no"])
             .args(["--user", "default", "off"])
-            .args(["--user", USER, "on", &format!(">{PASSWORD}"), "~*", "&*", "+@all"])
+            .args([
+                "--user",
+                USER,
+                "on",
+                &format!(">{PASSWORD}"),
+                "~*",
+                "&*",
+                "+@all",
+            ])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir)
@@ -313,7 +321,10 @@ async fn nodes_replicate_through_redis_over_tls_with_a_password_that_never_shows
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_no_password("the readiness detail of a node with a wrong password", &readyz);
+    assert_no_password(
+        "the readiness detail of a node with a wrong password",
+        &readyz,
+    );
 
     for node in [&n1, &n2, &wrong] {
         let (status, cluster) = node.get("/api/cluster").await;
@@ -323,7 +334,10 @@ async fn nodes_replicate_through_redis_over_tls_with_a_password_that_never_shows
         assert_no_password("/readyz", &readyz);
     }
     let (_, cluster) = n1.get("/api/cluster").await;
-    assert!(cluster.contains(&format!("127.0.0.1:{}", redis.port)), "{cluster}");
+    assert!(
+        cluster.contains(&format!("127.0.0.1:{}", redis.port)),
+        "{cluster}"
+    );
 
     let status = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["cluster", "status", "--http", &n1.http.to_string()])
@@ -354,7 +368,14 @@ fn a_node_refuses_a_ca_file_without_tls_and_names_no_password() {
     let run = |url: &str| {
         Command::new(env!("CARGO_BIN_EXE_herald"))
             .arg("serve")
-            .args(["--http", "127.0.0.1:0", "--backplane", "redis", "--redis-url", url])
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--backplane",
+                "redis",
+                "--redis-url",
+                url,
+            ])
             .arg("--redis-ca")
             .arg(&ca)
             .arg("--data")

@@ -70,7 +70,10 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         // Lazy: a node killed a moment ago may still hold a file open.
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -114,10 +117,17 @@ async fn stored(cluster: &TestCluster, index: usize) -> BTreeSet<u64> {
 }
 
 fn keep_everything(spec: &mut cluster_support::NodeSpec) {
-    spec.extra_args = ["--history-size", "0", "--history-ttl", "0", "--history-max-disk", "0"]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    spec.extra_args = [
+        "--history-size",
+        "0",
+        "--history-ttl",
+        "0",
+        "--history-max-disk",
+        "0",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +136,8 @@ async fn a_full_disk_answers_503_keeps_what_was_acknowledged_and_recovers_by_its
     let data = disk.path().join("n1");
     let mut cluster = TestCluster::start_with(1, |_, spec| {
         keep_everything(spec);
-        spec.extra_args.extend(["--backplane".to_string(), "local".to_string()]);
+        spec.extra_args
+            .extend(["--backplane".to_string(), "local".to_string()]);
         spec.data = data.clone();
     })
     .await;
@@ -159,7 +170,11 @@ async fn a_full_disk_answers_503_keeps_what_was_acknowledged_and_recovers_by_its
     for _ in 0..5 {
         n += 1;
         let (status, body) = publish(&cluster, 0, tick(n)).await;
-        assert_eq!((status, &body["message"]), (503, &json!("store full")), "{body}");
+        assert_eq!(
+            (status, &body["message"]),
+            (503, &json!("store full")),
+            "{body}"
+        );
     }
     let (status, body) = readyz(&cluster, 0).await;
     assert_eq!(status, 503, "{body}");
@@ -177,7 +192,10 @@ async fn a_full_disk_answers_503_keeps_what_was_acknowledged_and_recovers_by_its
             break;
         }
         assert_eq!(status, 503, "{body}");
-        assert!(Instant::now() < deadline, "publishing did not resume: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "publishing did not resume: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_until(WAIT, || async { readyz(&cluster, 0).await.0 == 200 }).await;
@@ -293,7 +311,8 @@ fn refusal(code: Option<i32>, stderr: &str, file: &Path) -> String {
 async fn a_corrupted_database_refuses_to_start_naming_the_file() {
     let mut cluster = TestCluster::start_with(1, |_, spec| {
         keep_everything(spec);
-        spec.extra_args.extend(["--backplane".to_string(), "local".to_string()]);
+        spec.extra_args
+            .extend(["--backplane".to_string(), "local".to_string()]);
     })
     .await;
     for n in 1..=300 {
@@ -312,7 +331,10 @@ async fn a_corrupted_database_refuses_to_start_naming_the_file() {
     let original = std::fs::read(&database).expect("read database");
     const PAGE: usize = 4096;
     let pages = original.len() / PAGE;
-    assert!(pages > 100, "a database of {pages} pages is too small to test");
+    assert!(
+        pages > 100,
+        "a database of {pages} pages is too small to test"
+    );
 
     // Pages in the middle overwritten: quick_check finds them.
     let mut damaged = original.clone();

@@ -31,7 +31,10 @@ impl RedisUrl {
     }
 
     fn scheme(&self) -> &str {
-        self.0.split_once("://").map(|(scheme, _)| scheme).unwrap_or("")
+        self.0
+            .split_once("://")
+            .map(|(scheme, _)| scheme)
+            .unwrap_or("")
     }
 
     /// The password as written in the URL (percent-encoded, if it was), when there is one.
@@ -49,7 +52,11 @@ impl RedisUrl {
 
     /// `host:port/db` without scheme or credentials: what health details show.
     pub fn server(&self) -> String {
-        let rest = self.0.split_once("://").map(|(_, rest)| rest).unwrap_or(&self.0);
+        let rest = self
+            .0
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .unwrap_or(&self.0);
         let rest = rest.rsplit_once('@').map(|(_, host)| host).unwrap_or(rest);
         rest.to_string()
     }

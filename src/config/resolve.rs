@@ -46,7 +46,7 @@ pub struct ServeArgs {
     /// How events travel between nodes.
     #[arg(long, env = "HERALD_BACKPLANE", value_enum)]
     pub backplane: Option<BackplaneKind>,
-    /// Redis URL for the redis backplane: redis://[user:password@]host:port[/db], or
+    /// Redis URL for the redis backplane, for example redis://user:password@host:6379/0, or
     /// rediss:// for TLS.
     #[arg(long, env = "HERALD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<super::RedisUrl>,

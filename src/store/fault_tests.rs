@@ -185,7 +185,10 @@ async fn the_writer_walks_past_an_undecodable_row_instead_of_waiting_for_it() {
     let recorder = Arc::new(Recorder::default());
     let store = open(dir.path(), Arc::clone(&recorder));
     let peer = NodeId::new("peer").unwrap();
-    let applied = store.apply_remote(vec![remote(1), remote(3)]).await.unwrap();
+    let applied = store
+        .apply_remote(vec![remote(1), remote(3)])
+        .await
+        .unwrap();
     assert_eq!(applied.position.get(&peer), 1);
     assert_eq!(applied.gaps, vec![(peer.clone(), 2, 3)]);
     // Seq 2 arrives damaged (as if written by a version with other rules): its id is no UUID.

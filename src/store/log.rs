@@ -359,7 +359,10 @@ fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Decoded> {
                 .map(|text| Some(text.to_string()))
                 .map_err(|_| format!("column {index} is not UTF-8")),
             Ok(ValueRef::Null) => Ok(None),
-            Ok(other) => Err(format!("column {index} is {:?}, not text", other.data_type())),
+            Ok(other) => Err(format!(
+                "column {index} is {:?}, not text",
+                other.data_type()
+            )),
             Err(error) => Err(error.to_string()),
         }
     };

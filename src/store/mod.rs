@@ -111,7 +111,11 @@ impl StoreError {
 
     /// `Full` for a full disk, the error itself otherwise.
     pub(crate) fn classified(self) -> StoreError {
-        if self.is_full() { StoreError::Full } else { self }
+        if self.is_full() {
+            StoreError::Full
+        } else {
+            self
+        }
     }
 
     /// Names `path` when SQLite says the file is damaged or not a database.
@@ -144,7 +148,8 @@ fn sqlite_full(error: &rusqlite::Error) -> bool {
 }
 
 fn io_full(error: &std::io::Error) -> bool {
-    error.kind() == std::io::ErrorKind::StorageFull || error.kind() == std::io::ErrorKind::QuotaExceeded
+    error.kind() == std::io::ErrorKind::StorageFull
+        || error.kind() == std::io::ErrorKind::QuotaExceeded
 }
 
 /// `text` on one line.

@@ -269,7 +269,8 @@ mod tests {
     #[test]
     fn a_new_database_releases_free_pages_without_a_rewrite() {
         let dir = tempfile::tempdir().unwrap();
-        let connection = open_writer(&dir.path().join("t.db"), SyncMode::Normal, Check::Quick).unwrap();
+        let connection =
+            open_writer(&dir.path().join("t.db"), SyncMode::Normal, Check::Quick).unwrap();
         let mode: i64 = connection
             .pragma_query_value(None, "auto_vacuum", |row| row.get(0))
             .unwrap();

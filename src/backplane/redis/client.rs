@@ -51,8 +51,9 @@ fn tls_config(ca: Option<&Path>) -> Result<TlsConfig, RedisBackplaneError> {
     };
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let unreadable =
-        |error: &dyn std::fmt::Display| RedisBackplaneError::Tls(format!("CA file {}: {error}", ca.display()));
+    let unreadable = |error: &dyn std::fmt::Display| {
+        RedisBackplaneError::Tls(format!("CA file {}: {error}", ca.display()))
+    };
     let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
         .map_err(|error| unreadable(&error))?
         .collect::<Result<_, _>>()
@@ -165,7 +166,10 @@ mod tests {
     fn credentials_never_reach_the_health_detail() {
         let url = RedisUrl::new("redis://user:secret@10.0.0.1:6379/2");
         assert_eq!(url.server(), "10.0.0.1:6379/2");
-        assert_eq!(RedisUrl::new("redis://127.0.0.1:6380").server(), "127.0.0.1:6380");
+        assert_eq!(
+            RedisUrl::new("redis://127.0.0.1:6380").server(),
+            "127.0.0.1:6380"
+        );
     }
 
     #[test]
@@ -177,10 +181,13 @@ mod tests {
         assert_eq!(config.database, Some(3));
         assert!(config.tls.is_none());
         let missing = std::path::Path::new("/nonexistent/ca.pem");
-        let error = fred_config(&RedisUrl::new("rediss://herald:pw@127.0.0.1:6390"), Some(missing))
-            .err()
-            .expect("a missing CA file is an error")
-            .to_string();
+        let error = fred_config(
+            &RedisUrl::new("rediss://herald:pw@127.0.0.1:6390"),
+            Some(missing),
+        )
+        .map(|_| ())
+        .expect_err("a missing CA file is an error")
+        .to_string();
         assert!(error.contains("/nonexistent/ca.pem"), "{error}");
         assert!(!error.contains("pw@"), "{error}");
     }

@@ -57,11 +57,11 @@
 //! Trust: anyone who can write to this Redis can inject events; protect it with a password or
 //! an ACL user in the URL (`redis://user:password@host:6379`), and with TLS (`rediss://`,
 //! checked against the system's roots or, with `--redis-ca FILE`, against a private CA only).
-//! The password is used to build the client and nowhere else: the URL is a
-//! [`RedisUrl`](crate::config::RedisUrl), shown without it, health details name only
-//! `host:port/db`, and error texts from the client pass through [`RedisUrl::redact`]
-//! (crate::config::RedisUrl::redact) before they are logged or shown. The cluster secret guards
-//! the mesh only.
+//! The password is used to build the client and nowhere else: the URL is a [`RedisUrl`], shown
+//! without it, health details name only `host:port/db`, and error texts from the client
+//! (command errors, and the connection errors fred reports, which say why a command timed out:
+//! authentication, TLS) pass through [`RedisUrl::redact`] before they are logged or shown. The
+//! cluster secret guards the mesh only.
 
 mod catchup;
 mod client;
@@ -83,10 +83,10 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::{Backplane, BackplaneHealth, PeerSummary};
 use crate::cluster::MemberState;
+use crate::config::RedisUrl;
 use crate::event::{Event, NodeId, SharedEvent};
 use crate::hub::Hub;
 use crate::store::Store;
-use crate::config::RedisUrl;
 use client::{Backoff, QUIT_TIMEOUT, disconnect, new_client, unless_stopped};
 use keys::{Keys, NodeRecord};
 
