@@ -3,13 +3,16 @@
 //! - A full disk (a data directory on a small tmpfs, filled to the brim): publishes answer 503
 //!   `store full`, `/readyz` fails, nothing that got a 2xx answer is lost, and once space is
 //!   freed publishing resumes by itself, without a restart. A node whose disk is full while
-//!   its peer publishes gets the events it failed to store pulled again once it has space.
+//!   its peer publishes gets the events it failed to store once it has space again (pulled
+//!   again over the mesh, read again from Redis).
 //! - A corrupted database refuses to start: exit status 2 and one line naming the file.
 //!
 //! The tmpfs tests mount a file system, which needs root (CI runs as root). Where mounting is
 //! impossible they fail, saying so: they are never skipped.
 
 mod cluster_support;
+#[cfg(feature = "redis")]
+mod redis_support;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -219,19 +222,22 @@ async fn a_full_disk_answers_503_keeps_what_was_acknowledged_and_recovers_by_its
     drop(cluster);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_a_full_peer_failed_to_store_are_pulled_again_once_it_has_space() {
+/// Two nodes on `backplane_args`, the second on a tmpfs that is full while the first
+/// publishes: once space is freed, the second gets everything it failed to store.
+async fn a_full_peer_catches_up_once_it_has_space(backplane_args: &[String]) {
     let disk = Tmpfs::mount(8);
     let full_data = disk.path().join("n2");
     let cluster = TestCluster::start_with(2, |index, spec| {
         keep_everything(spec);
+        spec.extra_args.extend(backplane_args.iter().cloned());
         if index == 1 {
             spec.data = full_data.clone();
         }
     })
     .await;
-    cluster.wait_linked(0, 1, WAIT).await;
-    cluster.wait_linked(1, 1, WAIT).await;
+    for index in 0..2 {
+        wait_until(WAIT, || async { readyz(&cluster, index).await.0 == 200 }).await;
+    }
     let filler = disk.fill();
     let mut published = BTreeSet::new();
     let mut n = 0;
@@ -254,10 +260,24 @@ async fn events_a_full_peer_failed_to_store_are_pulled_again_once_it_has_space()
     assert!(stored(&cluster, 1).await.len() < published.len());
 
     std::fs::remove_file(&filler).expect("remove filler");
-    cluster.wait_converged(WAIT).await;
-    assert_eq!(stored(&cluster, 1).await, published);
+    wait_until(WAIT, || async { stored(&cluster, 1).await == published }).await;
     assert_eq!(stored(&cluster, 0).await, published);
     drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_a_full_peer_failed_to_store_are_pulled_again_over_the_mesh() {
+    a_full_peer_catches_up_once_it_has_space(&[]).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_a_full_peer_failed_to_store_are_read_again_from_redis() {
+    let Some(redis) = redis_support::RedisServer::started("events_read_again_from_redis") else {
+        return;
+    };
+    let args = ["--backplane", "redis", "--redis-url", &redis.url()].map(String::from);
+    a_full_peer_catches_up_once_it_has_space(&args).await;
 }
 
 /// Runs `herald serve` on `data` and waits for it to exit (killing it after `WAIT`).

@@ -17,6 +17,13 @@
 //! group commits (`prune.rs`), recording each channel's floor ([`floors`]), and retires origins
 //! nothing is left of (`retire.rs`). A node below what its peers keep merges a [`snapshot`]
 //! instead of the log it can no longer get.
+//!
+//! Faults: a write that fails (a full disk: [`StoreError::Full`]) is rolled back and answered
+//! to every caller waiting on it; the writer keeps running and the next write tries again, so
+//! the store recovers by itself once space is freed, and [`Store::probe_writable`] (readiness)
+//! commits a small write to notice. [`Store::open`] refuses a database that fails
+//! `PRAGMA quick_check`, naming the file ([`StoreError::CorruptFile`]). A log row that cannot
+//! be decoded is skipped where it is read, logged and counted (`log.rs`).
 
 mod broadcasts;
 mod comments;

@@ -125,6 +125,7 @@ impl WriterThread {
             live_origins,
         } = housekeeping;
         let position = log::version_vector(&connection)?;
+        metrics::gauge!("herald_store_full").set(0.0);
         if let Some(highest) = log::highest_hlc(&connection)? {
             clock.observe(highest);
         }
