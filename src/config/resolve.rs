@@ -468,4 +468,28 @@ mod tests {
         .to_string();
         assert!(error.starts_with("invalid api_key"), "{error}");
     }
+
+    #[test]
+    fn the_redis_ca_comes_from_the_file_relative_to_it_and_needs_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "backplane = \"redis\"\nredis_url = \"rediss://herald:file-secret@redis:6380\"\n\
+             redis_ca = \"certs/ca.pem\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(file.clone()),
+            data: Some(dir.path().join("data")),
+            ..ServeArgs::default()
+        };
+        let config = resolve(&args, no_env).unwrap();
+        assert_eq!(config.redis_ca, Some(dir.path().join("certs/ca.pem")));
+        assert!(!format!("{config:?}").contains("file-secret"));
+        args.redis_url = Some("redis://herald:flag-secret@redis:6379".into());
+        let error = resolve(&args, no_env).unwrap_err().to_string();
+        assert!(error.contains("redis_ca"), "{error}");
+        assert!(!error.contains("flag-secret"), "{error}");
+    }
 }
