@@ -382,7 +382,7 @@ fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Decoded> {
     if seq < 1 {
         return Ok(Err(bad("bad seq".into())));
     }
-    let Some(hlc_value) = hlc.filter(|h| *h >= 0) else {
+    let Some(hlc_value) = hlc else {
         return Ok(Err(bad("bad hlc".into())));
     };
     let required = |index: usize, name: &str| -> Result<String, Undecodable> {
