@@ -66,7 +66,7 @@ async fn start_nodes(
         config.gossip = gossip[index];
         config.seeds = gossip.iter().map(ToString::to_string).collect();
         config.cluster_secret = "latency-secret".into();
-        config.redis_url = redis_url.clone();
+        config.redis_url = redis_url.clone().map(Into::into);
         config.shutdown_grace = Duration::from_secs(1);
         nodes.push(Server::start(config).await.expect("start node"));
     }

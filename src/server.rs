@@ -97,6 +97,7 @@ fn start_redis(
         .ok_or_else(|| ServerError::Redis("redis_url is required with backplane = redis".into()))?;
     let backplane = crate::backplane::RedisBackplane::connect(crate::backplane::RedisOptions {
         url,
+        ca: config.redis_ca.clone(),
         cluster_id: config.cluster_id.clone(),
         node_id: config.node_id.clone(),
         http_addr: config.advertise.http.unwrap_or(http_addr),

@@ -75,7 +75,7 @@ impl Topology {
                 config.seeds = gossip.iter().map(ToString::to_string).collect();
                 config.cluster_secret = "conformance-secret".into();
                 config.shutdown_grace = Duration::from_secs(2);
-                config.redis_url = redis.as_ref().map(|redis| redis.url());
+                config.redis_url = redis.as_ref().map(|redis| redis.url().into());
                 customize(&mut config);
                 config
             })

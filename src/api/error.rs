@@ -24,6 +24,9 @@ pub enum ApiError {
     RequestTimeout,
     #[error("service unavailable")]
     Unavailable,
+    /// The store's disk is full: nothing was committed; try again later.
+    #[error("store full")]
+    StoreFull,
     #[error("internal error")]
     Internal,
 }
@@ -41,7 +44,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::StoreFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,6 +61,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Closed => Self::Unavailable,
+            other if other.is_full() => Self::StoreFull,
             other => {
                 tracing::error!(error = %other, "store error in request");
                 Self::Internal

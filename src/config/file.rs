@@ -14,7 +14,9 @@ pub struct FileConfig {
     pub cluster_id: Option<String>,
     pub seeds: Option<Vec<String>>,
     pub backplane: Option<BackplaneKind>,
-    pub redis_url: Option<String>,
+    pub redis_url: Option<super::RedisUrl>,
+    /// PEM file with the CA of a `rediss://` server, relative to the file's directory.
+    pub redis_ca: Option<std::path::PathBuf>,
     pub replication: Option<u8>,
     pub jwt_secret: Option<String>,
     pub api_key: Option<String>,

@@ -10,6 +10,7 @@ mod exposure;
 mod file;
 mod history;
 mod limits;
+mod redis_url;
 mod resolve;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use exposure::MIN_CLUSTER_SECRET_LEN;
 pub use file::{FileConfig, NodeEntry};
 pub use limits::Limits;
+pub use redis_url::RedisUrl;
 pub use resolve::{ServeArgs, resolve};
 
 use crate::event::NodeId;
@@ -85,7 +87,11 @@ pub struct Config {
     pub seeds: Vec<String>,
     pub data_dir: PathBuf,
     pub backplane: BackplaneKind,
-    pub redis_url: Option<String>,
+    /// Shown without its password (`Debug`, `Display`).
+    pub redis_url: Option<RedisUrl>,
+    /// PEM file with the CA certificate(s) a `rediss://` server's certificate must chain to
+    /// (default: the system's roots).
+    pub redis_ca: Option<PathBuf>,
     pub replication: u8,
     pub jwt_secret: String,
     pub api_key: String,
@@ -116,6 +122,7 @@ impl Config {
             data_dir: data_dir.into(),
             backplane: BackplaneKind::Local,
             redis_url: None,
+            redis_ca: None,
             replication: 1,
             jwt_secret: DEV_JWT_SECRET.into(),
             api_key: DEV_API_KEY.into(),

@@ -44,9 +44,13 @@ pub struct ServeArgs {
     /// How events travel between nodes.
     #[arg(long, env = "HERALD_BACKPLANE", value_enum)]
     pub backplane: Option<BackplaneKind>,
-    /// Redis URL for the redis backplane.
-    #[arg(long, env = "HERALD_REDIS_URL")]
-    pub redis_url: Option<String>,
+    /// Redis URL for the redis backplane, for example redis://user:password@host:6379/0, or
+    /// rediss:// for TLS.
+    #[arg(long, env = "HERALD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<super::RedisUrl>,
+    /// PEM file with the CA certificate(s) of a rediss:// server (default: the system's roots).
+    #[arg(long, env = "HERALD_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
     /// 2: a publish answers only after another live node stored it.
     #[arg(long, env = "HERALD_REPLICATION")]
     pub replication: Option<u8>,
@@ -188,6 +192,16 @@ pub fn resolve(
             "required with backplane = redis",
         ));
     }
+    let redis_ca = args
+        .redis_ca
+        .clone()
+        .or_else(|| file.redis_ca.as_ref().map(|ca| base_dir.join(ca)));
+    if redis_ca.is_some() && !redis_url.as_ref().is_some_and(|url| url.uses_tls()) {
+        return Err(ConfigError::invalid(
+            "redis_ca",
+            "needs a rediss:// (TLS) redis_url",
+        ));
+    }
     let seeds = if !args.seeds.is_empty() {
         args.seeds.clone()
     } else {
@@ -250,6 +264,7 @@ pub fn resolve(
         data_dir,
         backplane,
         redis_url,
+        redis_ca,
         replication,
         jwt_secret: secret(
             "jwt_secret",
@@ -444,5 +459,29 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.starts_with("invalid api_key"), "{error}");
+    }
+
+    #[test]
+    fn the_redis_ca_comes_from_the_file_relative_to_it_and_needs_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "backplane = \"redis\"\nredis_url = \"rediss://herald:file-secret@redis:6380\"\n\
+             redis_ca = \"certs/ca.pem\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(file.clone()),
+            data: Some(dir.path().join("data")),
+            ..ServeArgs::default()
+        };
+        let config = resolve(&args, no_env).unwrap();
+        assert_eq!(config.redis_ca, Some(dir.path().join("certs/ca.pem")));
+        assert!(!format!("{config:?}").contains("file-secret"));
+        args.redis_url = Some("redis://herald:flag-secret@redis:6379".into());
+        let error = resolve(&args, no_env).unwrap_err().to_string();
+        assert!(error.contains("redis_ca"), "{error}");
+        assert!(!error.contains("flag-secret"), "{error}");
     }
 }

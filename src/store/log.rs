@@ -1,4 +1,11 @@
 //! The event log: inserts, log positions, and history queries for resume.
+//!
+//! A row that cannot be decoded into an event (a column of the wrong type, an invalid origin,
+//! channel or id, users that are not JSON) is skipped wherever rows are read, with an error
+//! log and `herald_store_undecodable_rows_total`: a history page, a replay, a pull served to a
+//! peer or a snapshot goes on without it instead of failing (and being retried) for ever. The
+//! writer's walk over held-back events counts such a row as present, so that the origin's
+//! position moves past it rather than waiting for ever for an event it already has.
 
 use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value};
 
@@ -86,24 +93,46 @@ pub(super) fn highest_hlc(connection: &Connection) -> Result<Option<Hlc>, StoreE
     Ok(highest.map(|h| Hlc(h as u64)))
 }
 
+/// What a walk over held-back events found: the events present without a gap after the
+/// position, and how far that reaches (past undecodable rows too) with the stamp to record.
+pub(super) struct Walked {
+    pub events: Vec<Event>,
+    /// The highest seq reached (the position it started from when nothing followed it).
+    pub reached: u64,
+    /// The hybrid-clock stamp of the row at `reached`, when one was read.
+    pub stamp: Option<Hlc>,
+}
+
 /// The events of `origin` right after `after` that are present without a gap, in seq order.
+/// An undecodable row counts as present (it is logged, counted and not handed on).
 pub(super) fn contiguous_after(
     connection: &Connection,
     origin: &NodeId,
     after: u64,
     page: usize,
-) -> Result<Vec<Event>, StoreError> {
-    let mut walked = Vec::new();
-    let mut next = after + 1;
+) -> Result<Walked, StoreError> {
+    let mut walked = Walked {
+        events: Vec::new(),
+        reached: after,
+        stamp: None,
+    };
     loop {
-        let batch = range(connection, origin, next - 1, u64::MAX >> 1, page)?;
-        let full = batch.len() == page;
-        for event in batch {
-            if event.seq != next {
+        let rows = range_rows(connection, origin, walked.reached, u64::MAX >> 1, page)?;
+        let full = rows.len() == page;
+        for row in rows {
+            let (seq, stamp) = match &row {
+                Ok(event) => (event.seq, Some(event.hlc)),
+                Err(bad) => (bad.seq, bad.hlc.map(|h| Hlc(h as u64))),
+            };
+            if seq != walked.reached + 1 {
                 return Ok(walked);
             }
-            next += 1;
-            walked.push(event);
+            walked.reached = seq;
+            walked.stamp = stamp.or(walked.stamp);
+            match row {
+                Ok(event) => walked.events.push(event),
+                Err(bad) => bad.skip(),
+            }
         }
         if !full {
             return Ok(walked);
@@ -111,7 +140,8 @@ pub(super) fn contiguous_after(
     }
 }
 
-/// Events of `origin` with `after < seq <= upto`, in seq order, at most `limit`.
+/// Events of `origin` with `after < seq <= upto`, in seq order, at most `limit` rows read
+/// (an undecodable row is skipped, so fewer events may come back).
 pub fn range(
     connection: &Connection,
     origin: &NodeId,
@@ -119,6 +149,44 @@ pub fn range(
     upto: u64,
     limit: usize,
 ) -> Result<Vec<Event>, StoreError> {
+    Ok(range_scanned(connection, origin, after, upto, limit)?.0)
+}
+
+/// [`range`], and the highest seq among the rows read (`after` when none was): where to go
+/// on from even when every row of the page was undecodable.
+pub fn range_scanned(
+    connection: &Connection,
+    origin: &NodeId,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> Result<(Vec<Event>, u64), StoreError> {
+    let mut scanned = after;
+    let mut events = Vec::new();
+    for row in range_rows(connection, origin, after, upto, limit)? {
+        match row {
+            Ok(event) => {
+                scanned = scanned.max(event.seq);
+                events.push(event);
+            }
+            Err(bad) => {
+                scanned = scanned.max(bad.seq);
+                bad.skip();
+            }
+        }
+    }
+    Ok((events, scanned))
+}
+
+/// The rows of `origin` with `after < seq <= upto`, in seq order, at most `limit`, decoded
+/// or not.
+fn range_rows(
+    connection: &Connection,
+    origin: &NodeId,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> Result<Vec<Decoded>, StoreError> {
     let mut statement = connection.prepare_cached(
         "SELECT origin, seq, id, hlc, channel, kind, payload, users FROM events
          WHERE origin = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
@@ -127,11 +195,11 @@ pub fn range(
         rusqlite::params![origin.as_str(), after as i64, upto as i64, limit as i64],
         read_event,
     )?;
-    let mut events = Vec::new();
+    let mut decoded = Vec::new();
     for row in rows {
-        events.push(row??);
+        decoded.push(row?);
     }
-    Ok(events)
+    Ok(decoded)
 }
 
 pub(super) fn highest_seq(
@@ -200,25 +268,41 @@ impl LogQuery {
         );
         let mut statement = connection.prepare(&sql)?;
         for (origin, upto) in self.upto.iter() {
-            let after = self.after.get(origin);
-            if upto <= after {
-                continue;
-            }
-            let mut args = channel_args.clone();
-            args.push(Value::Text(origin.as_str().to_string()));
-            args.push(Value::Integer(after as i64));
-            args.push(Value::Integer(upto as i64));
-            args.push(Value::Integer(self.limit as i64 + 1));
-            let rows = statement.query_map(params_from_iter(args), read_event)?;
+            // Events of this origin taken; an undecodable row is skipped and the scan goes on
+            // past it, so that a page always moves forward.
+            let mut after = self.after.get(origin);
             let mut taken = 0;
-            for row in rows {
-                let event = row??;
-                taken += 1;
-                if taken > self.limit {
-                    complete = false;
+            'origin: while upto > after {
+                let wanted = self.limit + 1 - taken;
+                let mut args = channel_args.clone();
+                args.push(Value::Text(origin.as_str().to_string()));
+                args.push(Value::Integer(after as i64));
+                args.push(Value::Integer(upto as i64));
+                args.push(Value::Integer(wanted as i64));
+                let rows = statement.query_map(params_from_iter(args), read_event)?;
+                let (mut read, page_start) = (0, after);
+                for row in rows {
+                    read += 1;
+                    match row? {
+                        Ok(event) => {
+                            taken += 1;
+                            if taken > self.limit {
+                                complete = false;
+                                break 'origin;
+                            }
+                            after = event.seq;
+                            events.push(event);
+                        }
+                        Err(bad) => {
+                            after = after.max(bad.seq);
+                            bad.skip();
+                        }
+                    }
+                }
+                // Everything was read, or rows without a readable seq stop the scan.
+                if read < wanted || after == page_start {
                     break;
                 }
-                events.push(event);
             }
         }
         events.sort_by(|a, b| (a.hlc, &a.origin, a.seq).cmp(&(b.hlc, &b.origin, b.seq)));
@@ -238,46 +322,100 @@ fn prefix_upper_bound(prefix: &str) -> String {
     bound
 }
 
-fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
-    let origin: String = row.get(0)?;
-    let seq: i64 = row.get(1)?;
-    let id: String = row.get(2)?;
-    let hlc: i64 = row.get(3)?;
-    let channel: String = row.get(4)?;
-    let kind: String = row.get(5)?;
-    let payload: String = row.get(6)?;
-    let users: Option<String> = row.get(7)?;
-    Ok(decode_event(
-        origin, seq, id, hlc, channel, kind, payload, users,
-    ))
+/// A row read from `events`: the event, or why it cannot be one.
+type Decoded = Result<Event, Undecodable>;
+
+/// A row of `events` that is not an event any more.
+#[derive(Debug)]
+pub(super) struct Undecodable {
+    origin: String,
+    pub seq: u64,
+    /// Its hybrid-clock stamp, when that column at least reads.
+    pub hlc: Option<i64>,
+    reason: String,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn decode_event(
-    origin: String,
-    seq: i64,
-    id: String,
-    hlc: i64,
-    channel: String,
-    kind: String,
-    payload: String,
-    users: Option<String>,
-) -> Result<Event, StoreError> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("event {origin}:{seq}: bad {what}"));
-    Ok(Event {
-        origin: NodeId::new(&origin).map_err(|_| corrupt("origin"))?,
-        seq: seq as u64,
-        id: id.parse().map_err(|_| corrupt("id"))?,
-        hlc: Hlc(hlc as u64),
-        channel: ChannelName::new(&channel).map_err(|_| corrupt("channel"))?,
-        kind,
-        payload,
-        users: match users {
-            Some(text) => Some(serde_json::from_str(&text).map_err(|_| corrupt("users"))?),
-            None => None,
-        },
-        ephemeral: false,
-    })
+impl Undecodable {
+    /// Logs and counts the row, which the caller goes on without.
+    pub fn skip(self) {
+        metrics::counter!("herald_store_undecodable_rows_total").increment(1);
+        tracing::error!(
+            origin = %self.origin,
+            seq = self.seq,
+            reason = %self.reason,
+            "skipping an undecodable row of the event log"
+        );
+    }
+}
+
+/// Reads one row of `SELECT origin, seq, id, hlc, channel, kind, payload, users`. Only a
+/// failure to read the row at all is an error; a row whose columns do not make an event is an
+/// [`Undecodable`].
+fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Decoded> {
+    use rusqlite::types::ValueRef;
+    let text = |index: usize| -> Result<Option<String>, String> {
+        match row.get_ref(index) {
+            Ok(ValueRef::Text(bytes)) => std::str::from_utf8(bytes)
+                .map(|text| Some(text.to_string()))
+                .map_err(|_| format!("column {index} is not UTF-8")),
+            Ok(ValueRef::Null) => Ok(None),
+            Ok(other) => Err(format!(
+                "column {index} is {:?}, not text",
+                other.data_type()
+            )),
+            Err(error) => Err(error.to_string()),
+        }
+    };
+    let integer = |index: usize| match row.get_ref(index) {
+        Ok(ValueRef::Integer(value)) => Some(value),
+        _ => None,
+    };
+    let origin = text(0).ok().flatten().unwrap_or_default();
+    let seq = integer(1).unwrap_or(-1);
+    let hlc = integer(3);
+    let bad = |reason: String| Undecodable {
+        origin: origin.clone(),
+        seq: seq.max(0) as u64,
+        hlc,
+        reason,
+    };
+    if seq < 1 {
+        return Ok(Err(bad("bad seq".into())));
+    }
+    let Some(hlc_value) = hlc else {
+        return Ok(Err(bad("bad hlc".into())));
+    };
+    let required = |index: usize, name: &str| -> Result<String, Undecodable> {
+        match text(index) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err(bad(format!("{name} is NULL"))),
+            Err(reason) => Err(bad(format!("{name}: {reason}"))),
+        }
+    };
+    let decoded = (|| {
+        let id = required(2, "id")?;
+        let channel = required(4, "channel")?;
+        let kind = required(5, "kind")?;
+        let payload = required(6, "payload")?;
+        let users = text(7).map_err(|reason| bad(format!("users: {reason}")))?;
+        Ok(Event {
+            origin: NodeId::new(&origin).map_err(|_| bad("bad origin".into()))?,
+            seq: seq as u64,
+            id: id.parse().map_err(|_| bad("bad id".into()))?,
+            hlc: Hlc(hlc_value as u64),
+            channel: ChannelName::new(&channel).map_err(|_| bad("bad channel".into()))?,
+            kind,
+            payload,
+            users: match users {
+                Some(text) => {
+                    Some(serde_json::from_str(&text).map_err(|_| bad("bad users".into()))?)
+                }
+                None => None,
+            },
+            ephemeral: false,
+        })
+    })();
+    Ok(decoded)
 }
 
 #[cfg(test)]

@@ -17,6 +17,13 @@
 //! group commits (`prune.rs`), recording each channel's floor ([`floors`]), and retires origins
 //! nothing is left of (`retire.rs`). A node below what its peers keep merges a [`snapshot`]
 //! instead of the log it can no longer get.
+//!
+//! Faults: a write that fails (a full disk: [`StoreError::Full`]) is rolled back and answered
+//! to every caller waiting on it; the writer keeps running and the next write tries again, so
+//! the store recovers by itself once space is freed, and [`Store::probe_writable`] (readiness)
+//! commits a small write to notice. [`Store::open`] refuses a database that fails
+//! `PRAGMA quick_check`, naming the file ([`StoreError::CorruptFile`]). A log row that cannot
+//! be decoded is skipped where it is read, logged and counted (`log.rs`).
 
 mod broadcasts;
 mod comments;
@@ -72,6 +79,89 @@ pub enum StoreError {
     Closed,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The disk (or the file system's quota) is full: nothing was written, nothing committed
+    /// was lost, and the next write tries again.
+    #[error("store full")]
+    Full,
+    /// A write failed for another reason; the transaction was rolled back.
+    #[error("store write failed: {0}")]
+    Write(String),
+    /// The database file fails its integrity check, or is not a database at all.
+    #[error(
+        "database {} is corrupt ({detail}): restore it from a backup, or move it away and let the node catch up from its peers",
+        path.display()
+    )]
+    CorruptFile { path: PathBuf, detail: String },
+}
+
+impl StoreError {
+    /// True when the error says the disk is full (`SQLITE_FULL`, `ENOSPC`, or a shared-memory
+    /// file that could not grow).
+    pub fn is_full(&self) -> bool {
+        match self {
+            Self::Full => true,
+            Self::Sqlite(error) => sqlite_full(error),
+            Self::Io(error) => io_full(error),
+            _ => false,
+        }
+    }
+
+    /// The same failure, for one more caller that waited on the write (an error cannot be
+    /// cloned): `Full` stays `Full`, anything else becomes [`StoreError::Write`].
+    pub(crate) fn for_waiter(&self) -> StoreError {
+        match self {
+            _ if self.is_full() => StoreError::Full,
+            StoreError::Closed => StoreError::Closed,
+            other => StoreError::Write(other.to_string()),
+        }
+    }
+
+    /// `Full` for a full disk, the error itself otherwise.
+    pub(crate) fn classified(self) -> StoreError {
+        if self.is_full() {
+            StoreError::Full
+        } else {
+            self
+        }
+    }
+
+    /// Names `path` when SQLite says the file is damaged or not a database.
+    pub(crate) fn naming_file(self, path: &Path) -> StoreError {
+        match self {
+            StoreError::Sqlite(ref error)
+                if matches!(
+                    error.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+                ) =>
+            {
+                StoreError::CorruptFile {
+                    path: path.to_path_buf(),
+                    detail: one_line(&error.to_string()),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+fn sqlite_full(error: &rusqlite::Error) -> bool {
+    match error {
+        rusqlite::Error::SqliteFailure(failure, _) => {
+            failure.code == rusqlite::ErrorCode::DiskFull
+                || failure.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE
+        }
+        _ => false,
+    }
+}
+
+fn io_full(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::StorageFull
+        || error.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
+/// `text` on one line.
+pub(crate) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// How hard a commit tries to reach the disk.
@@ -124,7 +214,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating or migrating) the database and starts the writer thread.
+    /// Opens (creating or migrating) the database and starts the writer thread. A database that
+    /// fails `PRAGMA quick_check` (or is not a database) is refused with
+    /// [`StoreError::CorruptFile`], naming the file.
     pub fn open(
         options: &StoreOptions,
         node_id: NodeId,
@@ -134,7 +226,8 @@ impl Store {
         if let Some(parent) = options.path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let connection = schema::open_writer(&options.path, options.sync)?;
+        let connection = schema::open_writer(&options.path, options.sync, schema::Check::Quick)
+            .map_err(|error| error.naming_file(&options.path))?;
         let origin = schema::origin_id(&connection, &node_id)?;
         let (commands, receiver) = mpsc::channel(options.queue_capacity);
         let horizon = Arc::new(PruneHorizon::default());
@@ -175,8 +268,11 @@ impl Store {
         if !path.exists() {
             return Ok(VersionVector::new());
         }
-        let connection = schema::open_writer(path, SyncMode::Normal)?;
-        log::version_vector(&connection)
+        let read = || {
+            let connection = schema::open_writer(path, SyncMode::Normal, schema::Check::Skip)?;
+            log::version_vector(&connection)
+        };
+        read().map_err(|error| error.naming_file(path))
     }
 
     /// Where the backplane says what every linked peer holds: pruning keeps what is not
@@ -342,6 +438,7 @@ pub mod state {
     pub use super::comments::{comment, comment_state, track_comments};
     pub use super::floors::{channels_lost, floors_of};
     pub use super::log::range as log_range;
+    pub use super::log::range_scanned as log_range_scanned;
     pub use super::materialize::kinds;
     pub use super::prune::pruned_positions;
 }
@@ -354,3 +451,6 @@ mod retention_tests;
 
 #[cfg(test)]
 mod snapshot_tests;
+
+#[cfg(test)]
+mod fault_tests;

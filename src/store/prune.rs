@@ -107,16 +107,7 @@ impl Pruner {
         horizon: Arc<PruneHorizon>,
     ) -> Result<Self, StoreError> {
         refresh_expiries(connection, &policy)?;
-        let totals = connection.query_row(
-            "SELECT coalesce(sum(events), 0), coalesce(sum(bytes), 0) FROM channel_stats",
-            [],
-            |row| {
-                Ok(LogTotals {
-                    events: row.get(0)?,
-                    bytes: row.get(1)?,
-                })
-            },
-        )?;
+        let totals = read_totals(connection)?;
         let pruner = Self {
             policy,
             horizon,
@@ -128,6 +119,14 @@ impl Pruner {
         };
         pruner.publish_totals();
         Ok(pruner)
+    }
+
+    /// Reads the totals back from the statistics (after a rolled-back transaction whose
+    /// events were counted here).
+    pub(super) fn reload_totals(&mut self, connection: &Connection) -> Result<(), StoreError> {
+        self.totals = read_totals(connection)?;
+        self.publish_totals();
+        Ok(())
     }
 
     /// Counts newly stored events into their channels' statistics (inside the transaction that
@@ -421,6 +420,19 @@ impl Pruner {
         metrics::gauge!("herald_log_events").set(self.totals.events as f64);
         metrics::gauge!("herald_log_bytes").set(self.totals.bytes as f64);
     }
+}
+
+fn read_totals(connection: &Connection) -> Result<LogTotals, StoreError> {
+    Ok(connection.query_row(
+        "SELECT coalesce(sum(events), 0), coalesce(sum(bytes), 0) FROM channel_stats",
+        [],
+        |row| {
+            Ok(LogTotals {
+                events: row.get(0)?,
+                bytes: row.get(1)?,
+            })
+        },
+    )?)
 }
 
 /// When the oldest event of `channel`, stamped `oldest`, expires (hybrid-clock units).

@@ -164,8 +164,46 @@ fn base36(mut value: u64) -> String {
     String::from_utf8(digits).unwrap_or_default()
 }
 
-pub(super) fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
+/// Whether opening checks the database's integrity first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Check {
+    /// `PRAGMA quick_check` (reads every page once: O(size), run once at start-up).
+    Quick,
+    Skip,
+}
+
+/// Most problems `quick_check` reports that are named in the error.
+const PROBLEMS_NAMED: usize = 3;
+
+/// Runs `PRAGMA quick_check`; a database with any problem is refused, naming the file.
+fn check_integrity(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut statement = connection.prepare(&format!("PRAGMA quick_check({PROBLEMS_NAMED})"))?;
+    let problems: Vec<String> = statement
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        return Ok(());
+    }
+    let detail = problems
+        .iter()
+        .map(|problem| super::one_line(problem))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(StoreError::CorruptFile {
+        path: path.to_path_buf(),
+        detail: format!("quick_check: {detail}"),
+    })
+}
+
+pub(super) fn open_writer(
+    path: &Path,
+    sync: SyncMode,
+    check: Check,
+) -> Result<Connection, StoreError> {
     let mut connection = Connection::open(path)?;
+    if check == Check::Quick {
+        check_integrity(&connection, path)?;
+    }
     let fresh: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if fresh == 0 {
         // Only takes effect while the file is empty: before WAL mode writes its header.
@@ -231,7 +269,8 @@ mod tests {
     #[test]
     fn a_new_database_releases_free_pages_without_a_rewrite() {
         let dir = tempfile::tempdir().unwrap();
-        let connection = open_writer(&dir.path().join("t.db"), SyncMode::Normal).unwrap();
+        let connection =
+            open_writer(&dir.path().join("t.db"), SyncMode::Normal, Check::Quick).unwrap();
         let mode: i64 = connection
             .pragma_query_value(None, "auto_vacuum", |row| row.get(0))
             .unwrap();
@@ -242,8 +281,8 @@ mod tests {
     fn migrates_a_new_database_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        drop(open_writer(&path, SyncMode::Normal).unwrap());
-        let connection = open_writer(&path, SyncMode::Normal).unwrap();
+        drop(open_writer(&path, SyncMode::Normal, Check::Quick).unwrap());
+        let connection = open_writer(&path, SyncMode::Normal, Check::Quick).unwrap();
         let version: i64 = connection
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .unwrap();
@@ -277,10 +316,10 @@ mod upgrade_tests {
                 .pragma_query_value(None, "auto_vacuum", |row| row.get(0))
                 .unwrap()
         };
-        let upgraded = open_writer(&path, SyncMode::Normal).unwrap();
+        let upgraded = open_writer(&path, SyncMode::Normal, Check::Quick).unwrap();
         assert_eq!(mode(&upgraded), INCREMENTAL);
         drop(upgraded);
-        let again = open_writer(&path, SyncMode::Normal).unwrap();
+        let again = open_writer(&path, SyncMode::Normal, Check::Quick).unwrap();
         assert_eq!(mode(&again), INCREMENTAL);
     }
 }

@@ -7,6 +7,15 @@
 //! and any origin whose gap was just filled) go to the sink in per-origin seq order, and only
 //! then is each caller answered. An out-of-order event from another node is stored but held
 //! back from the sink until the events before it arrive.
+//!
+//! A failed write (a full disk above all) never ends the thread: the transaction is rolled
+//! back, in-memory bookkeeping is left as it was before it (positions advance only after a
+//! commit; the pruner's totals are read back), every caller waiting on it gets the error
+//! ([`StoreError::Full`] for a full disk), and the next batch simply tries again, so writing
+//! resumes by itself once space is freed. Events from peers that failed to store are not
+//! held anywhere: the backplanes read or pull them again (the mesh from the positions peers
+//! report, Redis from the read offsets that did not advance). The first failure of a run is
+//! logged as an error, the rest at debug level until a write succeeds again.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -78,6 +87,8 @@ pub(super) struct WriterThread {
     retired: Arc<RetiredOrigins>,
     live_origins: Arc<LiveOrigins>,
     last_retire: std::time::Instant,
+    /// Since when writes have been failing (`None`: the last write succeeded).
+    failing_since: Option<std::time::Instant>,
 }
 
 /// What the writer keeps the log bounded with: the pruner, and what it needs to retire
@@ -114,6 +125,7 @@ impl WriterThread {
             live_origins,
         } = housekeeping;
         let position = log::version_vector(&connection)?;
+        metrics::gauge!("herald_store_full").set(0.0);
         if let Some(highest) = log::highest_hlc(&connection)? {
             clock.observe(highest);
         }
@@ -128,6 +140,7 @@ impl WriterThread {
             retired,
             live_origins,
             last_retire: std::time::Instant::now(),
+            failing_since: None,
         })
     }
 
@@ -142,7 +155,8 @@ impl WriterThread {
                 match command {
                     WriteCommand::Append { draft, reply } => appends.push((draft, reply)),
                     WriteCommand::ApplyRemote { events, reply } => {
-                        let _ = reply.send(self.apply_remote(events));
+                        let applied = self.apply_remote(events);
+                        let _ = reply.send(self.outcome("storing replicated events", applied));
                     }
                     WriteCommand::Close { reply } => close = Some(reply),
                     WriteCommand::Probe { reply } => {
@@ -150,10 +164,12 @@ impl WriterThread {
                     }
                     WriteCommand::Tick => {}
                     WriteCommand::MergeSnapshot { part, reply } => {
-                        let _ = reply.send(self.merge_snapshot(part));
+                        let merged = self.merge_snapshot(part);
+                        let _ = reply.send(self.outcome("merging a snapshot part", merged));
                     }
                     WriteCommand::FinishSnapshot { end, reply } => {
-                        let _ = reply.send(self.finish_snapshot(end));
+                        let finished = self.finish_snapshot(end);
+                        let _ = reply.send(self.outcome("finishing a snapshot", finished));
                     }
                 }
                 if close.is_none() && batched < self.max_batch {
@@ -185,16 +201,24 @@ impl WriterThread {
         if self.pruner.due() {
             let now = Hlc::from_parts(wall_millis(), 0);
             if let Err(error) = self.pruner.step(&mut self.connection, &self.position, now) {
-                tracing::warn!(%error, "pruning the log failed");
+                self.reload_pruner_totals();
+                if !error.is_full() {
+                    tracing::warn!(%error, "pruning the log failed");
+                }
             }
         }
         if self.last_retire.elapsed() >= RETIRE_EVERY {
             self.last_retire = std::time::Instant::now();
+            // While the disk is full these fail too; the publishes say so.
             if let Err(error) = self.retire_idle_origins() {
-                tracing::warn!(%error, "retiring idle origins failed");
+                if !error.is_full() {
+                    tracing::warn!(%error, "retiring idle origins failed");
+                }
             }
             if let Err(error) = self.collect_tombstones() {
-                tracing::warn!(%error, "collecting comment tombstones failed");
+                if !error.is_full() {
+                    tracing::warn!(%error, "collecting comment tombstones failed");
+                }
             }
         }
     }
@@ -264,14 +288,68 @@ impl WriterThread {
         Ok(())
     }
 
+    /// Commits a small write (the time, in `meta`): a store that cannot write, a full disk
+    /// included, answers false. Beginning a transaction is not enough, as SQLite touches the
+    /// disk only at the commit.
     fn probe(&mut self) -> bool {
-        self.connection
-            .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
-            .is_ok()
+        let written = self.write_probe();
+        self.outcome("the write probe", written).is_ok()
+    }
+
+    fn write_probe(&mut self) -> Result<(), StoreError> {
+        let tx = self.connection.transaction()?;
+        tx.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('probe', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )?
+        .execute([wall_millis().to_string()])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Books the outcome of a write: a failure is classified (a full disk becomes
+    /// [`StoreError::Full`]), counted and logged once per run of failures, and the pruner's
+    /// totals are read back from what the rollback left; a success ends a run of failures.
+    fn outcome<T>(&mut self, what: &str, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match result {
+            Ok(value) => {
+                if let Some(since) = self.failing_since.take() {
+                    tracing::info!(
+                        failing_for = ?since.elapsed(),
+                        "the store is writable again"
+                    );
+                    metrics::gauge!("herald_store_full").set(0.0);
+                }
+                Ok(value)
+            }
+            Err(error) => {
+                let error = error.classified();
+                self.reload_pruner_totals();
+                metrics::counter!("herald_store_write_failures_total").increment(1);
+                if error.is_full() {
+                    metrics::gauge!("herald_store_full").set(1.0);
+                }
+                if self.failing_since.is_none() {
+                    self.failing_since = Some(std::time::Instant::now());
+                    tracing::error!(%error, "{what} failed; the store retries with the next write");
+                } else {
+                    tracing::debug!(%error, "{what} failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// After a rollback: the pruner counted events that were not stored.
+    fn reload_pruner_totals(&mut self) {
+        if let Err(error) = self.pruner.reload_totals(&self.connection) {
+            tracing::debug!(%error, "reading the log totals back failed");
+        }
     }
 
     fn commit_appends(&mut self, appends: Vec<PendingAppend>) {
-        match self.write_own_events(&appends) {
+        let written = self.write_own_events(&appends);
+        match self.outcome("committing published events", written) {
             Ok(events) => {
                 self.sink.committed(&events);
                 metrics::counter!("herald_store_commits_total").increment(1);
@@ -284,11 +362,9 @@ impl WriterThread {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, batch = appends.len(), "store commit failed");
                 metrics::counter!("herald_store_commit_failures_total").increment(1);
-                let message = error.to_string();
                 for (_, reply) in appends {
-                    let _ = reply.send(Err(StoreError::Corrupt(message.clone())));
+                    let _ = reply.send(Err(error.for_waiter()));
                 }
             }
         }
@@ -468,12 +544,12 @@ fn advance_contiguous(
     for origin in origins {
         let before = position.get(origin);
         let walked = log::contiguous_after(tx, origin, before, CONTIGUOUS_WALK_PAGE)?;
-        let reached = walked.last().map(|e| e.seq).unwrap_or(before);
-        if let Some(last) = walked.last() {
-            log::set_position(tx, origin, reached, last.hlc)?;
+        let reached = walked.reached;
+        if reached > before {
+            log::set_position(tx, origin, reached, walked.stamp.unwrap_or(Hlc(0)))?;
             position.advance(origin, reached);
         }
-        contiguous.extend(walked.into_iter().map(Arc::new));
+        contiguous.extend(walked.events.into_iter().map(Arc::new));
         if let Some(highest) = log::highest_seq(tx, origin)? {
             if highest > reached {
                 gaps.push((origin.clone(), reached + 1, highest));

@@ -1,5 +1,9 @@
-//! Redis connections: the reconnect policy and timeouts, closing, and the retry back-off.
+//! Redis connections: the client configuration from the URL (credentials, TLS with the
+//! system's roots or a private CA), the reconnect policy and timeouts, closing, and the retry
+//! back-off.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{
@@ -7,7 +11,69 @@ use fred::prelude::{
     TcpConfig,
 };
 use fred::types::ConnectHandle;
+use fred::types::config::{TlsConfig, TlsConnector};
 use tokio::sync::watch;
+
+use super::RedisBackplaneError;
+use crate::config::RedisUrl;
+
+/// The client configuration for `url`: its server, database and credentials, and for
+/// `rediss://` a TLS connector (rustls with ring) that trusts the CA certificates in `ca` only,
+/// or the system's roots without one. Error texts never carry the password.
+pub(super) fn fred_config(
+    url: &RedisUrl,
+    ca: Option<&Path>,
+) -> Result<FredConfig, RedisBackplaneError> {
+    let tls = url.uses_tls();
+    // The TLS connector is built here rather than by fred from the scheme, so that a private
+    // CA replaces the system's roots instead of joining them.
+    let plain = match url.expose().split_once("://") {
+        Some((_, rest)) if tls => format!("redis://{rest}"),
+        _ => url.expose().to_string(),
+    };
+    let mut config = FredConfig::from_url(&plain)
+        .map_err(|error| RedisBackplaneError::Url(url.redact(&error.to_string())))?;
+    if tls {
+        config.tls = Some(tls_config(ca)?);
+    } else if ca.is_some() {
+        return Err(RedisBackplaneError::Tls(
+            "a CA file was given for a redis:// URL; use rediss://".into(),
+        ));
+    }
+    Ok(config)
+}
+
+fn tls_config(ca: Option<&Path>) -> Result<TlsConfig, RedisBackplaneError> {
+    let Some(ca) = ca else {
+        let connector = TlsConnector::default_rustls()
+            .map_err(|error| RedisBackplaneError::Tls(format!("system roots: {error}")))?;
+        return Ok(connector.into());
+    };
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let unreadable = |error: &dyn std::fmt::Display| {
+        RedisBackplaneError::Tls(format!("CA file {}: {error}", ca.display()))
+    };
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .map_err(|error| unreadable(&error))?
+        .collect::<Result<_, _>>()
+        .map_err(|error| unreadable(&error))?;
+    if certificates.is_empty() {
+        return Err(unreadable(&"no certificate in it"));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in certificates {
+        roots.add(certificate).map_err(|error| unreadable(&error))?;
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|error| RedisBackplaneError::Tls(error.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(client).into())
+}
 
 /// How long closing waits for Redis to answer.
 pub(super) const QUIT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -63,13 +129,6 @@ pub(super) fn new_client(config: &FredConfig) -> Client {
     )
 }
 
-/// `redis://user:secret@host:6379/0` -> `host:6379/0`.
-pub(super) fn display_server(url: &str) -> String {
-    let rest = url.split_once("://").map(|(_, rest)| rest).unwrap_or(url);
-    let rest = rest.rsplit_once('@').map(|(_, host)| host).unwrap_or(rest);
-    rest.to_string()
-}
-
 /// Doubling back-off for retries: 25 ms up to 250 ms. Short, because a retry is what notices
 /// that Redis is back (a command waits for the reconnection anyway, up to its timeout).
 pub(super) struct Backoff {
@@ -105,10 +164,31 @@ mod tests {
 
     #[test]
     fn credentials_never_reach_the_health_detail() {
+        let url = RedisUrl::new("redis://user:secret@10.0.0.1:6379/2");
+        assert_eq!(url.server(), "10.0.0.1:6379/2");
         assert_eq!(
-            display_server("redis://user:secret@10.0.0.1:6379/2"),
-            "10.0.0.1:6379/2"
+            RedisUrl::new("redis://127.0.0.1:6380").server(),
+            "127.0.0.1:6380"
         );
-        assert_eq!(display_server("redis://127.0.0.1:6380"), "127.0.0.1:6380");
+    }
+
+    #[test]
+    fn credentials_and_tls_come_from_the_url() {
+        let config = fred_config(&RedisUrl::new("redis://herald:pw@127.0.0.1:6390/3"), None)
+            .expect("config");
+        assert_eq!(config.username.as_deref(), Some("herald"));
+        assert_eq!(config.password.as_deref(), Some("pw"));
+        assert_eq!(config.database, Some(3));
+        assert!(config.tls.is_none());
+        let missing = std::path::Path::new("/nonexistent/ca.pem");
+        let error = fred_config(
+            &RedisUrl::new("rediss://herald:pw@127.0.0.1:6390"),
+            Some(missing),
+        )
+        .map(|_| ())
+        .expect_err("a missing CA file is an error")
+        .to_string();
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
+        assert!(!error.contains("pw@"), "{error}");
     }
 }

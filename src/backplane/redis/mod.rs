@@ -55,7 +55,13 @@
 //! clients, reports not ready, and joins when Redis appears.
 //!
 //! Trust: anyone who can write to this Redis can inject events; protect it with a password or
-//! ACL in the URL. The cluster secret guards the mesh only.
+//! an ACL user in the URL (`redis://user:password@host:6379`), and with TLS (`rediss://`,
+//! checked against the system's roots or, with `--redis-ca FILE`, against a private CA only).
+//! The password is used to build the client and nowhere else: the URL is a [`RedisUrl`], shown
+//! without it, health details name only `host:port/db`, and error texts from the client
+//! (command errors, and the connection errors fred reports, which say why a command timed out:
+//! authentication, TLS) pass through [`RedisUrl::redact`] before they are logged or shown. The
+//! cluster secret guards the mesh only.
 
 mod catchup;
 mod client;
@@ -77,10 +83,11 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::{Backplane, BackplaneHealth, PeerSummary};
 use crate::cluster::MemberState;
+use crate::config::RedisUrl;
 use crate::event::{Event, NodeId, SharedEvent};
 use crate::hub::Hub;
 use crate::store::Store;
-use client::{Backoff, QUIT_TIMEOUT, disconnect, display_server, new_client, unless_stopped};
+use client::{Backoff, QUIT_TIMEOUT, disconnect, new_client, unless_stopped};
 use keys::{Keys, NodeRecord};
 
 /// How often the registry is written and read, repairs planned and probes checked.
@@ -102,12 +109,17 @@ const EPHEMERAL_QUEUE: usize = 1024;
 pub enum RedisBackplaneError {
     #[error("invalid redis url: {0}")]
     Url(String),
+    #[error("redis TLS: {0}")]
+    Tls(String),
 }
 
 /// What the node tells the backplane about itself.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
-    pub url: String,
+    /// Shown without its password.
+    pub url: RedisUrl,
+    /// The CA a `rediss://` server's certificate must chain to (default: the system's roots).
+    pub ca: Option<std::path::PathBuf>,
     pub cluster_id: String,
     pub node_id: NodeId,
     pub http_addr: SocketAddr,
@@ -145,6 +157,9 @@ struct Shared {
     epoch: Option<String>,
     last_contact: Option<Instant>,
     last_error: Option<String>,
+    /// The last error of the command connection itself (refused, TLS, authentication), which a
+    /// timed-out command does not say.
+    connection_error: Option<String>,
     /// The probe nonce in flight and when it was sent.
     probe: Option<(String, Instant)>,
     /// True once the shipper knows where shipping stopped last time.
@@ -162,6 +177,8 @@ pub struct RedisBackplane {
     keys: Keys,
     /// The Redis address without credentials, for health details.
     server: String,
+    /// Hides the password in error texts.
+    url: RedisUrl,
     http_addr: SocketAddr,
     fred_config: FredConfig,
     /// Commands: shipping, the registry, probes, repairs.
@@ -189,13 +206,7 @@ impl RedisBackplane {
     /// Builds the backplane and starts connecting in the background: it does not wait for
     /// Redis, which may well be unreachable now and appear later.
     pub fn connect(options: RedisOptions) -> Result<Arc<Self>, RedisBackplaneError> {
-        if options.url.starts_with("rediss://") {
-            return Err(RedisBackplaneError::Url(
-                "TLS (rediss://) is not supported by this build".into(),
-            ));
-        }
-        let mut fred_config = FredConfig::from_url(&options.url)
-            .map_err(|e| RedisBackplaneError::Url(e.to_string()))?;
+        let mut fred_config = client::fred_config(&options.url, options.ca.as_deref())?;
         // Run the reconnect policy for the first connection too, instead of failing.
         fred_config.fail_fast = false;
         let commands = new_client(&fred_config);
@@ -204,7 +215,8 @@ impl RedisBackplane {
         Ok(Arc::new(Self {
             keys: Keys::new(&options.cluster_id),
             node_id: options.node_id,
-            server: display_server(&options.url),
+            server: options.url.server(),
+            url: options.url,
             http_addr: options.http_addr,
             fred_config,
             commands,
@@ -246,6 +258,7 @@ impl RedisBackplane {
                 stop.clone(),
             ));
         }
+        tokio::spawn(watch_connection_errors(Arc::downgrade(self), stop.clone()));
         tokio::spawn(registry::run(Arc::clone(self), store, hub, stop));
     }
 
@@ -259,7 +272,7 @@ impl RedisBackplane {
 
     /// Notes a failed Redis command for the health detail.
     fn note_error(&self, what: &str, error: &fred::error::Error) {
-        let detail = format!("{what}: {error}");
+        let detail = self.url.redact(&format!("{what}: {error}"));
         let mut shared = self.shared();
         if shared.last_error.as_deref() != Some(detail.as_str()) {
             tracing::debug!(error = %detail, "redis command failed");
@@ -280,7 +293,7 @@ impl RedisBackplane {
                 if was {
                     tracing::warn!(
                         redis = %self.server,
-                        %error,
+                        error = %self.url.redact(&error.to_string()),
                         "redis unreachable: publishes are committed and delivered locally, \
                          and shipped when it returns"
                     );
@@ -342,7 +355,12 @@ impl Backplane for RedisBackplane {
             (Some(record), Some(origin)) => record.vector.get(origin).max(shipped),
             _ => shipped,
         };
-        let error = shared.last_error.as_deref().unwrap_or("no answer yet");
+        let error = match (&shared.last_error, &shared.connection_error) {
+            (Some(error), Some(connection)) => format!("{error} (connection: {connection})"),
+            (None, Some(connection)) => format!("connection: {connection}"),
+            (Some(error), None) => error.clone(),
+            (None, None) => "no answer yet".to_string(),
+        };
         let (healthy, detail) = if !reachable {
             let since = match shared.last_contact {
                 Some(at) => format!("for {:.1}s", at.elapsed().as_secs_f64()),
@@ -456,6 +474,39 @@ impl Backplane for RedisBackplane {
             }
             disconnect((client, connection)).await;
         });
+    }
+}
+
+/// Keeps the last error fred reports for the command connection (refused, TLS handshake,
+/// authentication: a command only says it timed out) for the health detail, redacted; until
+/// `stop`, or until the backplane is gone.
+async fn watch_connection_errors(
+    backplane: std::sync::Weak<RedisBackplane>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use fred::prelude::EventInterface;
+    let Some(mut errors) = backplane.upgrade().map(|b| b.commands.error_rx()) else {
+        return;
+    };
+    loop {
+        let received = tokio::select! {
+            received = errors.recv() => received,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        let error = match received {
+            Ok((error, _)) => error,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(backplane) = backplane.upgrade() else {
+            return;
+        };
+        let detail = backplane.url.redact(&error.to_string());
+        let mut shared = backplane.shared();
+        if shared.connection_error.as_deref() != Some(detail.as_str()) {
+            tracing::debug!(error = %detail, "redis connection error");
+            shared.connection_error = Some(detail);
+        }
     }
 }
 

@@ -181,7 +181,12 @@ async fn ingest(
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "storing events from redis failed");
+                // Read again from the same offsets. A full disk is the store's to report (once).
+                if error.is_full() {
+                    tracing::debug!(%error, "storing events from redis failed");
+                } else {
+                    tracing::warn!(%error, "storing events from redis failed");
+                }
                 return false;
             }
         }

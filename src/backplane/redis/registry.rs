@@ -235,6 +235,7 @@ impl RedisBackplane {
         let previous_contact = shared.last_contact;
         shared.last_contact = Some(now);
         shared.last_error = None;
+        shared.connection_error = None;
 
         // (No value at all cannot follow SET NX; it says nothing either way.)
         let changed = epoch.is_some() && shared.epoch.is_some() && shared.epoch != epoch;

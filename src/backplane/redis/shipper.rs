@@ -79,12 +79,22 @@ pub(super) async fn run(
             let origin = origin.clone();
             store
                 .read(move |c| {
-                    crate::store::state::log_range(c, &origin, from, committed, SHIP_PAGE)
+                    crate::store::state::log_range_scanned(c, &origin, from, committed, SHIP_PAGE)
                 })
                 .await
         };
-        let events = match page {
-            Ok(events) if !events.is_empty() => events,
+        let (events, scanned) = match page {
+            Ok((events, scanned)) if !events.is_empty() => (events, scanned),
+            Ok((_, scanned)) if scanned > from => {
+                // Only undecodable rows (logged and counted by the store): nothing to ship.
+                let _ = backplane.shipped.compare_exchange(
+                    from,
+                    scanned,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+                continue;
+            }
             Ok(_) => {
                 tracing::error!(%origin, from, committed, "own events missing from the log");
                 if !backoff.wait(&mut stop).await {
@@ -100,7 +110,8 @@ pub(super) async fn run(
                 continue;
             }
         };
-        let last = events.last().map(|e| e.seq).unwrap_or(from);
+        // Past undecodable rows at the end of the page too.
+        let last = events.last().map(|e| e.seq).unwrap_or(from).max(scanned);
         let appended = append_events(
             &backplane.commands,
             &stream,
