@@ -74,8 +74,8 @@ pub struct Advertised {
     pub mesh: Option<SocketAddr>,
 }
 
-/// A validated configuration for one node.
-#[derive(Clone, Debug)]
+/// A validated configuration for one node. Its `Debug` form shows no secret.
+#[derive(Clone)]
 pub struct Config {
     pub node_id: NodeId,
     pub cluster_id: String,
@@ -105,6 +105,34 @@ pub struct Config {
     pub max_clock_drift: Duration,
     /// How long a graceful shutdown waits for clients and the store.
     pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const HIDDEN: &str = "***";
+        f.debug_struct("Config")
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("http", &self.http)
+            .field("gossip", &self.gossip)
+            .field("mesh", &self.mesh)
+            .field("advertise", &self.advertise)
+            .field("seeds", &self.seeds)
+            .field("data_dir", &self.data_dir)
+            .field("backplane", &self.backplane)
+            .field("redis_url", &self.redis_url)
+            .field("redis_ca", &self.redis_ca)
+            .field("replication", &self.replication)
+            .field("jwt_secret", &HIDDEN)
+            .field("api_key", &HIDDEN)
+            .field("cluster_secret", &HIDDEN)
+            .field("store_sync", &self.store_sync)
+            .field("limits", &self.limits)
+            .field("history", &self.history)
+            .field("max_clock_drift", &self.max_clock_drift)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
 }
 
 impl Config {

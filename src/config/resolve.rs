@@ -453,6 +453,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.jwt_secret, "from-env-secret");
         assert_eq!(config.api_key, DEV_API_KEY);
+        let shown = format!("{config:?}");
+        for secret in ["from-env-secret", DEV_API_KEY, DEV_CLUSTER_SECRET] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
         let error = resolve(&args, |key| {
             (key == "HERALD_API_KEY").then(|| "short".to_string())
         })
