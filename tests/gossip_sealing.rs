@@ -18,32 +18,13 @@ const CLUSTER_ID: &str = "herald";
 
 /// `herald_gossip_rejected_total{reason=...}` of node `index`.
 async fn rejected(cluster: &TestCluster, index: usize, reason: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", cluster.http(index)))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let series = format!("herald_gossip_rejected_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .filter_map(|line| line.strip_prefix(&series))
-        .filter_map(|value| value.trim().parse::<f64>().ok())
-        .sum()
+    let series = format!("herald_gossip_rejected_total{{reason=\"{reason}\"}}");
+    cluster.metric(index, &series).await
 }
 
+/// Every refused datagram of node `index`, whatever the reason.
 async fn all_rejected(cluster: &TestCluster, index: usize) -> f64 {
-    let mut total = 0.0;
-    for reason in [
-        "malformed",
-        "unauthenticated",
-        "stale",
-        "replayed",
-        "too_many_sessions",
-        "undecodable",
-    ] {
-        total += rejected(cluster, index, reason).await;
-    }
-    total
+    cluster.metric(index, "herald_gossip_rejected_total").await
 }
 
 /// `(node_id, generation, state, linked)` of every member node `index` lists.

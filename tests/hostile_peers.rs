@@ -18,18 +18,10 @@ use serde_json::json;
 
 const CLUSTER_ID: &str = "herald";
 
+/// `herald_mesh_peer_violations_total{reason=...}` of node `index`.
 async fn violations(cluster: &TestCluster, index: usize, reason: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", cluster.http(index)))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let series = format!("herald_mesh_peer_violations_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .filter_map(|line| line.strip_prefix(&series))
-        .filter_map(|value| value.trim().parse::<f64>().ok())
-        .sum()
+    let series = format!("herald_mesh_peer_violations_total{{reason=\"{reason}\"}}");
+    cluster.metric(index, &series).await
 }
 
 async fn mesh_addr(cluster: &TestCluster, index: usize) -> SocketAddr {

@@ -5,8 +5,9 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use super::tests::{draft, open};
 use super::*;
-use crate::event::{ChannelName, Event, EventDraft, Hlc, HybridClock, NodeId, SharedEvent};
+use crate::event::{ChannelName, Event, Hlc, NodeId, SharedEvent};
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<u64>>);
@@ -14,28 +15,6 @@ struct Recorder(Mutex<Vec<u64>>);
 impl CommitSink for Recorder {
     fn committed(&self, events: &[SharedEvent]) {
         self.0.lock().unwrap().extend(events.iter().map(|e| e.seq));
-    }
-}
-
-fn open(dir: &Path, recorder: Arc<Recorder>) -> Store {
-    let mut options = StoreOptions::in_dir(dir);
-    options.sync = SyncMode::Normal;
-    options.retention = RetentionPolicy::unlimited();
-    Store::open(
-        &options,
-        NodeId::new("n1").unwrap(),
-        Arc::new(HybridClock::new()),
-        recorder,
-    )
-    .unwrap()
-}
-
-fn draft(n: u64) -> EventDraft {
-    EventDraft {
-        channel: ChannelName::new("feed").unwrap(),
-        kind: "item".into(),
-        payload: format!("{{\"type\":\"item\",\"n\":{n}}}"),
-        users: None,
     }
 }
 
@@ -183,7 +162,7 @@ async fn an_undecodable_row_is_skipped_with_an_error_log_and_counted() {
 async fn the_writer_walks_past_an_undecodable_row_instead_of_waiting_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let recorder = Arc::new(Recorder::default());
-    let store = open(dir.path(), Arc::clone(&recorder));
+    let store = open(dir.path(), recorder.clone());
     let peer = NodeId::new("peer").unwrap();
     let applied = store
         .apply_remote(vec![remote(1), remote(3)])

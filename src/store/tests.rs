@@ -16,7 +16,9 @@ impl CommitSink for Recorder {
     }
 }
 
-fn open(dir: &std::path::Path, recorder: Arc<Recorder>) -> Store {
+/// A store in `dir` with no retention, handing commits to `sink` (shared by the store's test
+/// modules).
+pub(super) fn open(dir: &std::path::Path, sink: Arc<dyn CommitSink>) -> Store {
     let mut options = StoreOptions::in_dir(dir);
     options.sync = SyncMode::Normal;
     // These tests stamp remote events in 1970: keep them.
@@ -25,12 +27,12 @@ fn open(dir: &std::path::Path, recorder: Arc<Recorder>) -> Store {
         &options,
         NodeId::new("n1").unwrap(),
         Arc::new(HybridClock::new()),
-        recorder,
+        sink,
     )
     .unwrap()
 }
 
-fn draft(n: u64) -> EventDraft {
+pub(super) fn draft(n: u64) -> EventDraft {
     EventDraft {
         channel: ChannelName::new("feed").unwrap(),
         kind: "item".into(),
@@ -57,7 +59,7 @@ fn remote(origin: &str, seq: u64) -> Event {
 async fn concurrent_appends_get_gap_free_seqs_in_commit_order() {
     let dir = tempfile::tempdir().unwrap();
     let recorder = Arc::new(Recorder::default());
-    let store = open(dir.path(), Arc::clone(&recorder));
+    let store = open(dir.path(), recorder.clone());
     let mut tasks = Vec::new();
     for n in 0..200 {
         let store = store.clone();
@@ -84,7 +86,7 @@ async fn concurrent_appends_get_gap_free_seqs_in_commit_order() {
 async fn remote_events_are_idempotent_and_held_back_behind_gaps() {
     let dir = tempfile::tempdir().unwrap();
     let recorder = Arc::new(Recorder::default());
-    let store = open(dir.path(), Arc::clone(&recorder));
+    let store = open(dir.path(), recorder.clone());
 
     let applied = store
         .apply_remote(vec![remote("n2.x", 1).into(), remote("n2.x", 3).into()])
