@@ -10,6 +10,7 @@
 
 #![cfg(feature = "redis")]
 
+mod cluster_support;
 mod redis_support;
 
 use std::io::{BufRead, BufReader};
@@ -19,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cluster_support::wait_for;
 use serde_json::{Value, json};
 
 const API_KEY: &str = "herald-dev-api-key-change-me";
@@ -249,18 +251,6 @@ impl Node {
     }
 }
 
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn assert_no_password(what: &str, text: &str) {
     for secret in [PASSWORD, WRONG_PASSWORD] {
         assert!(
@@ -282,7 +272,7 @@ async fn nodes_replicate_through_redis_over_tls_with_a_password_that_never_shows
     let n1 = Node::start("n1", &dir.path().join("n1"), &url, &certificates.ca);
     let n2 = Node::start("n2", &dir.path().join("n2"), &url, &certificates.ca);
     for node in [&n1, &n2] {
-        wait_until("ready through redis over TLS", || async {
+        wait_for("ready through redis over TLS", WAIT, || async {
             node.get("/readyz").await.0 == 200
         })
         .await;
@@ -294,7 +284,7 @@ async fn nodes_replicate_through_redis_over_tls_with_a_password_that_never_shows
     }
     let all: Vec<u64> = (1..=5).chain(101..=105).collect();
     for node in [&n1, &n2] {
-        wait_until("events replicated both ways", || async {
+        wait_for("events replicated both ways", WAIT, || async {
             node.ticks().await == all
         })
         .await;
@@ -309,18 +299,13 @@ async fn nodes_replicate_through_redis_over_tls_with_a_password_that_never_shows
     );
     let (status, readyz) = wrong.get("/readyz").await;
     assert_eq!(status, 503, "{readyz}");
-    let deadline = Instant::now() + WAIT;
-    let readyz = loop {
-        let (_, readyz) = wrong.get("/readyz").await;
-        if readyz.contains("WRONGPASS") {
-            break readyz;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no failed authentication in the health detail: {readyz}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    wait_for(
+        "a failed authentication in the health detail",
+        WAIT,
+        || async { wrong.get("/readyz").await.1.contains("WRONGPASS") },
+    )
+    .await;
+    let (_, readyz) = wrong.get("/readyz").await;
     assert_no_password(
         "the readiness detail of a node with a wrong password",
         &readyz,

@@ -402,6 +402,19 @@ fn unsafe_sigterm(pid: u32) {
         .status();
 }
 
+/// Polls `condition` every 50 ms until it holds, failing the test after `timeout` with `what`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `condition` every 50 ms until it holds, failing the test after `timeout`.
 pub async fn wait_until<F, Fut>(timeout: Duration, condition: F)
 where
