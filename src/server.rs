@@ -181,6 +181,11 @@ impl Server {
         let clock = Arc::new(HybridClock::with_max_drift(config.max_clock_drift));
         let mut options = StoreOptions::in_dir(&config.data_dir);
         options.sync = config.store_sync;
+        // With `replication = 2` a peer's acknowledgement is what a publish answers on, so
+        // what a replica stores must reach its disk before it acknowledges.
+        if config.replication >= 2 {
+            options.replica_sync = config.store_sync;
+        }
         options.retention = config.history.clone();
         let delivered = Store::read_version_vector(&options.path)?;
         let hub = Hub::new(delivered, config.limits.client_queue);
