@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::admission::Admission;
-use crate::api::{self, AppState, Lifecycle};
+use crate::api::{self, AppState, Lifecycle, Services};
 use crate::auth::Authenticator;
 use crate::backplane::{Backplane, LocalBackplane, MeshBackplane, start_dispatcher};
 use crate::cluster::{Cluster, SelfDescription, keys, resolve_gossip_addr};
@@ -193,7 +193,7 @@ impl Server {
         let store = Store::open(&options, config.node_id.clone(), clock, sink)?;
         let auth = Arc::new(Authenticator::new(&config.jwt_secret, &config.api_key));
         let admission = Arc::new(Admission::new(&config.limits));
-        let state = AppState {
+        let state = AppState::new(Services {
             config: Arc::new(config),
             store,
             hub,
@@ -202,7 +202,7 @@ impl Server {
             started: Instant::now(),
             lifecycle: Arc::new(Lifecycle::default()),
             admission,
-        };
+        });
         if let Some((mesh, inbound)) = mesh_parts {
             mesh.run(
                 state.store.clone(),

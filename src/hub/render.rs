@@ -18,8 +18,7 @@ pub fn render_event(event: &Event, cursor: &VersionVector) -> String {
     let has_fields = body.trim_start().len() > 1;
     // Most payloads never mention a channel: only those that do (or that escape characters,
     // so that a key could spell it another way) are parsed to look for it at the top level.
-    let may_have_channel =
-        event.payload.contains("\"channel\"") || event.payload.contains("\\u");
+    let may_have_channel = event.payload.contains("\"channel\"") || event.payload.contains("\\u");
     let has_channel = may_have_channel
         && serde_json::from_str::<ChannelProbe>(&event.payload)
             .map(|probe| probe.channel.is_some())

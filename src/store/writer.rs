@@ -216,7 +216,14 @@ impl WriterThread {
 
     /// A bounded pruning step when one is due, and now and then retiring origins and
     /// collecting tombstones; a failure is logged and retried at the next step.
+    ///
+    /// None of it needs an fsync of its own: what an OS crash undoes of it is done again, and
+    /// the next fsynced commit makes it durable, in order.
     fn housekeeping(&mut self) {
+        if let Err(error) = self.use_sync(SyncMode::Normal) {
+            tracing::warn!(%error, "setting the housekeeping durability failed");
+            return;
+        }
         if self.pruner.due() {
             let now = Hlc::from_parts(wall_millis(), 0);
             if let Err(error) = self.pruner.step(&mut self.connection, &self.position, now) {
