@@ -7,7 +7,7 @@ mod cluster_support;
 
 use std::time::Duration;
 
-use cluster_support::{API_KEY, TestCluster, wait_until};
+use cluster_support::{API_KEY, TestCluster, wait_for, wait_until};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -104,6 +104,51 @@ async fn replication_two_answers_after_a_peer_stored_the_event() {
         history["events"].as_array().map(Vec::len) == Some(1)
     })
     .await;
+}
+
+/// A replica fsyncs what it stores only when publishes wait for it (`--replication 2`);
+/// otherwise its commits go to the OS and a crash is made good by pulling from peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_commits_are_fsynced_only_with_replication_two() {
+    for (replication, fsynced) in [("1", false), ("2", true)] {
+        let cluster = TestCluster::start_with(2, |_, spec| {
+            spec.extra_args = vec![
+                "--replication".into(),
+                replication.into(),
+                "--store-sync".into(),
+                "full".into(),
+            ];
+        })
+        .await;
+        cluster.wait_linked(0, 1, WAIT).await;
+        for n in 0..5 {
+            cluster
+                .publish(0, "feed", json!({"type": "item", "n": n}))
+                .await
+                .unwrap();
+        }
+        wait_for("the peer stored the events", WAIT, || async {
+            cluster.log_position(1).await.values().sum::<u64>() >= 5
+        })
+        .await;
+        let full = cluster
+            .metric(1, "herald_store_replica_commits_total{sync=\"full\"}")
+            .await;
+        let normal = cluster
+            .metric(1, "herald_store_replica_commits_total{sync=\"normal\"}")
+            .await;
+        if fsynced {
+            assert!(
+                full >= 1.0 && normal == 0.0,
+                "replication 2: full {full}, normal {normal}"
+            );
+        } else {
+            assert!(
+                normal >= 1.0 && full == 0.0,
+                "replication 1: full {full}, normal {normal}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

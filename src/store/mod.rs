@@ -175,6 +175,16 @@ pub enum SyncMode {
     Normal,
 }
 
+impl SyncMode {
+    /// The word the flag and metrics use.
+    pub fn label(self) -> &'static str {
+        match self {
+            SyncMode::Full => "full",
+            SyncMode::Normal => "normal",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub path: PathBuf,

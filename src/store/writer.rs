@@ -494,6 +494,8 @@ impl WriterThread {
         }
         let (walked, gaps) = advance_contiguous(&tx, &walk, &mut position)?;
         tx.commit()?;
+        metrics::counter!("herald_store_replica_commits_total", "sync" => self.durability.replica.label())
+            .increment(1);
         self.position = position;
         for origin in &walk {
             let gap_left = gaps.iter().any(|(gapped, _, _)| gapped == origin);

@@ -164,8 +164,11 @@ impl TestCluster {
             .args(["--node-id", &node.spec.name])
             .args(["--http", "127.0.0.1:0"])
             .args(["--mesh", "127.0.0.1:0"])
-            .args(["--gossip", &node.spec.gossip.to_string()])
-            .args(["--store-sync", "normal"]);
+            .args(["--gossip", &node.spec.gossip.to_string()]);
+        // No fsync unless the spec asks for it (flags may be given once only).
+        if !node.spec.extra_args.iter().any(|arg| arg == "--store-sync") {
+            command.args(["--store-sync", "normal"]);
+        }
         // The mesh unless the spec picks another backplane (flags may be given once only).
         if !node.spec.extra_args.iter().any(|arg| arg == "--backplane") {
             command.args(["--backplane", "mesh"]);
