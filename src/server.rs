@@ -67,6 +67,10 @@ async fn start_mesh(
                 keys::VERSION.to_string(),
                 env!("CARGO_PKG_VERSION").to_string(),
             ),
+            (
+                keys::REPLICATION.to_string(),
+                config.replication.to_string(),
+            ),
         ],
     };
     let transport = crate::cluster::sealed_transport::SealedUdpTransport::new(

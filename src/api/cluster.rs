@@ -32,6 +32,9 @@ struct MemberView {
     users: u64,
     log_position: VersionVector,
     log_total: u64,
+    /// The node's `replication` setting: this node's, or what a peer announced in gossip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replication: Option<u8>,
     linked: bool,
     is_self: bool,
 }
@@ -58,6 +61,7 @@ async fn cluster(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
             users: counts.users as u64,
             log_total: position.total(),
             log_position: position.clone(),
+            replication: Some(state.config.replication),
             linked: false,
             is_self: true,
         })
@@ -107,6 +111,7 @@ fn view(
         users,
         log_total: position.total(),
         log_position: position,
+        replication: Some(member.replication).filter(|r| *r > 0),
         linked: links
             .iter()
             .any(|link| link.peer.as_str() == member.node_id),
@@ -126,6 +131,7 @@ fn peer_view(peer: PeerSummary) -> MemberView {
         users: peer.users,
         log_total: peer.log_position.total(),
         log_position: peer.log_position,
+        replication: None,
         linked: peer.linked,
         is_self: false,
     }

@@ -305,13 +305,22 @@ impl MeshBackplane {
         }
         match store.apply_remote(events).await {
             Ok(applied) => {
-                // The position doubles as the replication ack for the senders.
-                if let Ok(bytes) = frame::encode(&Frame::Position {
-                    vector: applied.position.clone(),
-                }) {
-                    let bytes: Arc<[u8]> = Arc::from(bytes);
-                    for sender in &senders {
-                        let _ = self.mesh.push_to(sender, &bytes);
+                // The position doubles as the replication ack: at once for a sender whose
+                // publishes wait for it; the others have it with the next tick's position.
+                let waiting: Vec<&NodeId> = senders
+                    .iter()
+                    .filter(|sender| self.waits_for_acks(sender))
+                    .collect();
+                if !waiting.is_empty() {
+                    if let Ok(bytes) = frame::encode(&Frame::Position {
+                        vector: applied.position.clone(),
+                    }) {
+                        let bytes: Arc<[u8]> = Arc::from(bytes);
+                        for sender in waiting {
+                            if self.mesh.push_to(sender, &bytes).is_ok() {
+                                metrics::counter!("herald_mesh_acks_sent_total").increment(1);
+                            }
+                        }
                     }
                 }
                 for (origin, first_missing, highest) in applied.gaps {
@@ -443,6 +452,16 @@ impl MeshBackplane {
                 .await;
             store.set_live_origins(self.live_origins());
         }
+    }
+
+    /// Whether `peer` answers its publishes only once a peer stored them (`replication` 2, as
+    /// its gossip says; a peer that did not say, or is not in the view yet, is assumed to).
+    fn waits_for_acks(&self, peer: &NodeId) -> bool {
+        self.cluster
+            .members()
+            .iter()
+            .find(|member| member.node_id == peer.as_str())
+            .is_none_or(|member| member.replication != 1)
     }
 
     /// The live members and the origin each said it publishes under.

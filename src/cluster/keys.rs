@@ -14,6 +14,9 @@ pub const LOG_POSITION: &str = "log_position";
 /// The node's store origin (node id plus database creation time): which origin is live.
 pub const ORIGIN: &str = "origin";
 pub const LEAVING: &str = "leaving";
+/// The node's `replication` setting: a node with 2 waits for a peer's acknowledgement before
+/// it answers a publish, so its peers acknowledge what it pushes at once.
+pub const REPLICATION: &str = "replication";
 
 pub fn encode_vector(vector: &VersionVector) -> String {
     vector

@@ -31,6 +31,8 @@ pub struct Member {
     pub users: u64,
     pub broadcast_users: u64,
     pub log_position: VersionVector,
+    /// The node's `replication` setting (0: not announced).
+    pub replication: u8,
     /// The store origin it publishes under, once it said.
     pub origin: Option<String>,
     pub is_self: bool,
@@ -99,6 +101,7 @@ fn to_member(id: &ChitchatId, node_state: &NodeState, state: MemberState, is_sel
             .map(keys::decode_vector)
             .unwrap_or_default(),
         origin: node_state.get(keys::ORIGIN).map(str::to_string),
+        replication: number(keys::REPLICATION).min(u64::from(u8::MAX)) as u8,
         is_self,
     }
 }
@@ -141,6 +144,7 @@ mod tests {
             broadcast_users: 0,
             log_position: VersionVector::new(),
             origin: None,
+            replication: 1,
             is_self: false,
         }
     }
