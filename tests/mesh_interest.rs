@@ -68,7 +68,11 @@ async fn until_heard(typist: &mut Socket, listener: &mut Socket, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_goes_only_to_nodes_with_subscribers() {
     let mut cluster = TestCluster::start_linked(3).await;
-    let token = |user: &str| cluster.token(user, &[]);
+    let tokens: Vec<String> = ["1", "2", "3"]
+        .iter()
+        .map(|user| cluster.token(user, &[]))
+        .collect();
+    let token = |user: &str| tokens[user.parse::<usize>().unwrap() - 1].clone();
     let mut on_b = client::open(&cluster, 1, TRACK, &token("2")).await;
     let mut typist = client::open(&cluster, 0, TRACK, &token("1")).await;
 

@@ -342,6 +342,20 @@ mod tests {
     }
 
     #[test]
+    fn the_hub_counts_every_subscription_until_it_is_dropped() {
+        let hub = crate::hub::Hub::new(crate::event::VersionVector::new(), 4);
+        let track = hub.subscribe(spec(&["track:1", "user:1"], &[]));
+        let forum = hub.subscribe(spec(&["forum"], &["forum:thread:"]));
+        assert!(hub.interest().covers("track:1"));
+        assert!(hub.interest().covers("forum:thread:3"));
+        assert_eq!(hub.interest().len(), 4);
+        drop(track);
+        assert!(!hub.interest().covers("track:1"));
+        drop(forum);
+        assert!(hub.interest().is_empty());
+    }
+
+    #[test]
     fn removing_what_was_never_added_changes_nothing() {
         let interest = LocalInterest::default();
         interest.remove(&spec(&["ghost"], &["p:"]));
