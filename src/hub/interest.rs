@@ -5,7 +5,8 @@
 //! It owns a count of local subscriptions per exact channel and per channel-name prefix, and
 //! the set of keys whose presence changed since the backplane last looked. A key appears when
 //! its first subscription arrives and disappears when its last one goes; a connection that
-//! subscribes and leaves between two looks leaves nothing to announce.
+//! subscribes and leaves between two looks leaves only a removal to announce (of a key the
+//! peers never heard of, which changes nothing there).
 //!
 //! It is updated on subscribe and unsubscribe only, under its own lock: the hub's delivery
 //! path never touches it. Everything is bounded: past [`MAX_ANNOUNCED_KEYS`] distinct keys (or
@@ -288,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn a_subscription_that_comes_and_goes_between_looks_announces_nothing() {
+    fn a_subscription_that_comes_and_goes_between_looks_leaves_only_a_removal() {
         let interest = LocalInterest::default();
         let a = spec(&["forum"], &[]);
         interest.add(&a);
