@@ -26,8 +26,8 @@
 //! | [`event`] | the event, node ids, channel names, hybrid clock, version vectors, cursors |
 //! | [`config`] | flags + `HERALD_*` environment + TOML file -> a validated [`config::Config`] |
 //! | [`store`] | SQLite: schema, writer thread with group commit, log queries, materialized state, retention (pruning, channel floors, retired origins), snapshots |
-//! | [`hub`] | local subscriptions, server-side routing, per-connection bounded queues |
-//! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up, what a peer's frame may claim, serving peers' requests), `redis` (streams, log-driven outbox) |
+//! | [`hub`] | local subscriptions, server-side routing, per-connection bounded queues, which channels have local subscribers (interest) |
+//! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up, what a peer's frame may claim, serving peers' requests, interest routing of ephemeral events), `redis` (streams, log-driven outbox) |
 //! | [`cluster`] | chitchat gossip membership: members, liveness, gossip keys, sealed gossip datagrams |
 //! | [`mesh`] | the QUIC endpoint, mutual TLS from the cluster secret, peer links, frames |
 //! | [`auth`] | user JWTs, the API key, channel permissions |

@@ -15,6 +15,8 @@
 //! - Retention: every tick the store learns what every linked peer holds (the pointwise
 //!   minimum of their positions), and prunes nothing above it but to stay under `max_disk`.
 //! - Dialing: for each live member the node with the lower id dials; one link per pair.
+//! - Ephemeral events go only to peers that announced a subscriber of their channel, or whose
+//!   interest is unknown (`backplane/mesh_interest.rs`).
 //! - Links end on authenticated facts: the QUIC connection failing, or gossip saying the peer
 //!   is gone while its link has been silent for `SILENT_LINK`; gossip alone never closes a
 //!   link that still hears its peer.
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::mesh_interest::PeerInterest;
 use super::mesh_serving::Serving;
 use super::mesh_snapshot::{self, SnapshotCatchUp};
 use super::mesh_validate;
@@ -68,6 +71,8 @@ pub struct MeshBackplane {
     serving: Serving,
     /// How far ahead of the local clock a peer's stamps may be.
     max_drift: Duration,
+    /// Peers' channel interest, for ephemeral events (`mesh_interest`).
+    interest: Arc<PeerInterest>,
 }
 
 impl MeshBackplane {
@@ -82,6 +87,7 @@ impl MeshBackplane {
             snapshot: SnapshotCatchUp::default(),
             serving: Serving::default(),
             max_drift,
+            interest: Arc::default(),
         })
     }
 
@@ -106,6 +112,11 @@ impl MeshBackplane {
             store.clone(),
             Arc::clone(&hub),
             inbound,
+            stop.clone(),
+        ));
+        tokio::spawn(Arc::clone(&self.interest).announce(
+            Arc::clone(&self.mesh),
+            Arc::clone(&hub),
             stop.clone(),
         ));
         tokio::spawn(Arc::clone(self).tick_loop(store, hub, stop.clone()));
@@ -211,7 +222,13 @@ impl MeshBackplane {
                         serve_pull(&mesh, &store, &hub, &peer, &origin, after, upto).await;
                     });
                 }
+                Frame::Interest(message) => {
+                    let link = self.mesh.link_number(&from);
+                    self.interest.on_message(&from, link, message);
+                }
                 Frame::Ephemeral { events } => {
+                    metrics::counter!("herald_mesh_ephemeral_received_total")
+                        .increment(events.len() as u64);
                     let events: Vec<SharedEvent> =
                         events.into_iter().filter(|e| e.ephemeral).collect();
                     hub.dispatch(&events);
@@ -594,12 +611,10 @@ impl Backplane for MeshBackplane {
         }
     }
 
+    /// Sends ephemeral events only to peers with a subscriber of their channel, or whose
+    /// interest is not known (`mesh_interest`).
     fn ship_ephemeral(&self, events: &[SharedEvent]) {
-        if let Ok(bytes) = frame::encode(&Frame::Ephemeral {
-            events: events.to_vec(),
-        }) {
-            self.mesh.push_to_all(&Arc::from(bytes));
-        }
+        self.interest.ship(&self.mesh, events);
     }
 
     fn health(&self) -> BackplaneHealth {

@@ -13,12 +13,15 @@
 //!   [`MAX_SEQ_AHEAD`];
 //! - no hybrid-clock stamp (events, snapshot rows, snapshot ends) is more than the allowed
 //!   drift ahead of the local clock, so a peer's clock cannot drag this node's forward;
-//! - a pull asks for at most [`MAX_PULL`] events, forwards.
+//! - a pull asks for at most [`MAX_PULL`] events, forwards;
+//! - an interest update names at most [`MAX_INTEREST_KEYS`] channels and prefixes (each a
+//!   valid channel name, so at most 128 bytes, which the decoder already checked: about
+//!   530 KiB a frame at most), and its seq is at most [`MAX_SEQ`].
 
 use std::fmt;
 
 use crate::event::{Hlc, NodeId, SharedEvent, VersionVector};
-use crate::mesh::Frame;
+use crate::mesh::{Frame, InterestMessage};
 use crate::store::snapshot::SnapshotPart;
 
 /// The largest seq any frame may carry: far beyond any real log, far below overflow.
@@ -27,6 +30,9 @@ pub const MAX_SEQ: u64 = 1 << 53;
 pub const MAX_SEQ_AHEAD: u64 = 1_000_000;
 /// The most events one pull may ask for (an honest node asks for a window of 20,000).
 pub const MAX_PULL: u64 = 20_000;
+/// The most interest keys (added plus removed) one frame may carry; an honest node sends
+/// larger snapshots and deltas in parts of this many.
+pub const MAX_INTEREST_KEYS: usize = 4_096;
 
 /// A broken rule, with what the frame claimed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +61,9 @@ pub enum Violation {
         after: u64,
         upto: u64,
     },
+    OversizedInterest {
+        keys: usize,
+    },
 }
 
 impl Violation {
@@ -66,6 +75,7 @@ impl Violation {
             Self::OwnOriginAhead { .. } => "own_origin_ahead",
             Self::FutureTimestamp { .. } => "future_timestamp",
             Self::OversizedPull { .. } => "oversized_pull",
+            Self::OversizedInterest { .. } => "oversized_interest",
         }
     }
 }
@@ -94,6 +104,9 @@ impl fmt::Display for Violation {
             }
             Self::OversizedPull { after, upto } => {
                 write!(f, "a pull of ({after}, {upto}]")
+            }
+            Self::OversizedInterest { keys } => {
+                write!(f, "an interest update of {keys} keys")
             }
         }
     }
@@ -235,6 +248,22 @@ pub fn check(frame: &Frame, bounds: &Bounds<'_>) -> Result<(), Violation> {
                 .iter()
                 .try_for_each(|row| bounds.signed_stamp(row.deleted_hlc)),
         },
+        Frame::Interest(InterestMessage::Resync) => Ok(()),
+        Frame::Interest(InterestMessage::Update {
+            seq, add, remove, ..
+        }) => {
+            if *seq > MAX_SEQ {
+                return Err(Violation::SeqOutOfRange {
+                    origin: bounds.own_origin.clone(),
+                    seq: *seq,
+                });
+            }
+            let keys = add.len().saturating_add(remove.len());
+            if keys > MAX_INTEREST_KEYS {
+                return Err(Violation::OversizedInterest { keys });
+            }
+            Ok(())
+        }
         Frame::SnapshotEnd { end, .. } => {
             bounds.vector(&end.upto)?;
             bounds.vector(&end.pruned)?;
@@ -386,6 +415,34 @@ mod tests {
         assert_eq!(
             check_with(&position, None).unwrap_err().label(),
             "own_origin_ahead"
+        );
+        let key = crate::hub::interest::InterestKey::Channel(ChannelName::new("c").unwrap());
+        let interest = |keys: usize, seq: u64| {
+            Frame::Interest(InterestMessage::Update {
+                generation: 1,
+                seq,
+                reset: false,
+                everything: false,
+                add: vec![key.clone(); keys],
+                remove: Vec::new(),
+            })
+        };
+        assert_eq!(check_with(&interest(MAX_INTEREST_KEYS, 9), None), Ok(()));
+        assert_eq!(
+            check_with(&interest(MAX_INTEREST_KEYS + 1, 9), None),
+            Err(Violation::OversizedInterest {
+                keys: MAX_INTEREST_KEYS + 1
+            })
+        );
+        assert_eq!(
+            check_with(&interest(1, MAX_SEQ + 1), None)
+                .unwrap_err()
+                .label(),
+            "seq_out_of_range"
+        );
+        assert_eq!(
+            check_with(&Frame::Interest(InterestMessage::Resync), None),
+            Ok(())
         );
     }
 }

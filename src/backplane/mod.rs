@@ -9,6 +9,7 @@
 
 mod local;
 pub mod mesh;
+pub mod mesh_interest;
 mod mesh_serving;
 mod mesh_snapshot;
 pub mod mesh_validate;

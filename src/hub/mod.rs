@@ -11,6 +11,7 @@
 //! The hub must not touch sockets or the store. Its lock is a plain mutex held only for
 //! in-memory work, never across an `.await`.
 
+pub mod interest;
 mod registry;
 mod render;
 mod subscription;
@@ -34,6 +35,8 @@ pub struct HubCounts {
 
 pub struct Hub {
     registry: Mutex<Registry>,
+    /// Channels with local subscribers, for the backplane (its own lock, off the delivery path).
+    interest: interest::LocalInterest,
     queue_capacity: usize,
     next_connection_id: AtomicU64,
 }
@@ -43,6 +46,7 @@ impl Hub {
     pub fn new(delivered: VersionVector, queue_capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             registry: Mutex::new(Registry::new(delivered)),
+            interest: interest::LocalInterest::default(),
             queue_capacity: queue_capacity.max(1),
             next_connection_id: AtomicU64::new(1),
         })
@@ -58,6 +62,7 @@ impl Hub {
         let delivered_before = self
             .lock()
             .insert(id, &spec, queue, Arc::clone(&close_signal));
+        self.interest.add(&spec);
         Subscription::new(
             id,
             spec,
@@ -70,6 +75,12 @@ impl Hub {
 
     pub(crate) fn unsubscribe(&self, id: u64, spec: &SubscriptionSpec) {
         self.lock().remove(id, spec);
+        self.interest.remove(spec);
+    }
+
+    /// Which channels have local subscribers, and what changed (see [`interest`]).
+    pub fn interest(&self) -> &interest::LocalInterest {
+        &self.interest
     }
 
     /// Hands events, in log order, to every matching local subscription.

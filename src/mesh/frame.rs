@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::{NodeId, SharedEvent, VersionVector};
+pub use crate::hub::interest::InterestKey;
 use crate::store::snapshot::{SnapshotBasis, SnapshotEnd, SnapshotPart};
 
 pub const MAGIC: [u8; 4] = *b"HRLD";
@@ -55,6 +56,26 @@ pub enum Frame {
     SnapshotPart { id: u64, part: SnapshotPart },
     /// The end of snapshot `id`: the position it is as of.
     SnapshotEnd { id: u64, end: SnapshotEnd },
+    /// Which channels the sender has local subscribers of (`crate::backplane::mesh_interest`).
+    Interest(InterestMessage),
+}
+
+/// The interest protocol: a snapshot when a link comes up, then numbered deltas.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum InterestMessage {
+    /// One part of a snapshot (`reset` on its first part: forget what the sender said before)
+    /// or a change. Numbered per link from the snapshot's first part; `everything` says the
+    /// sender wants every channel (its interest is too large to list).
+    Update {
+        generation: u64,
+        seq: u64,
+        reset: bool,
+        everything: bool,
+        add: Vec<InterestKey>,
+        remove: Vec<InterestKey>,
+    },
+    /// Asks for a snapshot: the receiver lost track of the sender's interest.
+    Resync,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -230,11 +251,42 @@ mod tests {
                     pruned: VersionVector::new(),
                 },
             },
+            Frame::Interest(InterestMessage::Update {
+                generation: 3,
+                seq: 1,
+                reset: true,
+                everything: false,
+                add: vec![
+                    InterestKey::Channel(ChannelName::new("track:1").unwrap()),
+                    InterestKey::Prefix(ChannelName::new("forum:thread:").unwrap()),
+                ],
+                remove: vec![InterestKey::Channel(ChannelName::new("x").unwrap())],
+            }),
+            Frame::Interest(InterestMessage::Resync),
         ];
         for frame in frames {
             let bytes = encode(&frame).unwrap();
             assert_eq!(decode(&bytes).unwrap(), frame);
         }
+    }
+
+    #[test]
+    fn interest_keys_must_be_channel_names() {
+        let frame = Frame::Interest(InterestMessage::Update {
+            generation: 1,
+            seq: 0,
+            reset: true,
+            everything: false,
+            add: vec![InterestKey::Channel(ChannelName::new("track:1").unwrap())],
+            remove: Vec::new(),
+        });
+        let mut bytes = encode(&frame).unwrap();
+        let at = bytes
+            .windows(7)
+            .position(|w| w == b"track:1")
+            .expect("the key is in the frame");
+        bytes[at + 5] = b' ';
+        assert!(matches!(decode(&bytes), Err(FrameError::Malformed(_))));
     }
 
     #[test]

@@ -48,6 +48,11 @@ impl Link {
         self.id
     }
 
+    /// The peer's generation, as its `Hello` said.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// UDP datagrams received on this link's connection so far.
     pub(super) fn datagrams_received(&self) -> u64 {
         self.connection.stats().udp_rx.datagrams

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-pub use frame::{Frame, FrameError};
+pub use frame::{Frame, FrameError, InterestMessage};
 use link::Link;
 pub use link::LinkInfo;
 use tls::{ClusterIdentity, TlsError};
@@ -278,6 +278,20 @@ impl Mesh {
 
     pub fn linked_peers(&self) -> Vec<NodeId> {
         self.lock_links().keys().cloned().collect()
+    }
+
+    /// Each linked peer with its link's number (unique for the life of the process: a new
+    /// connection to the same peer has another) and the generation its `Hello` said.
+    pub fn link_identities(&self) -> Vec<(NodeId, usize, u64)> {
+        self.lock_links()
+            .iter()
+            .map(|(peer, link)| (peer.clone(), link.connection_id(), link.generation()))
+            .collect()
+    }
+
+    /// The number of the link to `peer` right now, if any (see [`Self::link_identities`]).
+    pub fn link_number(&self, peer: &NodeId) -> Option<usize> {
+        self.lock_links().get(peer).map(|link| link.connection_id())
     }
 
     pub fn links(&self) -> Vec<LinkInfo> {
