@@ -267,6 +267,7 @@ mod tests {
             payload: "{}".into(),
             users: None,
             ephemeral: false,
+            idempotency_key: None,
         })
     }
 

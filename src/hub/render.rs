@@ -53,6 +53,7 @@ mod tests {
             payload: payload.into(),
             users: None,
             ephemeral: false,
+            idempotency_key: None,
         }
     }
 

@@ -11,7 +11,8 @@ use crate::event::{NodeId, SharedEvent, VersionVector};
 use crate::store::snapshot::{SnapshotBasis, SnapshotEnd, SnapshotPart};
 
 pub const MAGIC: [u8; 4] = *b"HRLD";
-pub const FORMAT_VERSION: u8 = 1;
+/// 2: events carry their idempotency key.
+pub const FORMAT_VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 9;
 /// The largest frame body accepted or produced.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
@@ -174,6 +175,7 @@ mod tests {
                 None
             },
             ephemeral: false,
+            idempotency_key: None,
         })
     }
 
