@@ -175,7 +175,8 @@ mod tests {
                 None
             },
             ephemeral: false,
-            idempotency_key: None,
+            idempotency_key: (seq % 2 == 0)
+                .then(|| crate::event::IdempotencyKey::new(&format!("key-{seq}")).unwrap()),
         })
     }
 
