@@ -7,6 +7,16 @@
 //! runs for local appends and, later, for events that arrive from other nodes, so state is a
 //! pure function of the set of events held.
 //!
+//! [`Store::append_many`] commits the events of one request (a batch, a publish to several
+//! channels) in one transaction, all of them or none, with consecutive seqs in the order given
+//! (`writer/batch.rs`). An event may carry an idempotency key, stored with it (nullable
+//! `events.idempotency_key`, indexed by `(channel, key)`, schema 5): a draft whose key is held
+//! on its channel answers the held event instead of publishing. Keys are not unique in the
+//! table on purpose: two nodes may each accept a retry before either holds the other's event,
+//! and refusing the second at replication would stop it; lookups answer the first by
+//! `(hlc, origin)`, the same on every node once both replicated. Keys go with their event to
+//! peers (mesh frames, Redis entries, snapshots) and are pruned with it.
+//!
 //! Reads (history since a cursor, active broadcast) run on separate read-only connections on
 //! tokio's blocking pool; nothing here holds a lock across an `.await`.
 //!
