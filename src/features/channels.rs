@@ -87,7 +87,7 @@ async fn publish_route(
         let draft = input::draft(&state.config.limits, channel, data, kind, users, key)?;
         let published = publish_many(&state, vec![draft])
             .await
-            .map_err(|PublishError::Store(e)| input::store_error(e, |_| "publish".into()))?;
+            .map_err(|PublishError::Store(e)| input::store_error(e, |_| String::new()))?;
         let replicated = published.replicated;
         let Some(event) = published.events.into_iter().next() else {
             return Err(ApiError::Internal);

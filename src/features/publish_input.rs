@@ -147,24 +147,28 @@ pub fn about(what: &str, error: ApiError) -> ApiError {
 }
 
 /// A store error of an append-many: an idempotency conflict is the caller's (422, naming the
-/// event with `label`), anything else the store's.
+/// event with `label`, or not at all when it answers ""), anything else the store's.
 pub fn store_error(error: StoreError, label: impl Fn(usize) -> String) -> ApiError {
+    let prefix = |index: usize| match label(index) {
+        label if label.is_empty() => String::new(),
+        label => format!("{label}: "),
+    };
     match error {
         StoreError::IdempotencyConflict {
             index,
             key,
             existing: Some(id),
         } => ApiError::Unprocessable(format!(
-            "{}: idempotency_key {key:?} already names event {id}, published with another type, data or users",
-            label(index)
+            "{}idempotency_key {key:?} already names event {id}, published with another type, data or users",
+            prefix(index)
         )),
         StoreError::IdempotencyConflict {
             index,
             key,
             existing: None,
         } => ApiError::bad_request(format!(
-            "{}: idempotency_key {key:?} is given twice for one channel",
-            label(index)
+            "{}idempotency_key {key:?} is given twice for one channel",
+            prefix(index)
         )),
         other => other.into(),
     }
