@@ -128,6 +128,10 @@ type PendingBatch = (
     oneshot::Sender<Result<Vec<BatchAppended>, StoreError>>,
 );
 
+/// Events of batches past which no more commands join a transaction, so that one commit stays
+/// short whatever the number of batches waiting.
+const MAX_BATCH_EVENTS: usize = 16 * 1024;
+
 /// Events read per query while walking a held-back range.
 const CONTIGUOUS_WALK_PAGE: usize = 1024;
 
@@ -172,11 +176,15 @@ impl WriterThread {
             let mut close = None;
             let mut next = Some(first);
             let mut batched = 0usize;
+            let mut batch_events = 0usize;
             while let Some(command) = next.take() {
                 batched += 1;
                 match command {
                     WriteCommand::Append { draft, reply } => appends.push((draft, reply)),
-                    WriteCommand::AppendMany { drafts, reply } => batches.push((drafts, reply)),
+                    WriteCommand::AppendMany { drafts, reply } => {
+                        batch_events += drafts.len();
+                        batches.push((drafts, reply));
+                    }
                     WriteCommand::ApplyRemote { events, reply } => {
                         let applied = self.apply_remote(events);
                         let _ = reply.send(self.outcome("storing replicated events", applied));
@@ -195,7 +203,7 @@ impl WriterThread {
                         let _ = reply.send(self.outcome("finishing a snapshot", finished));
                     }
                 }
-                if close.is_none() && batched < self.max_batch {
+                if close.is_none() && batched < self.max_batch && batch_events < MAX_BATCH_EVENTS {
                     next = commands.try_recv().ok();
                 }
             }
