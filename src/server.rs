@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::admission::Admission;
-use crate::api::{self, AppState, Lifecycle};
+use crate::api::{self, AppState, Lifecycle, Services};
 use crate::auth::Authenticator;
 use crate::backplane::{Backplane, LocalBackplane, MeshBackplane, start_dispatcher};
 use crate::cluster::{Cluster, SelfDescription, keys, resolve_gossip_addr};
@@ -181,6 +181,11 @@ impl Server {
         let clock = Arc::new(HybridClock::with_max_drift(config.max_clock_drift));
         let mut options = StoreOptions::in_dir(&config.data_dir);
         options.sync = config.store_sync;
+        // With `replication = 2` a peer's acknowledgement is what a publish answers on, so
+        // what a replica stores must reach its disk before it acknowledges.
+        if config.replication >= 2 {
+            options.replica_sync = config.store_sync;
+        }
         options.retention = config.history.clone();
         let delivered = Store::read_version_vector(&options.path)?;
         let hub = Hub::new(delivered, config.limits.client_queue);
@@ -188,7 +193,7 @@ impl Server {
         let store = Store::open(&options, config.node_id.clone(), clock, sink)?;
         let auth = Arc::new(Authenticator::new(&config.jwt_secret, &config.api_key));
         let admission = Arc::new(Admission::new(&config.limits));
-        let state = AppState {
+        let state = AppState::new(Services {
             config: Arc::new(config),
             store,
             hub,
@@ -197,7 +202,7 @@ impl Server {
             started: Instant::now(),
             lifecycle: Arc::new(Lifecycle::default()),
             admission,
-        };
+        });
         if let Some((mesh, inbound)) = mesh_parts {
             mesh.run(
                 state.store.clone(),

@@ -97,3 +97,38 @@ fn rooms_in_batches_delivers_every_event_once_in_order() {
         assert_eq!(report["correctness"][field], 0, "{field}: {report:#}");
     }
 }
+
+#[test]
+fn compare_bare_loads_the_floor_and_herald_and_gives_the_ratio() {
+    let report = bench(&[
+        "fanout",
+        "--compare-bare",
+        "--clients",
+        "20",
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--store-sync",
+        "normal",
+    ]);
+    for side in ["floor", "herald"] {
+        let run = &report[side];
+        let acked = run["publishes"]["acked"].as_u64().unwrap();
+        assert!(acked > 0, "{side}: {report:#}");
+        assert_eq!(run["deliveries"]["received"], run["deliveries"]["expected"]);
+        assert_eq!(run["correctness"]["missing"], 0, "{side}: {report:#}");
+        assert!(run["cpu"]["server_us_per_delivery"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(report["floor"]["nodes"][0]["id"], "floor");
+    let ratio = report["comparison"]["server_cpu_ratio"].as_f64().unwrap();
+    let (herald, floor) = (
+        report["herald"]["cpu"]["server_us_per_delivery"]
+            .as_f64()
+            .unwrap(),
+        report["floor"]["cpu"]["server_us_per_delivery"]
+            .as_f64()
+            .unwrap(),
+    );
+    assert!((ratio - herald / floor).abs() < 1e-9, "{report:#}");
+}

@@ -35,9 +35,27 @@ use crate::store::Store;
 pub use error::ApiError;
 pub use extract::{ApiKey, AuthUser, Caller, JsonObject, find_user_token};
 
-/// Everything a request handler may use; cheap to clone.
+/// Everything a request handler may use; cheap to clone (one reference count: the router
+/// clones it for every request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The node's parts a request handler may use.
+pub struct Services {
     pub config: Arc<Config>,
     pub store: Store,
     pub hub: Arc<Hub>,

@@ -41,6 +41,9 @@ pub enum Command {
     Publish(publish::PublishArgs),
     /// Load a node (or start its own) and report latency, throughput, CPU and correctness.
     Bench(bench::BenchArgs),
+    /// The storeless floor `herald bench --compare-bare` loads (a bare fan-out server).
+    #[command(name = "bench-floor", hide = true)]
+    BenchFloor,
 }
 
 /// Parses the command line and runs it.
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
             Command::Secret => secret::run(),
             Command::Publish(args) => publish::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchFloor => bench::serve_floor().await,
         }
     });
     match result {

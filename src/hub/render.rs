@@ -16,9 +16,13 @@ pub fn render_event(event: &Event, cursor: &VersionVector) -> String {
     let body = event.payload.trim_end();
     let body = body.strip_suffix('}').unwrap_or(body);
     let has_fields = body.trim_start().len() > 1;
-    let has_channel = serde_json::from_str::<ChannelProbe>(&event.payload)
-        .map(|probe| probe.channel.is_some())
-        .unwrap_or(false);
+    // Most payloads never mention a channel: only those that do (or that escape characters,
+    // so that a key could spell it another way) are parsed to look for it at the top level.
+    let may_have_channel = event.payload.contains("\"channel\"") || event.payload.contains("\\u");
+    let has_channel = may_have_channel
+        && serde_json::from_str::<ChannelProbe>(&event.payload)
+            .map(|probe| probe.channel.is_some())
+            .unwrap_or(false);
     let cursor = Cursor::encode(cursor);
     let mut text =
         String::with_capacity(body.len() + event.channel.as_str().len() + cursor.len() + 32);
@@ -79,5 +83,25 @@ mod tests {
         );
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["channel"], "mine");
+    }
+
+    #[test]
+    fn keeps_a_payload_channel_spelled_with_escapes() {
+        let text = render_event(
+            &event(r#"{"type":"x","\u0063hannel":"mine"}"#),
+            &VersionVector::new(),
+        );
+        assert!(!text.contains(r#""channel":"forum""#), "{text}");
+    }
+
+    #[test]
+    fn a_nested_channel_is_not_the_payload_channel() {
+        let text = render_event(
+            &event(r#"{"type":"x","post":{"channel":"inner"}}"#),
+            &VersionVector::new(),
+        );
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["channel"], "forum");
+        assert_eq!(value["post"]["channel"], "inner");
     }
 }

@@ -38,6 +38,7 @@
 mod broadcasts;
 mod comments;
 pub mod floors;
+mod held_back;
 mod log;
 mod materialize;
 mod prune;
@@ -197,6 +198,10 @@ pub enum SyncMode {
 pub struct StoreOptions {
     pub path: PathBuf,
     pub sync: SyncMode,
+    /// How commits that only store events replicated from peers reach the disk; never more
+    /// than [`StoreOptions::sync`]. `Normal` (the default): a replica that loses its last
+    /// commits in an OS crash or power cut pulls them again from its peers.
+    pub replica_sync: SyncMode,
     /// Most appends folded into one transaction.
     pub max_batch: usize,
     /// Bound of the queue in front of the writer thread.
@@ -212,6 +217,7 @@ impl StoreOptions {
         Self {
             path: dir.join("herald.db"),
             sync: SyncMode::Full,
+            replica_sync: SyncMode::Normal,
             max_batch: 1024,
             queue_capacity: 16 * 1024,
             readers: 4,
@@ -260,6 +266,13 @@ impl Store {
             clock,
             sink,
             options.max_batch,
+            writer::Durability {
+                own: options.sync,
+                replica: match options.sync {
+                    SyncMode::Normal => SyncMode::Normal,
+                    SyncMode::Full => options.replica_sync,
+                },
+            },
             writer::Housekeeping {
                 pruner,
                 retired: Arc::clone(&retired),

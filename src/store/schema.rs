@@ -201,6 +201,17 @@ fn check_integrity(connection: &Connection, path: &Path) -> Result<(), StoreErro
     })
 }
 
+/// How the following commits of `connection` reach the disk (in WAL mode, `NORMAL` commits
+/// are made durable by the next `FULL` commit or checkpoint, in order).
+pub(super) fn set_synchronous(connection: &Connection, sync: SyncMode) -> Result<(), StoreError> {
+    let synchronous = match sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
+    };
+    connection.pragma_update(None, "synchronous", synchronous)?;
+    Ok(())
+}
+
 pub(super) fn open_writer(
     path: &Path,
     sync: SyncMode,
@@ -216,11 +227,7 @@ pub(super) fn open_writer(
         connection.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     }
     connection.pragma_update(None, "journal_mode", "WAL")?;
-    let synchronous = match sync {
-        SyncMode::Full => "FULL",
-        SyncMode::Normal => "NORMAL",
-    };
-    connection.pragma_update(None, "synchronous", synchronous)?;
+    set_synchronous(&connection, sync)?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     // After a checkpoint the WAL is cut back to this size instead of keeping its largest.

@@ -114,6 +114,64 @@ async fn remote_events_are_idempotent_and_held_back_behind_gaps() {
     store.close().await;
 }
 
+fn seqs_of(recorder: &Recorder) -> Vec<u64> {
+    recorder.0.lock().unwrap().iter().map(|(_, s)| *s).collect()
+}
+
+#[tokio::test]
+async fn in_order_events_pass_straight_through_and_a_gap_still_holds_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let store = open(dir.path(), recorder.clone());
+    let n2 = NodeId::new("n2.x").unwrap();
+    let apply = |seqs: &[u64]| {
+        let events: Vec<SharedEvent> = seqs.iter().map(|&s| remote("n2.x", s).into()).collect();
+        let store = store.clone();
+        async move { store.apply_remote(events).await.unwrap() }
+    };
+    apply(&[1, 2]).await; // walked: the origin becomes known
+    let applied = apply(&[3, 4]).await; // in order: no walk
+    assert_eq!(applied.position.get(&n2), 4);
+    let applied = apply(&[5, 7]).await;
+    assert_eq!(applied.position.get(&n2), 5, "5 is next, 7 is behind a gap");
+    assert_eq!(applied.gaps, vec![(n2.clone(), 6, 7)]);
+    let applied = apply(&[8]).await;
+    assert_eq!(applied.position.get(&n2), 5, "8 is held back too");
+    assert_eq!(seqs_of(&recorder), vec![1, 2, 3, 4, 5]);
+    let applied = apply(&[6, 9]).await;
+    assert_eq!(applied.position.get(&n2), 9);
+    assert!(applied.gaps.is_empty());
+    assert_eq!(seqs_of(&recorder), (1..=9).collect::<Vec<u64>>());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn events_held_back_before_a_restart_are_handed_on_when_the_gap_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let n2 = NodeId::new("n2.x").unwrap();
+    {
+        let store = open(dir.path(), Arc::new(Recorder::default()));
+        store
+            .apply_remote(vec![remote("n2.x", 1).into(), remote("n2.x", 3).into()])
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let recorder = Arc::new(Recorder::default());
+    let store = open(dir.path(), recorder.clone());
+    let applied = store
+        .apply_remote(vec![remote("n2.x", 2).into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        applied.position.get(&n2),
+        3,
+        "3 was stored before the restart"
+    );
+    assert_eq!(seqs_of(&recorder), vec![2, 3]);
+    store.close().await;
+}
+
 #[tokio::test]
 async fn a_reopened_store_keeps_its_origin_and_continues_its_seqs() {
     let dir = tempfile::tempdir().unwrap();

@@ -26,10 +26,11 @@ use uuid::Uuid;
 
 mod batch;
 
+use super::held_back::HeldBack;
 use super::prune::Pruner;
 use super::retire::{self, LiveOrigins, RetiredOrigins};
 use super::snapshot::{self, SnapshotEnd, SnapshotPart};
-use super::{CommitSink, StoreError, broadcasts, comments, log, materialize};
+use super::{CommitSink, StoreError, SyncMode, broadcasts, comments, log, materialize, schema};
 use crate::event::{Event, EventDraft, Hlc, HybridClock, NodeId, SharedEvent, VersionVector};
 
 /// An appended event and the log position right after it: the cursor that covers it.
@@ -106,6 +107,19 @@ pub(super) struct WriterThread {
     last_retire: std::time::Instant,
     /// Since when writes have been failing (`None`: the last write succeeded).
     failing_since: Option<std::time::Instant>,
+    /// Origins known to hold nothing above their position (no log walk needed).
+    held_back: HeldBack,
+    durability: Durability,
+    /// The connection's `synchronous` setting now.
+    current_sync: SyncMode,
+}
+
+/// How commits reach the disk: those that store this node's own events (what a publish's
+/// acknowledgement promises), and those that only store events replicated from peers.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Durability {
+    pub own: SyncMode,
+    pub replica: SyncMode,
 }
 
 /// What the writer keeps the log bounded with: the pruner, and what it needs to retire
@@ -142,6 +156,7 @@ impl WriterThread {
         clock: Arc<HybridClock>,
         sink: Arc<dyn CommitSink>,
         max_batch: usize,
+        durability: Durability,
         housekeeping: Housekeeping,
     ) -> Result<Self, StoreError> {
         let Housekeeping {
@@ -166,6 +181,10 @@ impl WriterThread {
             live_origins,
             last_retire: std::time::Instant::now(),
             failing_since: None,
+            held_back: HeldBack::default(),
+            durability,
+            // `open_writer` set the connection up for the node's own commits.
+            current_sync: durability.own,
         })
     }
 
@@ -231,7 +250,14 @@ impl WriterThread {
 
     /// A bounded pruning step when one is due, and now and then retiring origins and
     /// collecting tombstones; a failure is logged and retried at the next step.
+    ///
+    /// None of it needs an fsync of its own: what an OS crash undoes of it is done again, and
+    /// the next fsynced commit makes it durable, in order.
     fn housekeeping(&mut self) {
+        if let Err(error) = self.use_sync(SyncMode::Normal) {
+            tracing::warn!(%error, "setting the housekeeping durability failed");
+            return;
+        }
         if self.pruner.due() {
             let now = Hlc::from_parts(wall_millis(), 0);
             if let Err(error) = self.pruner.step(&mut self.connection, &self.position, now) {
@@ -304,6 +330,7 @@ impl WriterThread {
         if retirement.retired.is_empty() && retirement.revived.is_empty() {
             return Ok(());
         }
+        self.held_back.forget_all();
         let origins: Vec<NodeId> = retirement.retired.iter().map(|(o, _)| o.clone()).collect();
         for origin in &origins {
             self.position.remove(origin);
@@ -374,6 +401,15 @@ impl WriterThread {
         }
     }
 
+    /// Makes the next commits reach the disk as `mode` says (a no-op when they already do).
+    fn use_sync(&mut self, mode: SyncMode) -> Result<(), StoreError> {
+        if self.current_sync != mode {
+            schema::set_synchronous(&self.connection, mode)?;
+            self.current_sync = mode;
+        }
+        Ok(())
+    }
+
     /// After a rollback: the pruner counted events that were not stored.
     fn reload_pruner_totals(&mut self) {
         if let Err(error) = self.pruner.reload_totals(&self.connection) {
@@ -408,6 +444,7 @@ impl WriterThread {
         &mut self,
         appends: &[PendingAppend],
     ) -> Result<Vec<SharedEvent>, StoreError> {
+        self.use_sync(self.durability.own)?;
         let tx = self.connection.transaction()?;
         let mut events = Vec::with_capacity(appends.len());
         let mut seq = self.position.get(&self.origin);
@@ -439,10 +476,17 @@ impl WriterThread {
     }
 
     /// Stores events from other nodes (idempotent), then hands on what became contiguous.
+    ///
+    /// An event with the next seq of an origin known to hold nothing above its position is
+    /// contiguous as it comes (see [`HeldBack`]); only the other origins are walked in the log.
+    /// The commit reaches the disk as [`Durability::replica`] says.
     fn apply_remote(&mut self, events: Vec<SharedEvent>) -> Result<Applied, StoreError> {
+        self.use_sync(self.durability.replica)?;
         let tx = self.connection.transaction()?;
         let mut inserted = 0;
-        let mut touched: BTreeSet<NodeId> = BTreeSet::new();
+        let mut walk: BTreeSet<NodeId> = BTreeSet::new();
+        let mut in_order: Vec<SharedEvent> = Vec::new();
+        let mut reached: Vec<(NodeId, u64, Hlc)> = Vec::new();
         let mut new_events: Vec<&Event> = Vec::new();
         let mut position = self.position.clone();
         let mut revived = Vec::new();
@@ -450,19 +494,52 @@ impl WriterThread {
             if !admits(&tx, &self.retired, event, &mut position, &mut revived)? {
                 continue;
             }
-            if log::insert_event(&tx, event)? {
-                materialize::apply(&tx, event)?;
-                self.clock.observe(event.hlc);
-                inserted += 1;
-                new_events.push(event);
+            if !log::insert_event(&tx, event)? {
+                // Already stored above the position: held back behind a gap.
+                walk.insert(event.origin.clone());
+                continue;
             }
-            touched.insert(event.origin.clone());
+            materialize::apply(&tx, event)?;
+            self.clock.observe(event.hlc);
+            inserted += 1;
+            new_events.push(event);
+            let next = position.get(&event.origin) + 1;
+            let revived_now = revived.iter().any(|(origin, _)| origin == &event.origin);
+            if event.seq == next
+                && !revived_now
+                && !walk.contains(&event.origin)
+                && self.held_back.is_clean(&event.origin)
+            {
+                position.advance(&event.origin, event.seq);
+                in_order.push(Arc::clone(event));
+                match reached
+                    .iter_mut()
+                    .find(|(origin, _, _)| origin == &event.origin)
+                {
+                    Some(entry) => (entry.1, entry.2) = (event.seq, event.hlc),
+                    None => reached.push((event.origin.clone(), event.seq, event.hlc)),
+                }
+            } else {
+                walk.insert(event.origin.clone());
+            }
         }
         self.pruner.note_inserted(&tx, new_events)?;
-        let (contiguous, gaps) = advance_contiguous(&tx, &touched, &mut position)?;
+        for (origin, seq, stamp) in &reached {
+            log::set_position(&tx, origin, *seq, *stamp)?;
+        }
+        let (walked, gaps) = advance_contiguous(&tx, &walk, &mut position)?;
         tx.commit()?;
         self.position = position;
+        for origin in &walk {
+            let gap_left = gaps.iter().any(|(gapped, _, _)| gapped == origin);
+            self.held_back.walked(origin, gap_left);
+        }
+        if !revived.is_empty() {
+            self.held_back.forget_all();
+        }
         self.note_revived(revived);
+        let mut contiguous = in_order;
+        contiguous.extend(walked);
         if !contiguous.is_empty() {
             self.sink.committed(&contiguous);
         }
@@ -477,6 +554,9 @@ impl WriterThread {
 
 impl WriterThread {
     fn merge_snapshot(&mut self, part: SnapshotPart) -> Result<(), StoreError> {
+        // The events merged here are held back until the snapshot ends.
+        self.held_back.forget_all();
+        self.use_sync(self.durability.replica)?;
         let tx = self.connection.transaction()?;
         snapshot::merge_state(&tx, &part)?;
         if let SnapshotPart::Floors(rows) = &part {
@@ -515,6 +595,8 @@ impl WriterThread {
     }
 
     fn finish_snapshot(&mut self, end: SnapshotEnd) -> Result<Applied, StoreError> {
+        self.held_back.forget_all();
+        self.use_sync(self.durability.replica)?;
         let tx = self.connection.transaction()?;
         let stamps: std::collections::HashMap<NodeId, u64> = end.upto_hlc.into_iter().collect();
         let mut position = self.position.clone();

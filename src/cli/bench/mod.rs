@@ -12,6 +12,7 @@
 //! |---|---|
 //! | `scenario.rs` | scenario names, their DESIGN.md section 7 defaults, the plan, routing over nodes |
 //! | `nodes.rs` | the nodes under load: `--http` addresses, or `--spawn N` children of this executable |
+//! | `floor.rs` | the storeless floor server and `--compare-bare` |
 //! | `cluster_timings.rs` | `failover` (dead node noticed) and `catchup` (restarted node converges) |
 //! | `retention.rs` | `retention`: publish latency and disk with pruning on and off, resume below the floor |
 //! | `subscriber.rs` | WebSocket client tasks: connect, read, latency |
@@ -31,6 +32,7 @@
 //! pass the process's open-file limit; run several bench processes for more connections.
 
 mod cluster_timings;
+mod floor;
 mod http;
 mod nodes;
 mod procfs;
@@ -55,6 +57,7 @@ use crate::auth::{Authenticator, User};
 use crate::config::{DEV_API_KEY, DEV_JWT_SECRET};
 use crate::store::SyncMode;
 
+pub use floor::serve as serve_floor;
 use nodes::Node;
 use progress::Live;
 use publisher::{PublishCounters, PublisherJob, PublisherOutcome, micros_histogram};
@@ -151,6 +154,10 @@ pub struct BenchArgs {
     /// Catchup: the events are track comments (materialized state a snapshot must carry).
     #[arg(long)]
     pub comments: bool,
+    /// Run the same load on the storeless floor (a bare WebSocket fan-out server) first, then
+    /// on herald, and print both and the ratios (herald / floor).
+    #[arg(long, conflicts_with = "http")]
+    pub compare_bare: bool,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -160,6 +167,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.scenario == Scenario::Retention {
         return retention::run(&args).await;
     }
+    if args.compare_bare {
+        if args.scenario == Scenario::Idle {
+            bail!("--compare-bare compares deliveries: use fanout, rooms or durable");
+        }
+        return floor::compare(&args).await;
+    }
+    let report = load_nodes_and_measure(&args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    check(&report)
+}
+
+/// Starts the nodes the flags ask for (or takes the `--http` ones), runs the plan on them,
+/// and stops what it started.
+async fn load_nodes_and_measure(args: &BenchArgs) -> anyhow::Result<Report> {
     let (nodes, spawned) = if args.http.is_empty() {
         let count = args.spawn.unwrap_or(1).max(1);
         let (nodes, spawned) = nodes::spawn(count, args.store_sync, args.cluster).await?;
@@ -168,7 +193,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         (nodes, Some(spawned))
     } else {
-        (external_nodes(&args).await?, None)
+        (external_nodes(args).await?, None)
     };
     let routing = args.routing.unwrap_or(match spawned {
         Some(_) if !args.cluster => Routing::PerChannel,
@@ -176,18 +201,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
     // On Ctrl-C, stop the spawned nodes rather than leave them running.
     let result = tokio::select! {
-        result = measure(&args, &nodes, routing) => result,
+        result = measure(args, &nodes, routing) => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Some(spawned) = spawned {
         spawned.stop().await;
     }
-    let report = result?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
+    result
+}
+
+/// Fails a run whose clients missed, duplicated or reordered events.
+fn check(report: &Report) -> anyhow::Result<()> {
     let k = &report.correctness;
     if !k.ok() {
         bail!(

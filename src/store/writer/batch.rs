@@ -81,6 +81,8 @@ impl WriterThread {
         &mut self,
         batches: &[PendingBatch],
     ) -> Result<(Vec<SharedEvent>, Vec<Result<Vec<Slot>, StoreError>>), StoreError> {
+        // Acknowledged like single appends: as durable as the node's own commits.
+        self.use_sync(self.durability.own)?;
         let tx = self.connection.transaction()?;
         let mut events: Vec<SharedEvent> = Vec::new();
         let mut outcomes = Vec::with_capacity(batches.len());
