@@ -30,6 +30,7 @@ fn render(c: &mut Criterion) {
         payload: r#"{"type":"new_comment","comment":{"id":991,"user":"alice","content":"nice drop at 1:32","timestamp":92.5}}"#.into(),
         users: None,
         ephemeral: false,
+        idempotency_key: None,
     };
     let mut group = c.benchmark_group("render_event");
     for origins in [1usize, 3] {

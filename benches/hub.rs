@@ -35,6 +35,7 @@ fn event(origin: &NodeId, channel: &ChannelName, seq: u64) -> Arc<Event> {
         payload: format!(r#"{{"type":"bench","t":1700000000000000000,"p":3,"c":0,"n":{seq}}}"#),
         users: None,
         ephemeral: false,
+        idempotency_key: None,
     })
 }
 

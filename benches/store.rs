@@ -24,6 +24,7 @@ fn draft(channel: &ChannelName, n: u64) -> EventDraft {
         kind: "bench".into(),
         payload: format!(r#"{{"type":"bench","t":1700000000000000000,"p":1,"c":0,"n":{n}}}"#),
         users: None,
+        idempotency_key: None,
     }
 }
 

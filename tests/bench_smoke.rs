@@ -64,6 +64,41 @@ fn idle_reports_memory_per_connection() {
 }
 
 #[test]
+fn rooms_in_batches_delivers_every_event_once_in_order() {
+    let report = bench(&[
+        "rooms",
+        "--clients",
+        "20",
+        "--channels",
+        "5",
+        "--publishers",
+        "2",
+        "--batch",
+        "25",
+        "--rate",
+        "500",
+        "--duration",
+        "1s",
+        "--store-sync",
+        "normal",
+    ]);
+    assert_eq!(report["plan"]["batch"], 25);
+    let acked = report["publishes"]["acked"].as_u64().unwrap();
+    assert!(acked >= 25 && acked % 25 == 0, "{report:#}");
+    assert_eq!(
+        report["deliveries"]["expected"].as_u64().unwrap(),
+        acked * 4
+    );
+    assert_eq!(
+        report["deliveries"]["received"],
+        report["deliveries"]["expected"]
+    );
+    for field in ["missing", "duplicates", "out_of_order"] {
+        assert_eq!(report["correctness"][field], 0, "{field}: {report:#}");
+    }
+}
+
+#[test]
 fn compare_bare_loads_the_floor_and_herald_and_gives_the_ratio() {
     let report = bench(&[
         "fanout",

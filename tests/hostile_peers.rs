@@ -90,6 +90,7 @@ fn event(origin: &str, seq: u64, hlc: Hlc) -> Arc<Event> {
         payload: "{\"type\":\"forged\"}".into(),
         users: None,
         ephemeral: false,
+        idempotency_key: None,
     })
 }
 

@@ -296,6 +296,7 @@ mod tests {
             payload: "{}".into(),
             users: None,
             ephemeral: false,
+            idempotency_key: None,
         })
     }
 

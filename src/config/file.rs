@@ -87,6 +87,7 @@ pub struct LimitsSection {
     /// For example `"30s"`.
     pub http_request_timeout: Option<String>,
     pub max_request_body_bytes: Option<usize>,
+    pub max_batch: Option<usize>,
 }
 
 /// One node of the cluster file.

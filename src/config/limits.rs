@@ -1,6 +1,6 @@
 //! `[limits]` (and `--heartbeat`, `--max-connections*`, `--client-messages-*`,
-//! `--http-request-timeout`, `--max-request-body-bytes`) into [`Limits`]: the bounds and
-//! timings of client connections and HTTP requests.
+//! `--http-request-timeout`, `--max-request-body-bytes`, `--max-batch`) into [`Limits`]: the
+//! bounds and timings of client connections and HTTP requests.
 
 use std::time::Duration;
 
@@ -38,6 +38,8 @@ pub struct Limits {
     pub http_request_timeout: Duration,
     /// Largest HTTP request body (413 past it).
     pub max_request_body_bytes: usize,
+    /// Most events of one `POST /api/batch` (and channels of one publish), 400 past it.
+    pub max_batch: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +57,7 @@ impl Default for Limits {
             client_messages_burst: 100,
             http_request_timeout: Duration::from_secs(30),
             max_request_body_bytes: 1024 * 1024,
+            max_batch: 1_000,
         }
     }
 }
@@ -139,6 +142,11 @@ pub(super) fn resolve_limits(
                 .or(section.max_request_body_bytes),
             defaults.max_request_body_bytes,
         )?,
+        max_batch: positive(
+            "limits.max_batch",
+            args.max_batch.or(section.max_batch),
+            defaults.max_batch,
+        )?,
     })
 }
 
@@ -178,6 +186,20 @@ mod tests {
         assert_eq!(limits.client_messages_burst, 100);
         assert_eq!(limits.http_request_timeout, Duration::from_secs(30));
         assert_eq!(limits.max_request_body_bytes, 1024 * 1024);
+        assert_eq!(limits.max_batch, 1_000);
+    }
+
+    #[test]
+    fn max_batch_comes_from_the_file_or_the_flag() {
+        let toml = "[limits]\nmax_batch = 50\n";
+        assert_eq!(limits(toml, &ServeArgs::default()).unwrap().max_batch, 50);
+        let args = ServeArgs {
+            max_batch: Some(7),
+            ..ServeArgs::default()
+        };
+        assert_eq!(limits(toml, &args).unwrap().max_batch, 7);
+        let error = limits("[limits]\nmax_batch = 0\n", &ServeArgs::default()).unwrap_err();
+        assert!(error.starts_with("invalid limits.max_batch"), "{error}");
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// Largest HTTP request body, in bytes.
     #[arg(long, env = "HERALD_MAX_REQUEST_BODY_BYTES")]
     pub max_request_body_bytes: Option<usize>,
+    /// Most events of one POST /api/batch (and channels of one publish).
+    #[arg(long, env = "HERALD_MAX_BATCH")]
+    pub max_batch: Option<usize>,
     /// Commit durability: full (fsync every commit) or normal.
     #[arg(long, env = "HERALD_STORE_SYNC", value_enum)]
     pub store_sync: Option<SyncMode>,

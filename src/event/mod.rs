@@ -7,6 +7,7 @@
 mod channel;
 mod cursor;
 mod hlc;
+mod idempotency;
 mod node_id;
 mod version_vector;
 
@@ -18,6 +19,7 @@ use uuid::Uuid;
 pub use channel::{ChannelError, ChannelName, INTERNAL_PREFIX};
 pub use cursor::{Cursor, CursorError};
 pub use hlc::{Hlc, HybridClock};
+pub use idempotency::{IdempotencyKey, IdempotencyKeyError, MAX_KEY_BYTES};
 pub use node_id::{NodeId, NodeIdError};
 pub use version_vector::VersionVector;
 
@@ -40,6 +42,9 @@ pub struct Event {
     /// When set, only these users' connections receive the event.
     pub users: Option<Vec<String>>,
     pub ephemeral: bool,
+    /// The publisher's idempotency key, when it gave one: a retry with the same key on the
+    /// same channel answers this event instead of publishing another.
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// What a publisher hands to the store: everything but the identity the origin assigns.
@@ -49,6 +54,7 @@ pub struct EventDraft {
     pub kind: String,
     pub payload: String,
     pub users: Option<Vec<String>>,
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 impl Event {

@@ -8,6 +8,12 @@
 //!
 //! A publish may name `users`: then only those users' connections on the channel receive it
 //! (the seeds' `broadcast(message, target_user_ids)`); `user:{id}` is the seeds' `send_to_user`.
+//!
+//! A publish may name `channels: [...]` instead of `channel`: the same data on each (one event
+//! per channel, one transaction), answered with one `{channel, id, cursor}` per channel in
+//! order; and an `idempotency_key` (see `crate::store::Store::append_many`): a retry with the
+//! same key on the same channel answers the event first published, with `"replayed": true`, and
+//! publishes nothing. Many events in one request: `POST /api/batch` (`super::batch`).
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
@@ -19,8 +25,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::publish;
+use super::publish_input as input;
 use super::socket::FeatureSocket;
+use super::{PublishError, publish, publish_many};
 use crate::api::ws::{SocketRequest, serve_socket};
 use crate::api::{ApiError, ApiKey, AppState, Caller, JsonObject};
 use crate::auth::{ChannelAccess, may_subscribe};
@@ -32,8 +39,7 @@ use crate::store::state::channels_lost;
 /// Most channels one generic socket may name.
 pub const MAX_CHANNELS_PER_SOCKET: usize = 64;
 /// Most target users one publish may name.
-pub const MAX_TARGET_USERS: usize = 10_000;
-const MAX_TYPE_LEN: usize = 128;
+pub use super::publish_input::MAX_TARGET_USERS;
 const DEFAULT_HISTORY_LIMIT: usize = 100;
 const MAX_HISTORY_LIMIT: usize = 1000;
 
@@ -42,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ws", get(socket))
         .route("/api/publish", post(publish_route))
         .route("/api/channels/{channel}/history", get(history))
+        .merge(super::batch::routes())
 }
 
 // ---- publish ----
@@ -49,9 +56,13 @@ pub fn routes() -> Router<AppState> {
 #[derive(Deserialize)]
 struct PublishBody {
     channel: Option<Value>,
+    #[serde(default)]
+    channels: Option<Value>,
     data: Option<Value>,
     #[serde(default)]
     users: Option<Value>,
+    #[serde(default)]
+    idempotency_key: Option<Value>,
 }
 
 async fn publish_route(
@@ -60,45 +71,47 @@ async fn publish_route(
     body: Result<JsonObject<PublishBody>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let JsonObject(body) = body?;
-    let channel = match body.channel {
-        Some(Value::String(name)) => {
-            ChannelName::new(&name).map_err(|e| ApiError::bad_request(e.to_string()))?
-        }
-        _ => return Err(ApiError::bad_request("channel is required")),
-    };
-    if channel.is_internal() {
-        return Err(ApiError::Forbidden(format!(
-            "channel {channel} is reserved"
-        )));
-    }
-    if let Some(endpoint) = super::owned::written_by(&channel) {
-        return Err(ApiError::Forbidden(format!(
-            "channel \"{channel}\" is written by {endpoint}"
-        )));
-    }
-    let mut data = match body.data {
-        Some(Value::Object(data)) => data,
-        _ => return Err(ApiError::bad_request("data must be a JSON object")),
-    };
-    let kind = match data.get("type") {
-        Some(Value::String(kind)) if !kind.is_empty() && kind.len() <= MAX_TYPE_LEN => kind.clone(),
-        _ => {
+    if body.channels.is_some() {
+        if body.channel.is_some() {
             return Err(ApiError::bad_request(
-                "data.type must be a non-empty string",
+                "name either channel or channels, not both",
             ));
         }
-    };
-    let users = parse_users(body.users)?;
-    super::forum::add_thread_id(&channel, &mut data);
-    let payload = Value::Object(data).to_string();
-    let max = state.config.limits.max_payload_bytes;
-    if payload.len() > max {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "data is {} bytes; the limit is {max}",
-            payload.len()
-        )));
+        return publish_channels(&state, body).await;
     }
-    let published = publish(&state, channel, &kind, payload, users).await?;
+    let channel = input::channel(body.channel)?;
+    let (data, kind) = input::data(body.data)?;
+    let users = input::users(body.users)?;
+    let key = input::idempotency_key(body.idempotency_key)?;
+    if key.is_some() {
+        let draft = input::draft(&state.config.limits, channel, data, kind, users, key)?;
+        let published = publish_many(&state, vec![draft])
+            .await
+            .map_err(|PublishError::Store(e)| input::store_error(e, |_| String::new()))?;
+        let replicated = published.replicated;
+        let Some(event) = published.events.into_iter().next() else {
+            return Err(ApiError::Internal);
+        };
+        let mut answer = json!({
+            "status": "success",
+            "id": event.id,
+            "cursor": event.cursor,
+            "replicated": replicated,
+        });
+        if event.replayed {
+            answer["replayed"] = Value::Bool(true);
+        }
+        return Ok(Json(answer));
+    }
+    let draft = input::draft(&state.config.limits, channel, data, kind, users, None)?;
+    let published = publish(
+        &state,
+        draft.channel,
+        &draft.kind,
+        draft.payload,
+        draft.users,
+    )
+    .await?;
     Ok(Json(json!({
         "status": "success",
         "id": published.id,
@@ -107,27 +120,66 @@ async fn publish_route(
     })))
 }
 
-/// `users`: absent or null for everyone on the channel, else a non-empty list of ids (strings or
-/// integers).
-fn parse_users(users: Option<Value>) -> Result<Option<Vec<String>>, ApiError> {
-    let list = match users {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Array(list)) => list,
-        Some(_) => return Err(ApiError::bad_request("users must be a list of user ids")),
+/// `channels: [...]`: the same data on each channel (one event per channel, in the order given,
+/// one transaction), answered with `events: [{channel, id, cursor}, ...]` in that order.
+async fn publish_channels(state: &AppState, body: PublishBody) -> Result<Json<Value>, ApiError> {
+    let max = state.config.limits.max_batch;
+    let names = match body.channels {
+        Some(Value::Array(names)) if !names.is_empty() && names.len() <= max => names,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "channels must be a list of 1 to {max} channel names"
+            )));
+        }
     };
-    if list.is_empty() || list.len() > MAX_TARGET_USERS {
-        return Err(ApiError::bad_request(format!(
-            "users must name 1 to {MAX_TARGET_USERS} user ids"
-        )));
+    let mut channels: Vec<ChannelName> = Vec::with_capacity(names.len());
+    for (index, name) in names.into_iter().enumerate() {
+        let channel = input::channel(Some(name))
+            .map_err(|e| input::about(&format!("channels[{index}]"), e))?;
+        if channels.contains(&channel) {
+            return Err(ApiError::bad_request(format!(
+                "channels[{index}]: channel {channel} is named twice"
+            )));
+        }
+        channels.push(channel);
     }
-    list.into_iter()
-        .map(|user| match user {
-            Value::String(id) if !id.is_empty() && id.len() <= 128 => Ok(id),
-            Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
-            _ => Err(ApiError::bad_request("users must be a list of user ids")),
+    let (data, kind) = input::data(body.data)?;
+    let users = input::users(body.users)?;
+    let key = input::idempotency_key(body.idempotency_key)?;
+    let limits = &state.config.limits;
+    let drafts = channels
+        .iter()
+        .map(|channel| {
+            input::draft(
+                limits,
+                channel.clone(),
+                data.clone(),
+                kind.clone(),
+                users.clone(),
+                key.clone(),
+            )
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+        .collect::<Result<Vec<_>, _>>()?;
+    let published = publish_many(state, drafts)
+        .await
+        .map_err(|PublishError::Store(e)| input::store_error(e, |i| format!("channels[{i}]")))?;
+    let events: Vec<Value> = channels
+        .iter()
+        .zip(published.events)
+        .map(|(channel, event)| {
+            let mut item =
+                json!({"channel": channel.as_str(), "id": event.id, "cursor": event.cursor});
+            if event.replayed {
+                item["replayed"] = Value::Bool(true);
+            }
+            item
+        })
+        .collect();
+    Ok(Json(json!({
+        "status": "success",
+        "events": events,
+        "replicated": published.replicated,
+    })))
 }
 
 // ---- history ----

@@ -1,6 +1,7 @@
 //! The application's features, each on the event log, hub and backplane: what their endpoints
 //! mean and which events they publish. They never talk to sockets or peers directly.
 
+mod batch;
 pub mod book_requests;
 pub mod broadcasts;
 pub mod channels;
@@ -8,6 +9,9 @@ pub mod comments;
 pub mod forum;
 pub mod owned;
 mod publish;
+pub mod publish_input;
 pub mod socket;
 
-pub use publish::{PublishError, publish, publish_ephemeral};
+pub use publish::{
+    PublishError, PublishedEvent, PublishedMany, publish, publish_ephemeral, publish_many,
+};

@@ -1,5 +1,6 @@
 //! Publishing one event: validate, commit to the log (which dispatches it locally and hands it
-//! to the backplane), and answer with its identity and cursor.
+//! to the backplane), and answer with its identity and cursor. [`publish_many`] commits several
+//! in one transaction (a batch, a publish to several channels), all of them or none.
 
 use serde::Serialize;
 
@@ -48,6 +49,7 @@ pub async fn publish(
             kind: kind.to_string(),
             payload,
             users,
+            idempotency_key: None,
         })
         .await?;
     metrics::counter!("herald_publishes_total").increment(1);
@@ -58,6 +60,55 @@ pub async fn publish(
         cursor: Cursor::encode(&appended.position),
         replicated,
     })
+}
+
+/// One event of [`publish_many`]'s answer.
+#[derive(Debug, Serialize)]
+pub struct PublishedEvent {
+    pub id: String,
+    pub cursor: String,
+    /// True when its idempotency key named an event held already: nothing new was published.
+    pub replayed: bool,
+}
+
+/// What [`publish_many`] answers: one entry per draft, in order.
+#[derive(Debug)]
+pub struct PublishedMany {
+    pub events: Vec<PublishedEvent>,
+    /// True when another node confirmed storing the newest of this node's events among them
+    /// (with `replication = 2`), or when every one of them was first published by another node.
+    pub replicated: bool,
+}
+
+/// Commits `drafts` in one transaction, all or none (see [`crate::store::Store::append_many`]
+/// for idempotency keys), and answers each one's id and the cursor that covers it.
+pub async fn publish_many(
+    state: &AppState,
+    drafts: Vec<EventDraft>,
+) -> Result<PublishedMany, PublishError> {
+    let appended = state.store.append_many(drafts).await?;
+    let own = state.store.origin();
+    let fresh = appended.iter().filter(|a| !a.replayed).count();
+    metrics::counter!("herald_publishes_total").increment(fresh as u64);
+    metrics::counter!("herald_publishes_replayed_total").increment((appended.len() - fresh) as u64);
+    let newest_own = appended
+        .iter()
+        .filter(|a| &a.event.origin == own)
+        .map(|a| a.event.seq)
+        .max();
+    let replicated = match newest_own {
+        None => true,
+        Some(seq) => state.config.replication >= 2 && confirm_replicated(state, seq).await,
+    };
+    let events = appended
+        .into_iter()
+        .map(|a| PublishedEvent {
+            id: a.event.id.to_string(),
+            cursor: Cursor::encode(&a.position),
+            replayed: a.replayed,
+        })
+        .collect();
+    Ok(PublishedMany { events, replicated })
 }
 
 /// Waits until another node reports storing this node's event `seq`. With no linked peer it
@@ -91,6 +142,7 @@ pub fn publish_ephemeral(state: &AppState, channel: ChannelName, kind: &str, pay
         payload,
         users: None,
         ephemeral: true,
+        idempotency_key: None,
     });
     let events = [event];
     state.hub.dispatch(&events);

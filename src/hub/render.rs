@@ -57,6 +57,7 @@ mod tests {
             payload: payload.into(),
             users: None,
             ephemeral: false,
+            idempotency_key: None,
         }
     }
 

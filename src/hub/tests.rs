@@ -17,6 +17,7 @@ fn event(seq: u64, channel: &str, users: Option<Vec<&str>>) -> SharedEvent {
         payload: r#"{"type":"x"}"#.into(),
         users: users.map(|u| u.into_iter().map(String::from).collect()),
         ephemeral: false,
+        idempotency_key: None,
     })
 }
 

@@ -12,7 +12,8 @@ pub use crate::hub::interest::InterestKey;
 use crate::store::snapshot::{SnapshotBasis, SnapshotEnd, SnapshotPart};
 
 pub const MAGIC: [u8; 4] = *b"HRLD";
-pub const FORMAT_VERSION: u8 = 1;
+/// 2: events carry their idempotency key.
+pub const FORMAT_VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 9;
 /// The largest frame body accepted or produced.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
@@ -195,6 +196,8 @@ mod tests {
                 None
             },
             ephemeral: false,
+            idempotency_key: (seq % 2 == 0)
+                .then(|| crate::event::IdempotencyKey::new(&format!("key-{seq}")).unwrap()),
         })
     }
 

@@ -29,6 +29,7 @@ fn remote(seq: u64) -> SharedEvent {
         payload: format!("{{\"type\":\"item\",\"seq\":{seq}}}"),
         users: None,
         ephemeral: false,
+        idempotency_key: None,
     })
 }
 

@@ -10,10 +10,11 @@
 use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value};
 
 use super::StoreError;
-use crate::event::{ChannelName, Event, Hlc, NodeId, VersionVector};
+use crate::event::{ChannelName, Event, Hlc, IdempotencyKey, NodeId, VersionVector};
 
 const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events
-    (origin, seq, id, hlc, channel, kind, payload, users) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    (origin, seq, id, hlc, channel, kind, payload, users, idempotency_key)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 /// Inserts an event; a second insert of the same `(origin, seq)` is ignored.
 /// Answers whether the event was new.
@@ -34,8 +35,35 @@ pub(super) fn insert_event(connection: &Connection, event: &Event) -> Result<boo
         event.kind,
         event.payload,
         users,
+        event.idempotency_key.as_ref().map(|key| key.as_str()),
     ])?;
     Ok(inserted == 1)
+}
+
+/// The event published on `channel` under idempotency key `key`, if this node holds one. When
+/// it holds several (retries that reached two nodes before either had the other's event), the
+/// first by `(hlc, origin)`: the same one on every node that holds both. An undecodable row is
+/// skipped (logged and counted).
+pub(super) fn by_idempotency_key(
+    connection: &Connection,
+    channel: &ChannelName,
+    key: &IdempotencyKey,
+) -> Result<Option<Event>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT origin, seq, id, hlc, channel, kind, payload, users, idempotency_key FROM events
+         WHERE channel = ?1 AND idempotency_key = ?2 ORDER BY hlc, origin",
+    )?;
+    let rows = statement.query_map(
+        rusqlite::params![channel.as_str(), key.as_str()],
+        read_event,
+    )?;
+    for row in rows {
+        match row? {
+            Ok(event) => return Ok(Some(event)),
+            Err(undecodable) => undecodable.skip(),
+        }
+    }
+    Ok(None)
 }
 
 /// Raises `origin`'s contiguous position to `seq`, whose event is stamped `hlc`.
@@ -188,7 +216,7 @@ fn range_rows(
     limit: usize,
 ) -> Result<Vec<Decoded>, StoreError> {
     let mut statement = connection.prepare_cached(
-        "SELECT origin, seq, id, hlc, channel, kind, payload, users FROM events
+        "SELECT origin, seq, id, hlc, channel, kind, payload, users, idempotency_key FROM events
          WHERE origin = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
     )?;
     let rows = statement.query_map(
@@ -262,7 +290,7 @@ impl LogQuery {
             channel_args.push(Value::Text(prefix_upper_bound(prefix)));
         }
         let sql = format!(
-            "SELECT origin, seq, id, hlc, channel, kind, payload, users FROM events
+            "SELECT origin, seq, id, hlc, channel, kind, payload, users, idempotency_key FROM events
              WHERE ({}) AND origin = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             filter.join(" OR ")
         );
@@ -348,9 +376,9 @@ impl Undecodable {
     }
 }
 
-/// Reads one row of `SELECT origin, seq, id, hlc, channel, kind, payload, users`. Only a
-/// failure to read the row at all is an error; a row whose columns do not make an event is an
-/// [`Undecodable`].
+/// Reads one row of `SELECT origin, seq, id, hlc, channel, kind, payload, users,
+/// idempotency_key`. Only a failure to read the row at all is an error; a row whose columns do
+/// not make an event is an [`Undecodable`].
 fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Decoded> {
     use rusqlite::types::ValueRef;
     let text = |index: usize| -> Result<Option<String>, String> {
@@ -398,6 +426,7 @@ fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Decoded> {
         let kind = required(5, "kind")?;
         let payload = required(6, "payload")?;
         let users = text(7).map_err(|reason| bad(format!("users: {reason}")))?;
+        let key = text(8).map_err(|reason| bad(format!("idempotency_key: {reason}")))?;
         Ok(Event {
             origin: NodeId::new(&origin).map_err(|_| bad("bad origin".into()))?,
             seq: seq as u64,
@@ -413,6 +442,12 @@ fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Decoded> {
                 None => None,
             },
             ephemeral: false,
+            idempotency_key: match key {
+                Some(key) => {
+                    Some(IdempotencyKey::new(&key).map_err(|_| bad("bad idempotency_key".into()))?)
+                }
+                None => None,
+            },
         })
     })();
     Ok(decoded)

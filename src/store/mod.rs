@@ -7,6 +7,16 @@
 //! runs for local appends and, later, for events that arrive from other nodes, so state is a
 //! pure function of the set of events held.
 //!
+//! [`Store::append_many`] commits the events of one request (a batch, a publish to several
+//! channels) in one transaction, all of them or none, with consecutive seqs in the order given
+//! (`writer/batch.rs`). An event may carry an idempotency key, stored with it (nullable
+//! `events.idempotency_key`, indexed by `(channel, key)`, schema 5): a draft whose key is held
+//! on its channel answers the held event instead of publishing. Keys are not unique in the
+//! table on purpose: two nodes may each accept a retry before either holds the other's event,
+//! and refusing the second at replication would stop it; lookups answer the first by
+//! `(hlc, origin)`, the same on every node once both replicated. Keys go with their event to
+//! peers (mesh frames, Redis entries, snapshots) and are pruned with it.
+//!
 //! Reads (history since a cursor, active broadcast) run on separate read-only connections on
 //! tokio's blocking pool; nothing here holds a lock across an `.await`.
 //!
@@ -53,7 +63,7 @@ pub use prune::PruneHorizon;
 use readers::ReaderPool;
 pub use retention::RetentionPolicy;
 pub use retire::{LiveMember, LiveOrigins, RetiredOrigins};
-pub use writer::{Appended, Applied};
+pub use writer::{Appended, Applied, BatchAppended};
 use writer::{WriteCommand, WriterThread};
 
 /// Receives every batch of committed events, in log order, on the writer thread.
@@ -87,6 +97,15 @@ pub enum StoreError {
     /// A write failed for another reason; the transaction was rolled back.
     #[error("store write failed: {0}")]
     Write(String),
+    /// Event `index` of a batch names an idempotency key that is held already for a different
+    /// event (`existing`), or that another event of the batch names too (`existing: None`):
+    /// nothing of the batch was stored.
+    #[error("idempotency key {key:?} of event {index} conflicts")]
+    IdempotencyConflict {
+        index: usize,
+        key: String,
+        existing: Option<uuid::Uuid>,
+    },
     /// The database file fails its integrity check, or is not a database at all.
     #[error(
         "database {} is corrupt ({detail}): restore it from a backup, or move it away and let the node catch up from its peers",
@@ -322,11 +341,38 @@ impl Store {
         &self.origin
     }
 
-    /// Commits a new event from this node; answers after the commit with its identity.
+    /// Commits a new event from this node; answers after the commit with its identity. A draft
+    /// with an idempotency key goes through [`Store::append_many`] (the event it names may be
+    /// held already).
     pub async fn append(&self, draft: EventDraft) -> Result<Appended, StoreError> {
+        if draft.idempotency_key.is_some() {
+            let mut appended = self.append_many(vec![draft]).await?;
+            let one = appended.pop().ok_or(StoreError::Closed)?;
+            return Ok(Appended {
+                event: one.event,
+                position: one.position,
+            });
+        }
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(WriteCommand::Append { draft, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Commits new events from this node in one transaction, all of them or none, and answers
+    /// one [`BatchAppended`] per draft, in order. A draft whose idempotency key names an event
+    /// held already on its channel answers that event (`replayed`) and publishes nothing; a
+    /// key held for a different event, or named twice, refuses the whole batch
+    /// ([`StoreError::IdempotencyConflict`]).
+    pub async fn append_many(
+        &self,
+        drafts: Vec<EventDraft>,
+    ) -> Result<Vec<BatchAppended>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(WriteCommand::AppendMany { drafts, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -477,3 +523,6 @@ mod snapshot_tests;
 
 #[cfg(test)]
 mod fault_tests;
+
+#[cfg(test)]
+mod batch_tests;

@@ -40,6 +40,7 @@ fn draft(channel: &str, n: usize, bytes: usize) -> EventDraft {
             "x".repeat(bytes)
         ),
         users: None,
+        idempotency_key: None,
     }
 }
 
@@ -54,6 +55,7 @@ fn remote(origin: &str, seq: u64, channel: &str, millis: u64) -> SharedEvent {
         payload: format!("{{\"type\":\"item\",\"seq\":{seq}}}"),
         users: None,
         ephemeral: false,
+        idempotency_key: None,
     })
 }
 
@@ -313,6 +315,7 @@ async fn a_deleted_comment_is_collected_once_every_peer_holds_its_events_and_sta
         kind: kind.into(),
         payload: payload.to_string(),
         users: None,
+        idempotency_key: None,
     };
     let created = store
         .append(draft_of("new_comment", comment.clone()))
@@ -375,6 +378,7 @@ fn remote_event(origin: &str, seq: u64, kind: &str, payload: serde_json::Value) 
         payload: payload.to_string(),
         users: None,
         ephemeral: false,
+        idempotency_key: None,
     })
 }
 
@@ -390,6 +394,7 @@ async fn acknowledgements_of_a_superseded_broadcast_go_once_every_peer_holds_its
             "created_by_id": "100", "created_at": "2026-12-01T00:00:00Z"}})
         .to_string(),
         users: None,
+        idempotency_key: None,
     };
     let ack = |id: &str, user: &str| EventDraft {
         channel: ChannelName::new("herald:acks").unwrap(),
@@ -398,6 +403,7 @@ async fn acknowledgements_of_a_superseded_broadcast_go_once_every_peer_holds_its
             "user_id": user})
         .to_string(),
         users: None,
+        idempotency_key: None,
     };
     store.append(broadcast("old")).await.unwrap();
     store.append(ack("old", "u1")).await.unwrap();

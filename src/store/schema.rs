@@ -121,6 +121,12 @@ const MIGRATIONS: &[&str] = &[
         deleted_hlc INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX collected_tombstones_by_age ON collected_tombstones (deleted_hlc);",
+    // 5: idempotency keys, kept with their event (and pruned with it). Not unique: two nodes
+    // may each accept a retry before either holds the other's event; lookups then answer the
+    // first by (hlc, origin) on every node.
+    "ALTER TABLE events ADD COLUMN idempotency_key TEXT;
+    CREATE INDEX events_by_idempotency_key ON events (channel, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;",
 ];
 
 /// The origin id of this database: `<node_id>.<creation time in base 36>`, created once.

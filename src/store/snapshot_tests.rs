@@ -41,6 +41,7 @@ fn draft(channel: &str, kind: &str, payload: serde_json::Value) -> EventDraft {
         kind: kind.into(),
         payload: payload.to_string(),
         users: None,
+        idempotency_key: None,
     }
 }
 

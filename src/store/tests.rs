@@ -38,6 +38,7 @@ pub(super) fn draft(n: u64) -> EventDraft {
         kind: "item".into(),
         payload: format!("{{\"type\":\"item\",\"n\":{n}}}"),
         users: None,
+        idempotency_key: None,
     }
 }
 
@@ -52,6 +53,7 @@ fn remote(origin: &str, seq: u64) -> Event {
         payload: format!("{{\"type\":\"item\",\"seq\":{seq}}}"),
         users: None,
         ephemeral: false,
+        idempotency_key: None,
     }
 }
 
@@ -197,6 +199,7 @@ fn broadcast_event(origin: &str, seq: u64, hlc: u64, id: &str) -> Event {
         .to_string(),
         users: None,
         ephemeral: false,
+        idempotency_key: None,
     }
 }
 

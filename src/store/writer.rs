@@ -24,6 +24,8 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+mod batch;
+
 use super::held_back::HeldBack;
 use super::prune::Pruner;
 use super::retire::{self, LiveOrigins, RetiredOrigins};
@@ -36,6 +38,16 @@ use crate::event::{Event, EventDraft, Hlc, HybridClock, NodeId, SharedEvent, Ver
 pub struct Appended {
     pub event: SharedEvent,
     pub position: VersionVector,
+}
+
+/// One event of an append-many: the event (new, or the one its idempotency key already named)
+/// and the log position right after it, which covers it.
+#[derive(Clone, Debug)]
+pub struct BatchAppended {
+    pub event: SharedEvent,
+    pub position: VersionVector,
+    /// True when the idempotency key named an event held already: nothing new was published.
+    pub replayed: bool,
 }
 
 /// What applying events from other nodes changed.
@@ -53,6 +65,11 @@ pub(super) enum WriteCommand {
     Append {
         draft: EventDraft,
         reply: oneshot::Sender<Result<Appended, StoreError>>,
+    },
+    /// New events from this node, all in one transaction or none (a batch).
+    AppendMany {
+        drafts: Vec<EventDraft>,
+        reply: oneshot::Sender<Result<Vec<BatchAppended>, StoreError>>,
     },
     ApplyRemote {
         events: Vec<SharedEvent>,
@@ -120,6 +137,14 @@ const TOMBSTONES_PER_STEP: usize = 500;
 const RETIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 type PendingAppend = (EventDraft, oneshot::Sender<Result<Appended, StoreError>>);
+type PendingBatch = (
+    Vec<EventDraft>,
+    oneshot::Sender<Result<Vec<BatchAppended>, StoreError>>,
+);
+
+/// Events of batches past which no more commands join a transaction, so that one commit stays
+/// short whatever the number of batches waiting.
+const MAX_BATCH_EVENTS: usize = 16 * 1024;
 
 /// Events read per query while walking a held-back range.
 const CONTIGUOUS_WALK_PAGE: usize = 1024;
@@ -166,13 +191,19 @@ impl WriterThread {
     pub(super) fn run(mut self, mut commands: mpsc::Receiver<WriteCommand>) {
         while let Some(first) = commands.blocking_recv() {
             let mut appends: Vec<PendingAppend> = Vec::new();
+            let mut batches: Vec<PendingBatch> = Vec::new();
             let mut close = None;
             let mut next = Some(first);
             let mut batched = 0usize;
+            let mut batch_events = 0usize;
             while let Some(command) = next.take() {
                 batched += 1;
                 match command {
                     WriteCommand::Append { draft, reply } => appends.push((draft, reply)),
+                    WriteCommand::AppendMany { drafts, reply } => {
+                        batch_events += drafts.len();
+                        batches.push((drafts, reply));
+                    }
                     WriteCommand::ApplyRemote { events, reply } => {
                         let applied = self.apply_remote(events);
                         let _ = reply.send(self.outcome("storing replicated events", applied));
@@ -191,12 +222,15 @@ impl WriterThread {
                         let _ = reply.send(self.outcome("finishing a snapshot", finished));
                     }
                 }
-                if close.is_none() && batched < self.max_batch {
+                if close.is_none() && batched < self.max_batch && batch_events < MAX_BATCH_EVENTS {
                     next = commands.try_recv().ok();
                 }
             }
             if !appends.is_empty() {
                 self.commit_appends(appends);
+            }
+            if !batches.is_empty() {
+                self.commit_batches(batches);
             }
             if close.is_none() {
                 self.housekeeping();
@@ -426,6 +460,7 @@ impl WriterThread {
                 payload: draft.payload.clone(),
                 users: draft.users.clone(),
                 ephemeral: false,
+                idempotency_key: draft.idempotency_key.clone(),
             };
             log::insert_event(&tx, &event)?;
             materialize::apply(&tx, &event)?;

@@ -158,6 +158,7 @@ mod tests {
             payload: r#"{"type":"item"}"#.into(),
             users: None,
             ephemeral,
+            idempotency_key: None,
         }
     }
 

@@ -128,6 +128,10 @@ pub struct BenchArgs {
     /// Concurrent publishers, each with one request in flight.
     #[arg(long)]
     pub publishers: Option<u32>,
+    /// Events per publish request, sent through POST /api/batch (default 1: POST /api/publish);
+    /// --rate still counts events.
+    #[arg(long)]
+    pub batch: Option<u32>,
     /// Tasks the clients are spread over.
     #[arg(long)]
     pub client_tasks: Option<usize>,
@@ -267,8 +271,12 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
         publishers: args.publishers,
         client_tasks: args.client_tasks,
         drain: args.drain,
+        batch: args.batch,
     };
     let plan = Arc::new(Plan::new(args.scenario, nodes.len(), routing, &overrides));
+    if plan.batch > 1 && plan.routing == Routing::PerChannel && nodes.len() > 1 {
+        bail!("--batch needs one node, or nodes that form a cluster (--cluster)");
+    }
     let needed = plan.clients as u64 + u64::from(plan.publishers) * nodes.len() as u64;
     if let Some(limit) = procfs::open_files_limit() {
         if needed + SPARE_FILES > limit {

@@ -1,5 +1,7 @@
 //! Publishers: tasks that publish through `POST /api/publish` at a fixed rate (or as fast as
-//! acknowledgements come back), each with one request in flight at a time.
+//! acknowledgements come back), each with one request in flight at a time. With `--batch N`
+//! each request is a `POST /api/batch` of N events (the rate still counts events), walking the
+//! channels as N single publishes would; a failed batch counts its N events as failed.
 //!
 //! One in flight per publisher is what makes per-stream order meaningful: publish `n + 1` on a
 //! channel is sent only after `n` was acknowledged, so the server must deliver them in that
@@ -86,15 +88,24 @@ pub async fn run(job: PublisherJob) -> PublisherOutcome {
         max_lag: Duration::ZERO,
         errors: Vec::new(),
     };
+    // With batches the rate counts events: a request goes out every `batch` events' worth.
+    let batch = plan.batch.max(1);
+    let path = if batch > 1 {
+        "/api/batch"
+    } else {
+        "/api/publish"
+    };
+    let per_request = f64::from(batch);
     let interval = plan
         .rate
-        .map(|rate| Duration::from_secs_f64(f64::from(plan.publishers) / rate));
+        .map(|rate| Duration::from_secs_f64(f64::from(plan.publishers) * per_request / rate));
     let mut due = job.start
         + plan
             .rate
-            .map(|rate| Duration::from_secs_f64(f64::from(job.index) / rate))
+            .map(|rate| Duration::from_secs_f64(f64::from(job.index) * per_request / rate))
             .unwrap_or_default();
-    let mut body = String::with_capacity(160);
+    let mut body = String::with_capacity(160 * batch as usize);
+    let mut streams: Vec<(StreamKey, u64)> = Vec::with_capacity(batch as usize);
     for step in 0u64.. {
         match interval {
             Some(interval) => {
@@ -118,33 +129,47 @@ pub async fn run(job: PublisherJob) -> PublisherOutcome {
                 }
             }
         }
-        let channel = plan.publish_channel(job.index, step);
-        let node = plan.publish_node(job.index, channel, job.nodes.len());
-        let seq = &mut seqs[channel as usize];
-        *seq += 1;
-        let n = *seq;
-        let key = StreamKey {
-            channel,
-            publisher: job.index,
-        };
+        let first = plan.publish_channel(job.index, step * u64::from(batch));
+        let node = plan.publish_node(job.index, first, job.nodes.len());
+        streams.clear();
         body.clear();
-        body.push_str(&format!(
-            r#"{{"channel":"{}","data":{{"type":"bench","t":{},"p":{},"c":{},"n":{}}}}}"#,
-            channel_name(channel),
-            unix_nanos(),
-            job.index,
-            channel,
-            n
-        ));
+        if batch > 1 {
+            body.push_str(r#"{"events":["#);
+        }
+        for offset in 0..u64::from(batch) {
+            let channel = plan.publish_channel(job.index, step * u64::from(batch) + offset);
+            let seq = &mut seqs[channel as usize];
+            *seq += 1;
+            let n = *seq;
+            streams.push((
+                StreamKey {
+                    channel,
+                    publisher: job.index,
+                },
+                n,
+            ));
+            if offset > 0 {
+                body.push(',');
+            }
+            body.push_str(&format!(
+                r#"{{"channel":"{}","data":{{"type":"bench","t":{},"p":{},"c":{},"n":{}}}}}"#,
+                channel_name(channel),
+                unix_nanos(),
+                job.index,
+                channel,
+                n
+            ));
+        }
+        if batch > 1 {
+            body.push_str("]}");
+        }
         let connection = connections[node]
             .get_or_insert_with(|| HttpConnection::new(job.nodes[node], &job.api_key));
         let sent_at = Instant::now();
-        outcome.sent += 1;
-        let answer = tokio::time::timeout(
-            PUBLISH_TIMEOUT,
-            connection.post_json("/api/publish", body.as_bytes()),
-        )
-        .await;
+        outcome.sent += u64::from(batch);
+        let answer =
+            tokio::time::timeout(PUBLISH_TIMEOUT, connection.post_json(path, body.as_bytes()))
+                .await;
         let error = match answer {
             Ok(Ok(answer)) if answer.status == 200 => None,
             Ok(Ok(answer)) => Some(format!(
@@ -163,14 +188,22 @@ pub async fn run(job: PublisherJob) -> PublisherOutcome {
             None => {
                 let micros = sent_at.elapsed().as_micros() as u64;
                 outcome.ack_latency.saturating_record(micros.max(1));
-                outcome.acked += 1;
-                outcome.ledger.acked(key);
-                job.counters.acked.fetch_add(1, Ordering::Relaxed);
+                outcome.acked += u64::from(batch);
+                for (key, _) in &streams {
+                    outcome.ledger.acked(*key);
+                }
+                job.counters
+                    .acked
+                    .fetch_add(u64::from(batch), Ordering::Relaxed);
             }
             Some(error) => {
-                outcome.failed += 1;
-                outcome.ledger.failed(key, n);
-                job.counters.failed.fetch_add(1, Ordering::Relaxed);
+                outcome.failed += u64::from(batch);
+                for (key, n) in &streams {
+                    outcome.ledger.failed(*key, *n);
+                }
+                job.counters
+                    .failed
+                    .fetch_add(u64::from(batch), Ordering::Relaxed);
                 if outcome.errors.len() < KEPT_ERRORS {
                     outcome.errors.push(error);
                 }

@@ -240,6 +240,11 @@ impl Report {
                 plan.duration.as_secs_f64()
             ),
         };
+        let load = if plan.batch > 1 {
+            format!("{load}, {} events per /api/batch request", plan.batch)
+        } else {
+            load
+        };
         let _ = writeln!(
             out,
             "herald bench {}: {} clients on {} channel(s) over {} node(s), {load}",

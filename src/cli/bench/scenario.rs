@@ -80,6 +80,9 @@ pub struct Plan {
     #[serde(with = "seconds")]
     pub drain: Duration,
     pub routing: Routing,
+    /// Events per publish request: 1 publishes through `POST /api/publish`, more through
+    /// `POST /api/batch`.
+    pub batch: u32,
 }
 
 /// The flags that override a scenario's defaults.
@@ -92,6 +95,7 @@ pub struct Overrides {
     pub publishers: Option<u32>,
     pub client_tasks: Option<usize>,
     pub drain: Option<Duration>,
+    pub batch: Option<u32>,
 }
 
 /// Idle connections held per node by default (the section 7 figure).
@@ -136,6 +140,7 @@ impl Plan {
             client_tasks,
             drain: flags.drain.unwrap_or(Duration::from_secs(10)),
             routing,
+            batch: flags.batch.unwrap_or(1).max(1),
         }
     }
 
