@@ -132,3 +132,38 @@ fn compare_bare_loads_the_floor_and_herald_and_gives_the_ratio() {
     );
     assert!((ratio - herald / floor).abs() < 1e-9, "{report:#}");
 }
+
+#[test]
+fn idle_over_a_cluster_spreads_clients_over_worker_processes() {
+    // 300 clients, at most 120 per process: three worker processes, each from its own
+    // loopback address, against a three-node mesh cluster; then one broadcast reaches all.
+    let report = bench(&[
+        "idle",
+        "--spawn",
+        "3",
+        "--cluster",
+        "--clients",
+        "300",
+        "--clients-per-process",
+        "120",
+        "--duration",
+        "200ms",
+        "--store-sync",
+        "normal",
+    ]);
+    assert_eq!(report["clients"]["connected"], 300, "{report:#}");
+    assert!(report["clients"]["connects_per_second"].as_f64().unwrap() > 0.0);
+    let nodes = report["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    for node in nodes {
+        assert_eq!(node["clients"], 100, "{report:#}");
+        assert!(node["rss_per_connection_kib"].as_f64().is_some());
+    }
+    assert_eq!(report["publishes"]["acked"], 1, "{report:#}");
+    assert_eq!(report["deliveries"]["expected"], 300);
+    assert_eq!(report["deliveries"]["received"], 300, "{report:#}");
+    for field in ["missing", "duplicates", "out_of_order"] {
+        assert_eq!(report["correctness"][field], 0, "{field}: {report:#}");
+    }
+    assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+}

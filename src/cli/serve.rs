@@ -8,6 +8,7 @@ use crate::server::Server;
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
     let config = resolve(&args, super::env_secret)?;
+    raise_open_files_limit(config.limits.max_connections);
     for variable in config.uses_dev_secrets() {
         tracing::warn!(
             variable,
@@ -26,6 +27,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ = server.leave_requested() => server.leave().await,
     }
     Ok(())
+}
+
+/// Every socket is a file descriptor: raises the soft open-file limit to the hard one, and says
+/// what it got (and warns when it is below `max_connections`, which sockets would then hit).
+fn raise_open_files_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(limit, "open-file limit");
+            if limit < max_connections as u64 {
+                tracing::warn!(
+                    limit,
+                    max_connections,
+                    "the open-file limit is below max_connections: sockets past it are refused"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
+    }
 }
 
 async fn wait_for_signal() {

@@ -26,6 +26,13 @@ use crate::auth::{AuthError, User};
 use crate::event::{Cursor, VersionVector};
 use crate::hub::SubscriptionSpec;
 
+/// What tungstenite keeps allocated per connection to read client frames into (a bigger frame,
+/// up to `max_client_message_bytes`, grows it while it is read). Clients send little (pings,
+/// small JSON), so 1 KiB reads them in one go; every idle connection holds this buffer. (512
+/// bytes saved another 0.5 KiB, but a close then left a burst of client messages unread, and
+/// the kernel answered the close with a reset that lost the close frame: tests/admission.rs.)
+pub const READ_BUFFER_BYTES: usize = 1024;
+
 /// Close codes herald uses (RFC 6455 section 7.4).
 pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
@@ -127,7 +134,7 @@ where
 {
     let limits = &state.config.limits;
     let upgrade = upgrade
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(limits.max_client_message_bytes)
@@ -174,8 +181,16 @@ where
                 return;
             }
         };
-        session::run(state, socket, SessionInfo { user, spec }, since, endpoint).await;
-        drop(permit);
+        // The connection runs in a task of its own (see `session::start`): this one, axum's
+        // upgrade task, ends here without having written to the socket.
+        session::start(
+            state,
+            socket,
+            SessionInfo { user, spec },
+            since,
+            endpoint,
+            permit,
+        );
     })
 }
 

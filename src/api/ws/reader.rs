@@ -12,7 +12,7 @@
 //! not read).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
@@ -40,14 +40,14 @@ pub(super) async fn read_client<E: SocketEndpoint>(
     mut stream: SplitStream<WebSocket>,
     info: Arc<SessionInfo>,
     endpoint: Arc<E>,
-    writer: mpsc::Sender<Outgoing>,
+    writer: mpsc::Sender<Box<Outgoing>>,
     close_signal: Arc<CloseSignal>,
 ) {
     let limits = &state.config.limits;
     let heartbeat_every = limits.heartbeat;
     let heartbeat = match endpoint.heartbeat() {
-        Heartbeat::TextPing => "ping".to_string(),
-        Heartbeat::JsonHeartbeat => r#"{"type":"heartbeat"}"#.to_string(),
+        Heartbeat::TextPing => "ping",
+        Heartbeat::JsonHeartbeat => r#"{"type":"heartbeat"}"#,
     };
     let mut rate = MessageRate::new(
         limits.client_messages_per_s,
@@ -64,10 +64,13 @@ pub(super) async fn read_client<E: SocketEndpoint>(
                     close_signal.raise(CloseReason::Unresponsive);
                     return;
                 }
-                let sent =
-                    hand_to_writer(&writer, Outgoing::Text(heartbeat.clone()), heartbeat_every)
-                        .await
-                        && hand_to_writer(&writer, Outgoing::Ping, heartbeat_every).await;
+                let sent = hand_to_writer(
+                    &writer,
+                    Outgoing::Text(heartbeat.to_string()),
+                    heartbeat_every,
+                )
+                .await
+                    && hand_to_writer(&writer, Outgoing::Ping, heartbeat_every).await;
                 if !sent {
                     close_signal.raise(CloseReason::Unresponsive);
                     return;
@@ -90,8 +93,10 @@ pub(super) async fn read_client<E: SocketEndpoint>(
         silent_intervals = 0;
         let replies = match frame {
             Message::Text(text) => match rate.check(Instant::now()) {
+                // Boxed: the endpoint's answer is a large future that would otherwise sit in
+                // every idle connection's task.
                 Verdict::Admit => {
-                    answer_text(&state, &info, endpoint.as_ref(), text.as_str()).await
+                    Box::pin(answer_text(&state, &info, endpoint.as_ref(), text.as_str())).await
                 }
                 Verdict::Refuse => {
                     metrics::counter!("herald_client_messages_refused_total").increment(1);
@@ -104,6 +109,7 @@ pub(super) async fn read_client<E: SocketEndpoint>(
                     metrics::counter!("herald_rate_limit_disconnects_total").increment(1);
                     let close = Outgoing::Close(close_code::POLICY_VIOLATION, "too many messages");
                     ask_to_close(&writer, &close_signal, close, heartbeat_every).await;
+                    drain_until_closed(&mut stream).await;
                     return;
                 }
             },
@@ -113,6 +119,7 @@ pub(super) async fn read_client<E: SocketEndpoint>(
                     "binary frames are not supported",
                 );
                 ask_to_close(&writer, &close_signal, close, heartbeat_every).await;
+                drain_until_closed(&mut stream).await;
                 return;
             }
             Message::Close(_) => return,
@@ -127,13 +134,30 @@ pub(super) async fn read_client<E: SocketEndpoint>(
     }
 }
 
+/// Longest wait for a client to answer our close frame.
+pub(super) const CLOSING_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// Reads and drops what the client still sends until it answers our close (or ends, or the
+/// wait runs out). A socket dropped with unread data is answered with a reset by the kernel,
+/// and a reset loses the close frame still on its way to the client.
+async fn drain_until_closed(stream: &mut SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(CLOSING_HANDSHAKE, async {
+        while let Some(Ok(frame)) = stream.next().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Asks the writer to send the close frame `close`; a writer stuck on a client that does not
 /// read is made to give up instead.
 async fn ask_to_close(
-    writer: &mpsc::Sender<Outgoing>,
+    writer: &mpsc::Sender<Box<Outgoing>>,
     close_signal: &CloseSignal,
     close: Outgoing,
-    patience: std::time::Duration,
+    patience: Duration,
 ) {
     if !hand_to_writer(writer, close, patience).await {
         close_signal.raise(CloseReason::Unresponsive);
@@ -145,11 +169,14 @@ async fn ask_to_close(
 /// is as unresponsive as one that answers nothing (and the reader must not stop reading, or
 /// the client's silence would go unnoticed).
 async fn hand_to_writer(
-    writer: &mpsc::Sender<Outgoing>,
+    writer: &mpsc::Sender<Box<Outgoing>>,
     outgoing: Outgoing,
-    patience: std::time::Duration,
+    patience: Duration,
 ) -> bool {
-    writer.send_timeout(outgoing, patience).await.is_ok()
+    writer
+        .send_timeout(Box::new(outgoing), patience)
+        .await
+        .is_ok()
 }
 
 async fn answer_text<E: SocketEndpoint>(

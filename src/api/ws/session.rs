@@ -22,12 +22,14 @@ use tokio::sync::mpsc;
 use super::reader::{Outgoing, read_client};
 use super::{SessionInfo, SocketEndpoint, close_code, merged};
 use crate::api::AppState;
+use crate::api::admission::ConnectionPermit;
 use crate::event::{Cursor, VersionVector};
 use crate::hub::{CloseReason, Delivery, render_event};
 use crate::store::state::channels_lost;
 use crate::store::{LogQuery, StoreError};
 
-/// Replies the reader may queue for the writer before it waits.
+/// Replies the reader may queue for the writer before it waits (boxed: a queue holds its
+/// first 32 slots from the start, so 8 bytes a slot rather than 32).
 const CONTROL_QUEUE: usize = 32;
 /// Queued deliveries written to the socket before one flush.
 const WRITE_BATCH: usize = 64;
@@ -39,14 +41,67 @@ const SLOW_CLIENT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Sink = SplitSink<WebSocket, Message>;
 
-pub(super) async fn run<E: SocketEndpoint>(
+/// What a connection starts from, boxed so that the connection's task keeps a pointer to it
+/// rather than every field for its whole life.
+struct Start<E> {
     state: AppState,
     socket: WebSocket,
     info: SessionInfo,
     since: Option<VersionVector>,
     endpoint: E,
+    permit: ConnectionPermit,
+}
+
+/// What the live loop needs once the client is greeted.
+struct Live {
+    sink: Sink,
+    subscription: crate::hub::Subscription,
+    control: mpsc::Receiver<Box<Outgoing>>,
+    floor: Option<VersionVector>,
+    reader: tokio::task::JoinHandle<()>,
+    permit: ConnectionPermit,
+}
+
+/// Starts the connection's task. Memory per idle connection (BENCHMARKS.md, connections at
+/// scale): the caller (axum's upgrade task, several KiB) must do no I/O on the socket and end
+/// at once, or its waker stays registered with the socket and keeps that task allocated for
+/// the connection's life; the setup (greeting, replay) is boxed and freed once done, so what
+/// stays is the small live loop.
+pub(super) fn start<E: SocketEndpoint>(
+    state: AppState,
+    socket: WebSocket,
+    info: SessionInfo,
+    since: Option<VersionVector>,
+    endpoint: E,
+    permit: ConnectionPermit,
 ) {
-    let mut subscription = state.hub.subscribe(info.spec.clone());
+    let start = Box::new(Start {
+        state,
+        socket,
+        info,
+        since,
+        endpoint,
+        permit,
+    });
+    tokio::spawn(async move {
+        if let Some(live) = Box::pin(set_up(start)).await {
+            run_live(live).await;
+        }
+    });
+}
+
+/// Subscribes, greets and replays; answers what the live loop needs, or `None` when the
+/// client went away meanwhile.
+async fn set_up<E: SocketEndpoint>(start: Box<Start<E>>) -> Option<Box<Live>> {
+    let Start {
+        state,
+        socket,
+        info,
+        since,
+        endpoint,
+        permit,
+    } = *start;
+    let subscription = state.hub.subscribe(info.spec.clone());
     let (mut sink, stream) = socket.split();
     metrics::gauge!("herald_connections").increment(1.0);
     let endpoint = Arc::new(endpoint);
@@ -74,24 +129,60 @@ pub(super) async fn run<E: SocketEndpoint>(
         (Ok(()), None) => Ok(None),
         (Err(()), _) => Err(()),
     };
-    if let Ok(covered) = replayed {
-        // Live events the replay (or the client, resuming from a node that was ahead) already
-        // covered are skipped; nothing needs skipping when the hub was already past them.
-        let floor = covered.filter(|vector| !subscription.delivered_before.dominates(vector));
-        let (control, control_queue) = mpsc::channel(CONTROL_QUEUE);
-        let reader = tokio::spawn(read_client(
-            state.clone(),
-            stream,
-            Arc::clone(&info),
-            Arc::clone(&endpoint),
-            control,
-            Arc::clone(&subscription.close_signal),
-        ));
-        write_live(&mut sink, &mut subscription, control_queue, floor).await;
+    let Ok(covered) = replayed else {
+        drop(subscription);
+        metrics::gauge!("herald_connections").decrement(1.0);
+        return None;
+    };
+    // Live events the replay (or the client, resuming from a node that was ahead) already
+    // covered are skipped; nothing needs skipping when the hub was already past them.
+    let mut subscription = subscription;
+    let floor = covered.filter(|vector| !subscription.delivered_before.dominates(vector));
+    // Only the setup needed it; the live loop keeps no copy of the hub's position.
+    subscription.delivered_before = VersionVector::new();
+    let (control, control_queue) = mpsc::channel(CONTROL_QUEUE);
+    let reader = tokio::spawn(read_client(
+        state.clone(),
+        stream,
+        Arc::clone(&info),
+        Arc::clone(&endpoint),
+        control,
+        Arc::clone(&subscription.close_signal),
+    ));
+    Some(Box::new(Live {
+        sink,
+        subscription,
+        control: control_queue,
+        floor,
+        reader,
+        permit,
+    }))
+}
+
+/// The connection's life after its greeting: writes until it ends, then stops the reader,
+/// leaves the hub and gives back the admission permit.
+async fn run_live(live: Box<Live>) {
+    let Live {
+        mut sink,
+        mut subscription,
+        control,
+        floor,
+        reader,
+        permit,
+    } = *live;
+    write_live(&mut sink, &mut subscription, control, floor).await;
+    drop(subscription);
+    // The closing handshake: the reader goes on until the client answers the close frame, so
+    // the socket is not dropped with the client's last messages unread (see the reader).
+    let mut reader = reader;
+    if tokio::time::timeout(super::reader::CLOSING_HANDSHAKE, &mut reader)
+        .await
+        .is_err()
+    {
         reader.abort();
     }
-    drop(subscription);
     metrics::gauge!("herald_connections").decrement(1.0);
+    drop(permit);
 }
 
 /// Sends `connected` (with the cursor the connection starts from) and the endpoint's
@@ -200,16 +291,17 @@ async fn replay(
 async fn write_live(
     sink: &mut Sink,
     subscription: &mut crate::hub::Subscription,
-    mut control: mpsc::Receiver<Outgoing>,
+    mut control: mpsc::Receiver<Box<Outgoing>>,
     mut floor: Option<VersionVector>,
 ) {
     let close_signal = Arc::clone(&subscription.close_signal);
-    let mut batch: Vec<Arc<Delivery>> = Vec::with_capacity(WRITE_BATCH);
+    // Grown by the first delivery: an idle connection holds no batch buffer.
+    let mut batch: Vec<Arc<Delivery>> = Vec::new();
     loop {
         let step = tokio::select! {
             biased;
             reason = close_signal.raised() => Step::Close(reason),
-            outgoing = control.recv() => match outgoing {
+            outgoing = control.recv() => match outgoing.map(|boxed| *boxed) {
                 Some(Outgoing::Text(text)) => Step::Text(text),
                 Some(Outgoing::Ping) => Step::Ping,
                 Some(Outgoing::Close(code, reason)) => Step::CloseWith(code, reason),

@@ -4,7 +4,7 @@
 //!
 //! The floor speaks herald's generic-channel protocol as far as the bench uses it
 //! (`GET /ws?channel=..` answers `{"type":"connected"}`, then every published `data` object;
-//! `POST /api/publish {channel, data}`), with the same socket settings (4 KiB read buffer,
+//! `POST /api/publish {channel, data}`), with the same socket settings (herald's read buffer,
 //! batched writes, one writer task per connection), and nothing else: no store, no fsync, no
 //! auth, no cursors, no replication. What the bench measures against it is what this machine
 //! costs for the sockets alone. It runs as this executable's hidden `bench-floor` command
@@ -114,7 +114,7 @@ async fn socket(
 ) -> Response {
     let channel = query.get("channel").cloned().unwrap_or_default();
     upgrade
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(crate::api::ws::READ_BUFFER_BYTES)
         .on_upgrade(move |socket| connection(socket, registry, channel))
 }
 

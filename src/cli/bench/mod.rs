@@ -23,13 +23,18 @@
 //! | `server_metrics.rs` | the server's own counters from `/metrics` (events per group commit) |
 //! | `progress.rs` | the progress bar |
 //! | `report.rs` | the table, `--json`, and the targets |
+//! | `workers.rs` | child bench processes holding a share of the clients (more than one process may open) |
 //!
 //! The run is measured in one window: from the moment every client is connected until the last
 //! expected delivery arrived (or the drain gave up), so connection set-up is not in the CPU
 //! figures. All load goes to the given addresses; spawned nodes listen on 127.0.0.1 only.
 //!
-//! The bench holds one file descriptor per client in this process and refuses a plan that would
-//! pass the process's open-file limit; run several bench processes for more connections.
+//! The bench holds one file descriptor per client. A plan with more clients than one process
+//! may hold (`--clients-per-process`, by default what the open-file limit allows and at most
+//! 19,000) spreads them over worker processes of this executable (`workers.rs`), each
+//! connecting from its own loopback address; the orchestrator keeps the publishers, the
+//! progress and the report. `idle` then publishes `--broadcasts` events to every client and
+//! reports their delivery latency.
 
 mod cluster_timings;
 mod floor;
@@ -44,6 +49,7 @@ mod scenario;
 mod server_metrics;
 mod subscriber;
 mod tracker;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,6 +85,8 @@ const CONNECT_STALL: Duration = Duration::from_secs(60);
 const SPARE_FILES: u64 = 256;
 /// Errors shown in the report.
 const SHOWN_ERRORS: usize = 10;
+/// Most clients one bench process holds by default (the open-file limit here is 20,000).
+const CLIENTS_PER_PROCESS: usize = 19_000;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -158,9 +166,23 @@ pub struct BenchArgs {
     /// on herald, and print both and the ratios (herald / floor).
     #[arg(long, conflicts_with = "http")]
     pub compare_bare: bool,
+    /// Most clients this process holds itself; more are spread over worker processes of this
+    /// executable (default: what the open-file limit allows, at most 19,000).
+    #[arg(long)]
+    pub clients_per_process: Option<usize>,
+    /// Idle: events published to every client after the hold, one at a time, each waited for
+    /// (their delivery latency is the report's).
+    #[arg(long, default_value_t = 1)]
+    pub broadcasts: u32,
+    /// Run as a client worker of another bench process (a job on stdin, results on stdout).
+    #[arg(long, hide = true)]
+    pub worker: bool,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.worker {
+        return workers::serve().await;
+    }
     if matches!(args.scenario, Scenario::Failover | Scenario::Catchup) {
         return cluster_timings::run(&args).await;
     }
@@ -187,7 +209,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 async fn load_nodes_and_measure(args: &BenchArgs) -> anyhow::Result<Report> {
     let (nodes, spawned) = if args.http.is_empty() {
         let count = args.spawn.unwrap_or(1).max(1);
-        let (nodes, spawned) = nodes::spawn(count, args.store_sync, args.cluster).await?;
+        // Each spawned node admits its share of the clients (and a margin for publishers),
+        // beyond the default 18,000 when the plan asks for more.
+        let planned = Plan::new(args.scenario, count, Routing::Cluster, &overrides(&args));
+        let per_node = planned.clients.div_ceil(count) + 1_000;
+        let max_connections = per_node.max(crate::config::Limits::default().max_connections);
+        let (nodes, spawned) = nodes::spawn_with(count, args.store_sync, args.cluster, |_| {
+            vec!["--max-connections".into(), max_connections.to_string()]
+        })
+        .await?;
         if args.cluster {
             cluster_timings::wait_linked(&nodes).await?;
         }
@@ -261,9 +291,8 @@ fn secret(env: &str, default: &str) -> String {
     super::env_secret(env).unwrap_or_else(|| default.to_string())
 }
 
-/// Runs the plan against `nodes` and builds the report.
-async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::Result<Report> {
-    let overrides = Overrides {
+fn overrides(args: &BenchArgs) -> Overrides {
+    Overrides {
         clients: args.clients,
         channels: args.channels,
         rate: args.rate,
@@ -272,12 +301,36 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
         client_tasks: args.client_tasks,
         drain: args.drain,
         batch: args.batch,
-    };
-    let plan = Arc::new(Plan::new(args.scenario, nodes.len(), routing, &overrides));
+    }
+}
+
+/// Where the clients run: client tasks in this process, or worker processes.
+enum Clients {
+    Local(Vec<tokio::task::JoinHandle<subscriber::GroupOutcome>>),
+    Workers(Vec<workers::Worker>),
+}
+
+/// Runs the plan against `nodes` and builds the report.
+async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::Result<Report> {
+    let plan = Arc::new(Plan::new(
+        args.scenario,
+        nodes.len(),
+        routing,
+        &overrides(args),
+    ));
+    let publisher_files = u64::from(plan.publishers) * nodes.len() as u64;
+    let per_process = args.clients_per_process.unwrap_or_else(|| {
+        let allowed = procfs::open_files_limit()
+            .map(|limit| limit.saturating_sub(SPARE_FILES + publisher_files) as usize)
+            .unwrap_or(CLIENTS_PER_PROCESS);
+        allowed.min(CLIENTS_PER_PROCESS)
+    });
     if plan.batch > 1 && plan.routing == Routing::PerChannel && nodes.len() > 1 {
         bail!("--batch needs one node, or nodes that form a cluster (--cluster)");
     }
-    let needed = plan.clients as u64 + u64::from(plan.publishers) * nodes.len() as u64;
+    let in_workers = plan.clients > per_process.max(1);
+    let local_clients = if in_workers { 0 } else { plan.clients as u64 };
+    let needed = local_clients + publisher_files;
     if let Some(limit) = procfs::open_files_limit() {
         if needed + SPARE_FILES > limit {
             bail!(
@@ -293,9 +346,9 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
     let api_key: Arc<str> = secret("HERALD_API_KEY", DEV_API_KEY).into();
     let auth = Authenticator::new(&secret("HERALD_JWT_SECRET", DEV_JWT_SECRET), &api_key);
 
-    // Place the clients and spread them over the client tasks.
+    // Place the clients.
     let mut per_node = vec![0usize; nodes.len()];
-    let mut groups: Vec<Vec<ClientSpec>> = vec![Vec::new(); plan.client_tasks];
+    let mut specs: Vec<ClientSpec> = Vec::with_capacity(plan.clients);
     for index in 0..plan.clients {
         let (node, channels) = plan.client_placement(index, nodes.len());
         per_node[node] += 1;
@@ -306,18 +359,30 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
             roles: Vec::new(),
             creator_id: None,
         };
-        groups[index % plan.client_tasks].push(ClientSpec {
+        specs.push(ClientSpec {
             node: nodes[node].http,
             channels,
             token: auth.mint(&user, Duration::from_secs(4 * 3600)),
+            source: None,
         });
     }
-    let rss_before: Vec<Option<u64>> = nodes
-        .iter()
-        .map(|n| n.pid.and_then(procfs::rss_kib))
-        .collect();
+    let rss_before = rss_now(nodes);
 
-    // Connect.
+    // Connect: in client tasks of this process, or in worker processes, each holding at most
+    // `per_process` clients (spread evenly) from its own loopback address.
+    let shares = if in_workers {
+        plan.clients.div_ceil(per_process.max(1))
+    } else {
+        plan.client_tasks
+    };
+    let mut groups: Vec<Vec<ClientSpec>> = vec![Vec::new(); shares];
+    for (index, mut spec) in specs.into_iter().enumerate() {
+        let share = index % shares;
+        if in_workers {
+            spec.source = workers::source_address(share, spec.node.ip());
+        }
+        groups[share].push(spec);
+    }
     let live = Live {
         groups: groups
             .iter()
@@ -326,18 +391,34 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
         publishes: Arc::new(PublishCounters::default()),
     };
     let (stop, stopped) = watch::channel(false);
-    let group_tasks: Vec<_> = groups
-        .into_iter()
-        .zip(&live.groups)
-        .map(|(specs, counters)| {
-            tokio::spawn(subscriber::run_group(
-                specs,
-                Arc::clone(counters),
-                stopped.clone(),
-            ))
-        })
-        .collect();
     let connect_started = Instant::now();
+    let clients = if in_workers {
+        let mut started = Vec::with_capacity(groups.len());
+        for (clients, counters) in groups.into_iter().zip(&live.groups) {
+            let job = workers::Job {
+                clients,
+                client_tasks: plan.client_tasks,
+            };
+            started.push(
+                workers::Worker::start(plan.scenario.name(), &job, Arc::clone(counters)).await?,
+            );
+        }
+        Clients::Workers(started)
+    } else {
+        Clients::Local(
+            groups
+                .into_iter()
+                .zip(&live.groups)
+                .map(|(specs, counters)| {
+                    tokio::spawn(subscriber::run_group(
+                        specs,
+                        Arc::clone(counters),
+                        stopped.clone(),
+                    ))
+                })
+                .collect(),
+        )
+    };
     let bar = progress::bar(visible, plan.clients as u64, "connect");
     let mut last_change = (0, Instant::now());
     loop {
@@ -364,12 +445,8 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
     let connected = live.totals();
     if plan.clients > 0 && connected.connected == 0 {
         let _ = stop.send(true);
-        let mut errors = Vec::new();
-        for task in group_tasks {
-            if let Ok(outcome) = task.await {
-                errors.extend(outcome.errors);
-            }
-        }
+        let summaries = summaries(clients, &tracker::AckLedger::new()).await?;
+        let errors: Vec<String> = summaries.into_iter().flat_map(|s| s.errors).collect();
         bail!(
             "no client could connect: {}",
             errors.first().map_or("no error recorded", String::as_str)
@@ -385,8 +462,14 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
     let own_before = procfs::own_cpu_time();
     let window_start = Instant::now();
     let mut publishing = None;
+    // Idle: memory is read at the end of the hold, before the broadcasts.
+    let mut rss_held = None;
     if plan.scenario == Scenario::Idle {
         hold(&plan, visible, &live, nodes).await;
+        rss_held = Some(rss_now(nodes));
+        if args.broadcasts > 0 {
+            publishing = Some(broadcast(&plan, args.broadcasts, &live, nodes, &api_key).await);
+        }
     } else {
         publishing = Some(publish(&plan, visible, &live, nodes, &api_key).await);
     }
@@ -397,16 +480,13 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
     let own_after = procfs::own_cpu_time();
     let window = window_start.elapsed();
     let metrics_after = snapshots(nodes, &api_key).await;
-    let rss_after: Vec<Option<u64>> = nodes
-        .iter()
-        .map(|n| n.pid.and_then(procfs::rss_kib))
-        .collect();
+    let rss_after = rss_held.unwrap_or_else(|| rss_now(nodes));
 
     let _ = stop.send(true);
-    let mut outcomes = Vec::with_capacity(group_tasks.len());
-    for task in group_tasks {
-        outcomes.push(task.await.context("a client task failed")?);
-    }
+    let (published, ledger) = match publishing {
+        Some((published, ledger)) => (Some(published), ledger),
+        None => (None, tracker::AckLedger::new()),
+    };
 
     // Assemble the report.
     let mut latency = micros_histogram();
@@ -414,30 +494,10 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
     let mut correctness = Correctness::default();
     let mut received = 0;
     let mut expected = 0;
-    let (published, ledger) = match publishing {
-        Some((published, ledger)) => (Some(published), ledger),
-        None => (None, tracker::AckLedger::new()),
-    };
-    for outcome in &outcomes {
-        let _ = latency.add(&outcome.latency);
-        received += outcome.received;
-        errors.extend(outcome.errors.iter().cloned());
-        for client in &outcome.clients {
-            expected += client
-                .channels
-                .iter()
-                .map(|&c| ledger.acked_on(c))
-                .sum::<u64>();
-            let missing = client.tracker.missing(&ledger, &client.channels);
-            let (duplicates, out_of_order) =
-                (client.tracker.duplicates, client.tracker.out_of_order);
-            correctness.missing += missing;
-            correctness.duplicates += duplicates;
-            correctness.out_of_order += out_of_order;
-            if missing + duplicates + out_of_order > 0 {
-                correctness.clients_affected += 1;
-            }
-        }
+    for summary in summaries(clients, &ledger).await? {
+        summary.add_to(&mut latency, &mut correctness, &mut errors);
+        received += summary.received;
+        expected += summary.expected;
     }
     let final_totals = live.totals();
     let node_reports: Vec<NodeReport> = nodes
@@ -528,6 +588,7 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
             connect_failed: connected.connect_failed as usize,
             disconnected: final_totals.disconnected as usize,
             connect_seconds,
+            connects_per_second: connected.connected as f64 / connect_seconds.max(1e-9),
         },
         deliveries: DeliveryReport {
             expected,
@@ -558,6 +619,112 @@ async fn measure(args: &BenchArgs, nodes: &[Node], routing: Routing) -> anyhow::
     };
     report.judge();
     Ok(report)
+}
+
+/// Every client's deliveries checked against `ledger`, summed per client task or worker.
+async fn summaries(
+    clients: Clients,
+    ledger: &tracker::AckLedger,
+) -> anyhow::Result<Vec<workers::Summary>> {
+    match clients {
+        Clients::Local(tasks) => {
+            let mut summaries = Vec::with_capacity(tasks.len());
+            for task in tasks {
+                let outcome = task.await.context("a client task failed")?;
+                summaries.push(workers::Summary::of(&outcome, ledger));
+            }
+            Ok(summaries)
+        }
+        Clients::Workers(workers) => {
+            futures_util::future::join_all(workers.into_iter().map(|w| w.finish(ledger)))
+                .await
+                .into_iter()
+                .collect()
+        }
+    }
+}
+
+/// Idle, after the hold: publishes `count` events on the channel every client listens to,
+/// one at a time, each waited for until every connected client has it (or the drain gives up).
+async fn broadcast(
+    plan: &Plan,
+    count: u32,
+    live: &Live,
+    nodes: &[Node],
+    api_key: &str,
+) -> (Published, tracker::AckLedger) {
+    let mut ledger = tracker::AckLedger::new();
+    let mut published = Published {
+        sent: 0,
+        acked: 0,
+        failed: 0,
+        ack_latency: micros_histogram(),
+        max_lag: Duration::ZERO,
+        errors: Vec::new(),
+        window: Duration::ZERO,
+        drain: Duration::ZERO,
+    };
+    let key = tracker::StreamKey {
+        channel: 0,
+        publisher: 0,
+    };
+    let mut connection = http::HttpConnection::new(nodes[0].http, api_key);
+    let start = Instant::now();
+    let received_before = live.totals().received;
+    for n in 1..=u64::from(count) {
+        let body = format!(
+            r#"{{"channel":"{}","data":{{"type":"bench","t":{},"p":0,"c":0,"n":{n}}}}}"#,
+            scenario::channel_name(0),
+            publisher::unix_nanos(),
+        );
+        let sent_at = Instant::now();
+        published.sent += 1;
+        match connection.post_json("/api/publish", body.as_bytes()).await {
+            Ok(answer) if answer.status == 200 => {
+                published.acked += 1;
+                let micros = sent_at.elapsed().as_micros() as u64;
+                published.ack_latency.saturating_record(micros.max(1));
+                ledger.acked(key);
+            }
+            answer => {
+                published.failed += 1;
+                ledger.failed(key, n);
+                published.errors.push(match answer {
+                    Ok(answer) => format!("broadcast: HTTP {}", answer.status),
+                    Err(error) => format!("broadcast: {error:#}"),
+                });
+                continue;
+            }
+        }
+        let sent = Instant::now();
+        let mut last = (live.totals().received, Instant::now());
+        loop {
+            let totals = live.totals();
+            let listening = totals.connected.saturating_sub(totals.disconnected);
+            if totals.received - received_before >= listening * published.acked
+                || sent.elapsed() >= plan.drain
+            {
+                break;
+            }
+            if totals.received != last.0 {
+                last = (totals.received, Instant::now());
+            } else if last.1.elapsed() >= DRAIN_STALL {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        published.drain = sent.elapsed();
+    }
+    published.window = start.elapsed().saturating_sub(published.drain);
+    (published, ledger)
+}
+
+/// Each node's resident memory, KiB (when its pid is known).
+fn rss_now(nodes: &[Node]) -> Vec<Option<u64>> {
+    nodes
+        .iter()
+        .map(|n| n.pid.and_then(procfs::rss_kib))
+        .collect()
 }
 
 async fn snapshots(nodes: &[Node], api_key: &str) -> Vec<Option<server_metrics::Snapshot>> {

@@ -62,16 +62,8 @@ struct SpawnedChild {
     _stdout: BufReader<ChildStdout>,
 }
 
-/// Starts `count` nodes: independent single nodes, or one mesh cluster.
-pub async fn spawn(
-    count: usize,
-    sync: SyncMode,
-    cluster: bool,
-) -> anyhow::Result<(Vec<Node>, Spawned)> {
-    spawn_with(count, sync, cluster, |_| Vec::new()).await
-}
-
-/// [`spawn`], with more `herald serve` flags for node `index` (0-based) from `extra_args`.
+/// Starts `count` nodes, independent single nodes or one mesh cluster, with more
+/// `herald serve` flags for node `index` (0-based) from `extra_args`.
 pub async fn spawn_with(
     count: usize,
     sync: SyncMode,

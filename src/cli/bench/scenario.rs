@@ -6,7 +6,7 @@
 //! | `fanout` | 1,000 on one channel | 1 | 200 for 10 s | 16 | keeps up, p99 < 50 ms |
 //! | `rooms` | 1,000, ten per channel | 100 | 500 for 10 s | 32 | p99 < 5 ms |
 //! | `durable` | 1, on every channel | 16 | as fast as acknowledged | 128 | 20k/s per node |
-//! | `idle` | 15,000 per node | 1 | none (held 5 s) | 0 | < 16 KiB resident each |
+//! | `idle` | 19,000 per node | 1 | none (held 5 s), then 1 broadcast | 0 | < 8 KiB resident each |
 //!
 //! `failover`, `catchup` (`cluster_timings.rs`) and `retention` (`retention.rs`) spawn their own
 //! nodes and measure outside any plan; `--spawn N --cluster` starts N nodes as one cluster and
@@ -99,7 +99,7 @@ pub struct Overrides {
 }
 
 /// Idle connections held per node by default (the section 7 figure).
-pub const IDLE_PER_NODE: usize = 15_000;
+pub const IDLE_PER_NODE: usize = 19_000;
 
 impl Plan {
     pub fn new(scenario: Scenario, nodes: usize, routing: Routing, flags: &Overrides) -> Self {
@@ -218,7 +218,7 @@ mod tests {
         let rooms = Plan::new(Scenario::Rooms, 1, Routing::Cluster, &Overrides::default());
         assert_eq!(rooms.asked_deliveries_per_second(), Some(5_000.0));
         let idle = Plan::new(Scenario::Idle, 3, Routing::Cluster, &Overrides::default());
-        assert_eq!((idle.clients, idle.publishers), (45_000, 0));
+        assert_eq!((idle.clients, idle.publishers), (57_000, 0));
     }
 
     #[test]

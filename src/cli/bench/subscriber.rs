@@ -10,7 +10,7 @@
 //! before each read) would cost the load generator both CPU and, at 15,000 idle connections,
 //! about 2 GB of memory.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use futures_util::stream::{self, SelectAll, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -36,11 +36,13 @@ const CONNECTS_IN_FLIGHT: usize = 32;
 const KEPT_ERRORS: usize = 3;
 
 /// One client to open.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, Deserialize)]
 pub struct ClientSpec {
     pub node: SocketAddr,
     pub channels: Vec<u32>,
     pub token: String,
+    /// The local address to connect from (a worker's own loopback address), or any.
+    pub source: Option<IpAddr>,
 }
 
 /// Live counts of one group.
@@ -102,49 +104,32 @@ pub async fn run_group(
         (spec, socket)
     }))
     .buffer_unordered(CONNECTS_IN_FLIGHT);
+    // Connected sockets are read while the others connect: a client that stayed unread for
+    // the whole connect phase (a minute at 57,000 clients) would miss the server's heartbeat
+    // pings and be closed as unresponsive.
     let mut sockets = SelectAll::new();
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = stop.wait_for(|stop| *stop) => return outcome,
-            next = connects.next() => next,
-        };
-        let Some((spec, socket)) = next else { break };
-        match socket {
-            Ok(socket) => {
-                let index = outcome.clients.len();
-                outcome.clients.push(ClientResult {
-                    channels: spec.channels,
-                    tracker: ClientTracker::new(),
-                    ended: None,
-                });
-                sockets.push(
-                    socket
-                        .map(move |message| (index, Some(message)))
-                        .chain(stream::once(futures_util::future::ready((index, None)))),
-                );
-                counters.connected.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(error) => {
-                counters.connect_failed.fetch_add(1, Ordering::Relaxed);
-                if outcome.errors.len() < KEPT_ERRORS {
-                    outcome.errors.push(format!("connect: {error:#}"));
-                }
-            }
-        }
-    }
-    drop(connects);
-
+    let mut connecting = true;
     loop {
         let item = tokio::select! {
             biased;
             _ = stop.wait_for(|stop| *stop) => break,
-            item = sockets.next() => item,
+            next = connects.next(), if connecting => {
+                match next {
+                    Some((spec, socket)) => connected(&mut outcome, &counters, &mut sockets, spec, socket),
+                    None => connecting = false,
+                }
+                continue;
+            }
+            item = sockets.next(), if !sockets.is_empty() => Some(item),
+            // Nothing to connect and nothing to read (every connection gone): wait for the stop.
+            _ = std::future::ready(()), if !connecting && sockets.is_empty() => None,
         };
-        // An empty SelectAll (every connection gone) answers None at once: wait for the stop.
-        let Some((index, message)) = item else {
+        let Some(item) = item else {
             let _ = stop.wait_for(|stop| *stop).await;
             break;
+        };
+        let Some((index, message)) = item else {
+            continue;
         };
         let ended = match message {
             Some(Ok(Message::Text(text))) => {
@@ -174,6 +159,44 @@ pub async fn run_group(
     outcome
 }
 
+type Item = (
+    usize,
+    Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+);
+
+/// Records one connect attempt: a connected socket joins the ones read.
+fn connected(
+    outcome: &mut GroupOutcome,
+    counters: &GroupCounters,
+    sockets: &mut SelectAll<stream::BoxStream<'static, Item>>,
+    spec: ClientSpec,
+    socket: anyhow::Result<Socket>,
+) {
+    match socket {
+        Ok(socket) => {
+            let index = outcome.clients.len();
+            outcome.clients.push(ClientResult {
+                channels: spec.channels,
+                tracker: ClientTracker::new(),
+                ended: None,
+            });
+            sockets.push(
+                socket
+                    .map(move |message| (index, Some(message)))
+                    .chain(stream::once(futures_util::future::ready((index, None))))
+                    .boxed(),
+            );
+            counters.connected.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(error) => {
+            counters.connect_failed.fetch_add(1, Ordering::Relaxed);
+            if outcome.errors.len() < KEPT_ERRORS {
+                outcome.errors.push(format!("connect: {error:#}"));
+            }
+        }
+    }
+}
+
 fn handle_text(outcome: &mut GroupOutcome, index: usize, text: &str) {
     let Ok(message) = serde_json::from_str::<Incoming>(text) else {
         return;
@@ -198,9 +221,18 @@ fn handle_text(outcome: &mut GroupOutcome, index: usize, text: &str) {
 
 /// Opens one client and waits for its `connected` message.
 async fn connect(spec: &ClientSpec) -> anyhow::Result<Socket> {
-    let stream = TcpStream::connect(spec.node)
-        .await
-        .with_context(|| format!("cannot connect to {}", spec.node))?;
+    let stream = match spec.source {
+        None => TcpStream::connect(spec.node).await,
+        Some(source) => {
+            let socket = match source {
+                IpAddr::V4(_) => TcpSocket::new_v4()?,
+                IpAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(source, 0))?;
+            socket.connect(spec.node).await
+        }
+    }
+    .with_context(|| format!("cannot connect to {}", spec.node))?;
     stream.set_nodelay(true)?;
     let mut url = format!("ws://{}/ws?", spec.node);
     for channel in &spec.channels {

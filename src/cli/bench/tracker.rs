@@ -149,6 +149,16 @@ impl AckLedger {
         }
     }
 
+    /// Every stream with its acknowledgements (to hand the ledger to a worker process).
+    pub fn streams(&self) -> impl Iterator<Item = (&StreamKey, &StreamAcks)> {
+        self.streams.iter()
+    }
+
+    /// Sets a stream's acknowledgements (a ledger rebuilt in a worker process).
+    pub fn insert(&mut self, key: StreamKey, acks: StreamAcks) {
+        self.streams.insert(key, acks);
+    }
+
     /// Acknowledged publishes on `channel`.
     pub fn acked_on(&self, channel: u32) -> u64 {
         self.streams
