@@ -211,7 +211,7 @@ async fn load_nodes_and_measure(args: &BenchArgs) -> anyhow::Result<Report> {
         let count = args.spawn.unwrap_or(1).max(1);
         // Each spawned node admits its share of the clients (and a margin for publishers),
         // beyond the default 18,000 when the plan asks for more.
-        let planned = Plan::new(args.scenario, count, Routing::Cluster, &overrides(&args));
+        let planned = Plan::new(args.scenario, count, Routing::Cluster, &overrides(args));
         let per_node = planned.clients.div_ceil(count) + 1_000;
         let max_connections = per_node.max(crate::config::Limits::default().max_connections);
         let (nodes, spawned) = nodes::spawn_with(count, args.store_sync, args.cluster, |_| {
