@@ -32,20 +32,6 @@ async fn history(node: &TestNode, channel: &str) -> Vec<Value> {
     page["events"].as_array().cloned().unwrap_or_default()
 }
 
-/// Reads until the event of type `marker` and answers the `n` of every `item` before it.
-async fn items_before_marker(socket: &mut common::WsClient) -> Vec<u64> {
-    let mut items = Vec::new();
-    loop {
-        let message = socket
-            .recv_json_until(|m| m["type"] == "item" || m["type"] == "marker", TIMEOUT)
-            .await;
-        if message["type"] == "marker" {
-            return items;
-        }
-        items.push(message["n"].as_u64().expect("n"));
-    }
-}
-
 #[tokio::test]
 async fn a_batch_is_delivered_in_its_order_and_answered_per_event() {
     let node = TestNode::start().await;
@@ -68,7 +54,7 @@ async fn a_batch_is_delivered_in_its_order_and_answered_per_event() {
     );
 
     node.publish("room.a", json!({ "type": "marker" })).await;
-    let delivered = items_before_marker(&mut socket).await;
+    let delivered = socket.item_numbers_until("marker", TIMEOUT).await;
     assert_eq!(
         delivered,
         (1..=50).collect::<Vec<u64>>(),
@@ -188,7 +174,10 @@ async fn a_batch_with_one_bad_event_stores_and_delivers_nothing() {
     assert!(history(&node, "room.a").await.is_empty(), "nothing stored");
     node.publish("room.a", json!({ "type": "marker" })).await;
     assert!(
-        items_before_marker(&mut socket).await.is_empty(),
+        socket
+            .item_numbers_until("marker", TIMEOUT)
+            .await
+            .is_empty(),
         "nothing delivered"
     );
 }
@@ -280,7 +269,7 @@ async fn one_payload_on_several_channels_is_delivered_once_per_channel() {
             ("room.b".to_string(), events[1]["cursor"].clone())
         ]
     );
-    assert_eq!(items_before_marker(&mut only_c).await, vec![7]);
+    assert_eq!(only_c.item_numbers_until("marker", TIMEOUT).await, vec![7]);
     for channel in ["room.a", "room.b", "room.c"] {
         let items: Vec<Value> = history(&node, channel)
             .await

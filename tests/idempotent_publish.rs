@@ -39,19 +39,6 @@ async fn items(node: &TestNode, channel: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn items_before_marker(socket: &mut common::WsClient) -> Vec<u64> {
-    let mut items = Vec::new();
-    loop {
-        let message = socket
-            .recv_json_until(|m| m["type"] == "item" || m["type"] == "marker", TIMEOUT)
-            .await;
-        if message["type"] == "marker" {
-            return items;
-        }
-        items.push(message["n"].as_u64().expect("n"));
-    }
-}
-
 #[tokio::test]
 async fn a_retry_on_the_same_node_answers_the_original_and_delivers_nothing() {
     let node = TestNode::start().await;
@@ -145,7 +132,7 @@ async fn a_retry_on_the_same_node_answers_the_original_and_delivers_nothing() {
 
     node.publish("room.a", json!({ "type": "marker" })).await;
     assert_eq!(
-        items_before_marker(&mut socket).await,
+        socket.item_numbers_until("marker", TIMEOUT).await,
         [1, 10, 11, 12, 20],
         "each event delivered once"
     );

@@ -450,18 +450,7 @@ impl WriterThread {
         let mut seq = self.position.get(&self.origin);
         for (draft, _) in appends {
             seq += 1;
-            let event = Event {
-                origin: self.origin.clone(),
-                seq,
-                id: Uuid::new_v4(),
-                hlc: self.clock.now(),
-                channel: draft.channel.clone(),
-                kind: draft.kind.clone(),
-                payload: draft.payload.clone(),
-                users: draft.users.clone(),
-                ephemeral: false,
-                idempotency_key: draft.idempotency_key.clone(),
-            };
+            let event = Self::own_event(&self.origin, &self.clock, draft, seq);
             log::insert_event(&tx, &event)?;
             materialize::apply(&tx, &event)?;
             events.push(Arc::new(event));
@@ -473,6 +462,22 @@ impl WriterThread {
         }
         tx.commit()?;
         Ok(events)
+    }
+
+    /// This node's (`origin`'s) event `seq` made of `draft`, stamped now.
+    fn own_event(origin: &NodeId, clock: &HybridClock, draft: &EventDraft, seq: u64) -> Event {
+        Event {
+            origin: origin.clone(),
+            seq,
+            id: Uuid::new_v4(),
+            hlc: clock.now(),
+            channel: draft.channel.clone(),
+            kind: draft.kind.clone(),
+            payload: draft.payload.clone(),
+            users: draft.users.clone(),
+            ephemeral: false,
+            idempotency_key: draft.idempotency_key.clone(),
+        }
     }
 
     /// Stores events from other nodes (idempotent), then hands on what became contiguous.

@@ -486,6 +486,21 @@ impl WsClient {
         }
     }
 
+    /// Reads until a message of type `marker` and answers the `n` of every `item` message
+    /// before it, in arrival order.
+    pub async fn item_numbers_until(&mut self, marker: &str, timeout: Duration) -> Vec<u64> {
+        let mut items = Vec::new();
+        loop {
+            let message = self
+                .recv_json_until(|m| m["type"] == "item" || m["type"] == marker, timeout)
+                .await;
+            if message["type"] == marker {
+                return items;
+            }
+            items.push(message["n"].as_u64().expect("an item with its n"));
+        }
+    }
+
     /// Reads until a message of type `kind` arrives and answers it.
     #[track_caller]
     pub fn recv_type<'a>(

@@ -16,8 +16,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use uuid::Uuid;
-
 use super::{BatchAppended, PendingBatch, WriterThread};
 use crate::event::{ChannelName, Event, EventDraft, IdempotencyKey, SharedEvent};
 use crate::store::{StoreError, log, materialize};
@@ -102,18 +100,7 @@ impl WriterThread {
                     continue;
                 }
                 seq += 1;
-                let event = Event {
-                    origin: self.origin.clone(),
-                    seq,
-                    id: Uuid::new_v4(),
-                    hlc: self.clock.now(),
-                    channel: draft.channel.clone(),
-                    kind: draft.kind.clone(),
-                    payload: draft.payload.clone(),
-                    users: draft.users.clone(),
-                    ephemeral: false,
-                    idempotency_key: draft.idempotency_key.clone(),
-                };
+                let event = Self::own_event(&self.origin, &self.clock, draft, seq);
                 log::insert_event(&tx, &event)?;
                 materialize::apply(&tx, &event)?;
                 slots.push(Slot::New(events.len()));
