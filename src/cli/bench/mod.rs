@@ -654,16 +654,7 @@ async fn broadcast(
     api_key: &str,
 ) -> (Published, tracker::AckLedger) {
     let mut ledger = tracker::AckLedger::new();
-    let mut published = Published {
-        sent: 0,
-        acked: 0,
-        failed: 0,
-        ack_latency: micros_histogram(),
-        max_lag: Duration::ZERO,
-        errors: Vec::new(),
-        window: Duration::ZERO,
-        drain: Duration::ZERO,
-    };
+    let mut published = Published::none();
     let key = tracker::StreamKey {
         channel: 0,
         publisher: 0,
@@ -769,6 +760,22 @@ struct Published {
     drain: Duration,
 }
 
+impl Published {
+    /// Nothing published yet.
+    fn none() -> Self {
+        Self {
+            sent: 0,
+            acked: 0,
+            failed: 0,
+            ack_latency: micros_histogram(),
+            max_lag: Duration::ZERO,
+            errors: Vec::new(),
+            window: Duration::ZERO,
+            drain: Duration::ZERO,
+        }
+    }
+}
+
 /// Publishes for the plan's duration, then waits for the deliveries still in flight.
 async fn publish(
     plan: &Arc<Plan>,
@@ -802,16 +809,7 @@ async fn publish(
         tokio::time::sleep(POLL).await;
     }
     let mut ledger = tracker::AckLedger::new();
-    let mut published = Published {
-        sent: 0,
-        acked: 0,
-        failed: 0,
-        ack_latency: micros_histogram(),
-        max_lag: Duration::ZERO,
-        errors: Vec::new(),
-        window: Duration::ZERO,
-        drain: Duration::ZERO,
-    };
+    let mut published = Published::none();
     for task in tasks {
         let outcome: PublisherOutcome = match task.await {
             Ok(outcome) => outcome,
