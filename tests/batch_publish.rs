@@ -21,17 +21,6 @@ async fn batch(node: &TestNode, events: Vec<Value>) -> common::Reply {
     .await
 }
 
-async fn history(node: &TestNode, channel: &str) -> Vec<Value> {
-    let page = node
-        .get(
-            &format!("/api/channels/{channel}/history?limit=1000"),
-            Some(node.api_key()),
-        )
-        .await
-        .expect_status(StatusCode::OK);
-    page["events"].as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_batch_is_delivered_in_its_order_and_answered_per_event() {
     let node = TestNode::start().await;
@@ -63,14 +52,14 @@ async fn a_batch_is_delivered_in_its_order_and_answered_per_event() {
 
     // History shows them, each with the cursor the batch answered for it (one origin here, so
     // the cursors are comparable).
-    let a = history(&node, "room.a").await;
+    let a = node.history_events("room.a").await;
     let a_items: Vec<&Value> = a.iter().filter(|e| e["type"] == "item").collect();
     assert_eq!(a_items.len(), 25);
     for item in a_items {
         let n = item["n"].as_u64().unwrap() as usize;
         assert_eq!(item["cursor"], answered[n - 1]["cursor"], "{item}");
     }
-    assert_eq!(history(&node, "room.b").await.len(), 25);
+    assert_eq!(node.history_events("room.b").await.len(), 25);
 
     // The cursor of the last event covers the whole batch: resuming from it replays nothing
     // of it.
@@ -171,7 +160,10 @@ async fn a_batch_with_one_bad_event_stores_and_delivers_nothing() {
         "{message}"
     );
 
-    assert!(history(&node, "room.a").await.is_empty(), "nothing stored");
+    assert!(
+        node.history_events("room.a").await.is_empty(),
+        "nothing stored"
+    );
     node.publish("room.a", json!({ "type": "marker" })).await;
     assert!(
         socket
@@ -218,7 +210,7 @@ async fn batches_are_bounded_by_max_batch_and_must_not_be_empty() {
     )
     .await
     .expect_error(StatusCode::UNAUTHORIZED);
-    assert_eq!(history(&node, "room.a").await.len(), 10);
+    assert_eq!(node.history_events("room.a").await.len(), 10);
 }
 
 #[tokio::test]
@@ -271,7 +263,8 @@ async fn one_payload_on_several_channels_is_delivered_once_per_channel() {
     );
     assert_eq!(only_c.item_numbers_until("marker", TIMEOUT).await, vec![7]);
     for channel in ["room.a", "room.b", "room.c"] {
-        let items: Vec<Value> = history(&node, channel)
+        let items: Vec<Value> = node
+            .history_events(channel)
             .await
             .into_iter()
             .filter(|e| e["type"] == "item")
@@ -324,7 +317,7 @@ async fn one_payload_on_several_channels_is_delivered_once_per_channel() {
             .expect_error(status);
         assert!(message.starts_with(expected), "{body}: {message}");
     }
-    assert!(history(&node, "room.x").await.is_empty());
+    assert!(node.history_events("room.x").await.is_empty());
 }
 
 #[tokio::test]

@@ -23,17 +23,8 @@ fn covers(cursor: &str, origin: &NodeId, seq: u64) -> bool {
 }
 
 async fn items(node: &TestNode, channel: &str) -> Vec<Value> {
-    let page = node
-        .get(
-            &format!("/api/channels/{channel}/history?limit=1000"),
-            Some(node.api_key()),
-        )
+    node.history_events(channel)
         .await
-        .expect_status(StatusCode::OK);
-    page["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
         .into_iter()
         .filter(|e| e["type"] == "item")
         .collect()

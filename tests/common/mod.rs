@@ -166,6 +166,18 @@ impl TestNode {
 
     // ---- REST ----
 
+    /// The events `channel` retains (up to 1,000), read with the API key.
+    pub async fn history_events(&self, channel: &str) -> Vec<Value> {
+        let page = self
+            .get(
+                &format!("/api/channels/{channel}/history?limit=1000"),
+                Some(self.api_key()),
+            )
+            .await
+            .expect_status(StatusCode::OK);
+        page["events"].as_array().cloned().unwrap_or_default()
+    }
+
     /// `GET path` with `Authorization: Bearer <bearer>` when given.
     pub async fn get(&self, path: &str, bearer: Option<&str>) -> Reply {
         let mut request = self.http.get(self.http_url(path));
