@@ -230,7 +230,7 @@ pub(super) fn rows_since(
     let mut statement = connection.prepare_cached(
         "SELECT id, message, message_type, created_by, created_by_name, created_at, created_ms,
                 hlc, origin
-         FROM broadcasts WHERE hlc > ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+         FROM broadcasts WHERE hlc > ?1 AND id > ?2 ORDER BY id LIMIT +?3",
     )?;
     let rows = statement.query_map(
         rusqlite::params![since_hlc, after_id, limit as i64],
@@ -271,7 +271,7 @@ pub(super) fn acks_since(
     let mut statement = connection.prepare_cached(
         "SELECT broadcast_id, user_id, hlc FROM broadcast_acks
          WHERE hlc > ?1 AND (broadcast_id, user_id) > (?2, ?3)
-         ORDER BY broadcast_id, user_id LIMIT ?4",
+         ORDER BY broadcast_id, user_id LIMIT +?4",
     )?;
     let rows = statement.query_map(
         rusqlite::params![since_hlc, after.0, after.1, limit as i64],
@@ -351,14 +351,14 @@ pub(super) fn collect_superseded(
         .prepare_cached(
             "DELETE FROM broadcast_acks WHERE (broadcast_id, user_id) IN (
                 SELECT broadcast_id, user_id FROM broadcast_acks
-                WHERE broadcast_id != ?1 LIMIT ?2)",
+                WHERE broadcast_id != ?1 LIMIT +?2)",
         )?
         .execute(rusqlite::params![current, limit as i64])?;
     let before = now_ms.saturating_sub(SUPERSEDED_KEPT_MS) as i64;
     let broadcasts = connection
         .prepare_cached(
             "DELETE FROM broadcasts WHERE id IN (
-                SELECT id FROM broadcasts WHERE id != ?1 AND created_ms < ?2 LIMIT ?3)",
+                SELECT id FROM broadcasts WHERE id != ?1 AND created_ms < ?2 LIMIT +?3)",
         )?
         .execute(rusqlite::params![current, before, limit as i64])?;
     Ok(acks + broadcasts)

@@ -189,8 +189,8 @@ pub fn track_comments(
     limit: usize,
 ) -> Result<Vec<CommentRecord>, StoreError> {
     let sql = format!(
-        "{SELECT_COMMENT} WHERE track_id = ?1 AND deleted = 0 AND created_hlc IS NOT NULL
-         ORDER BY position, created_hlc LIMIT ?2"
+        "{SELECT_COMMENT} WHERE track_id = ?1 COLLATE BINARY AND deleted = 0
+         AND created_hlc IS NOT NULL ORDER BY position, created_hlc LIMIT +?2"
     );
     let mut statement = connection.prepare_cached(&sql)?;
     let rows = statement.query_map(rusqlite::params![track_id, limit as i64], read_comment)?;
@@ -252,7 +252,7 @@ pub(super) fn rows_changed_since(
 ) -> Result<Vec<CommentRow>, StoreError> {
     let sql = format!(
         "SELECT {COMMENT_ROW_COLUMNS} FROM comments WHERE touched_hlc > ?1 AND id > ?2
-         ORDER BY id LIMIT ?3"
+         ORDER BY id LIMIT +?3"
     );
     let mut statement = connection.prepare_cached(&sql)?;
     let rows = statement.query_map(
@@ -360,7 +360,7 @@ pub(super) fn collect_tombstones(
             "SELECT id, track_id, created_origin, created_seq, deleted_origin, deleted_seq,
                     touched_hlc
              FROM comments WHERE deleted = 1 AND created_seq IS NOT NULL
-                AND deleted_seq IS NOT NULL LIMIT ?1",
+                AND deleted_seq IS NOT NULL LIMIT +?1",
         )?;
         let rows = statement.query_map([limit as i64 * 4], |row| {
             Ok((
@@ -436,7 +436,7 @@ pub(super) fn collected_since(
 ) -> Result<Vec<CollectedTombstone>, StoreError> {
     let mut statement = connection.prepare_cached(
         "SELECT id, track_id, deleted_hlc FROM collected_tombstones
-         WHERE deleted_hlc > ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+         WHERE deleted_hlc > ?1 AND id > ?2 ORDER BY id LIMIT +?3",
     )?;
     let rows = statement.query_map(
         rusqlite::params![since_hlc, after_id, limit as i64],

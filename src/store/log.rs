@@ -40,6 +40,19 @@ pub(super) fn insert_event(connection: &Connection, event: &Event) -> Result<boo
     Ok(inserted == 1)
 }
 
+// `COLLATE BINARY` on text compared with `=` in sorting or aggregating queries, and `LIMIT
+// +?`: the same plan, prepared once (see `super::prune::OLDEST_EVENTS_SQL`).
+
+pub(super) const BY_IDEMPOTENCY_KEY_SQL: &str =
+    "SELECT origin, seq, id, hlc, channel, kind, payload, users, idempotency_key FROM events
+     WHERE channel = ?1 COLLATE BINARY AND idempotency_key = ?2 COLLATE BINARY
+     ORDER BY hlc, origin";
+pub(super) const RANGE_ROWS_SQL: &str =
+    "SELECT origin, seq, id, hlc, channel, kind, payload, users, idempotency_key FROM events
+     WHERE origin = ?1 COLLATE BINARY AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT +?4";
+pub(super) const HIGHEST_SEQ_SQL: &str =
+    "SELECT max(seq) FROM events WHERE origin = ?1 COLLATE BINARY";
+
 /// The event published on `channel` under idempotency key `key`, if this node holds one. When
 /// it holds several (retries that reached two nodes before either had the other's event), the
 /// first by `(hlc, origin)`: the same one on every node that holds both. An undecodable row is
@@ -49,10 +62,7 @@ pub(super) fn by_idempotency_key(
     channel: &ChannelName,
     key: &IdempotencyKey,
 ) -> Result<Option<Event>, StoreError> {
-    let mut statement = connection.prepare_cached(
-        "SELECT origin, seq, id, hlc, channel, kind, payload, users, idempotency_key FROM events
-         WHERE channel = ?1 AND idempotency_key = ?2 ORDER BY hlc, origin",
-    )?;
+    let mut statement = connection.prepare_cached(BY_IDEMPOTENCY_KEY_SQL)?;
     let rows = statement.query_map(
         rusqlite::params![channel.as_str(), key.as_str()],
         read_event,
@@ -215,10 +225,7 @@ fn range_rows(
     upto: u64,
     limit: usize,
 ) -> Result<Vec<Decoded>, StoreError> {
-    let mut statement = connection.prepare_cached(
-        "SELECT origin, seq, id, hlc, channel, kind, payload, users, idempotency_key FROM events
-         WHERE origin = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
-    )?;
+    let mut statement = connection.prepare_cached(RANGE_ROWS_SQL)?;
     let rows = statement.query_map(
         rusqlite::params![origin.as_str(), after as i64, upto as i64, limit as i64],
         read_event,
@@ -235,7 +242,7 @@ pub(super) fn highest_seq(
     origin: &NodeId,
 ) -> Result<Option<u64>, StoreError> {
     let highest: Option<i64> = connection
-        .prepare_cached("SELECT max(seq) FROM events WHERE origin = ?1")?
+        .prepare_cached(HIGHEST_SEQ_SQL)?
         .query_row([origin.as_str()], |row| row.get(0))?;
     Ok(highest.map(|h| h as u64))
 }
@@ -259,6 +266,23 @@ pub struct HistoryPage {
     pub complete: bool,
 }
 
+/// The query of [`LogQuery::run`] for `channels` exact names and `prefixes` name prefixes
+/// (bound in that order, each prefix as its lower and upper bound), then origin, after, upto
+/// and limit.
+pub(super) fn history_sql(channels: usize, prefixes: usize) -> String {
+    let mut filter = Vec::new();
+    if channels > 0 {
+        filter.push(format!("channel IN ({})", vec!["?"; channels].join(",")));
+    }
+    filter.extend((0..prefixes).map(|_| "(channel >= ? AND channel < ?)".to_string()));
+    format!(
+        "SELECT origin, seq, id, hlc, channel, kind, payload, users, idempotency_key FROM events
+         WHERE ({}) AND origin = ? COLLATE BINARY AND seq > ? AND seq <= ?
+         ORDER BY seq LIMIT +?",
+        filter.join(" OR ")
+    )
+}
+
 impl LogQuery {
     /// Runs the query up to everything committed (contiguously) in the log, whatever `upto`
     /// says: a history read sees every publish that was answered before it.
@@ -273,27 +297,16 @@ impl LogQuery {
         if self.channels.is_empty() && self.prefixes.is_empty() {
             return Ok(HistoryPage { events, complete });
         }
-        let mut filter = Vec::new();
-        let mut channel_args: Vec<Value> = Vec::new();
-        if !self.channels.is_empty() {
-            let marks = vec!["?"; self.channels.len()].join(",");
-            filter.push(format!("channel IN ({marks})"));
-            channel_args.extend(
-                self.channels
-                    .iter()
-                    .map(|c| Value::Text(c.as_str().to_string())),
-            );
-        }
+        let mut channel_args: Vec<Value> = self
+            .channels
+            .iter()
+            .map(|c| Value::Text(c.as_str().to_string()))
+            .collect();
         for prefix in &self.prefixes {
-            filter.push("(channel >= ? AND channel < ?)".to_string());
             channel_args.push(Value::Text(prefix.clone()));
             channel_args.push(Value::Text(prefix_upper_bound(prefix)));
         }
-        let sql = format!(
-            "SELECT origin, seq, id, hlc, channel, kind, payload, users, idempotency_key FROM events
-             WHERE ({}) AND origin = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-            filter.join(" OR ")
-        );
+        let sql = history_sql(self.channels.len(), self.prefixes.len());
         let mut statement = connection.prepare(&sql)?;
         for (origin, upto) in self.upto.iter() {
             // Events of this origin taken; an undecodable row is skipped and the scan goes on

@@ -526,3 +526,6 @@ mod fault_tests;
 
 #[cfg(test)]
 mod batch_tests;
+
+#[cfg(test)]
+mod statement_tests;

@@ -11,8 +11,8 @@
 //! backplane keeps up to date), so a live peer that is briefly behind never needs a snapshot.
 //!
 //! After deleting, a step releases a bounded number of free pages (`auto_vacuum =
-//! INCREMENTAL`); the WAL is cut back after checkpoints (`journal_size_limit`), so the files
-//! track what is retained, not what was ever written.
+//! INCREMENTAL`) once more than a few MiB are free; the WAL is cut back after checkpoints
+//! (`journal_size_limit`), so the files track what is retained, not what was ever written.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -27,8 +27,12 @@ use crate::event::{Event, Hlc, NodeId, VersionVector};
 
 /// Most events one step removes.
 pub const PRUNE_BATCH: usize = 1000;
-/// Pages released per step after deletes.
+/// Pages released per step after deletes, while more than [`FREE_PAGES_KEPT`] are free.
 const VACUUM_PAGES: i64 = 512;
+/// Free pages kept for the inserts to come (4 MiB of 4 KiB pages): a log at its retention
+/// size frees about as many pages as it fills, and releasing them only to grow the file again
+/// costs a commit and a truncation per step.
+const FREE_PAGES_KEPT: i64 = 1024;
 /// A step with nothing left to do waits this long before the next.
 pub const IDLE_STEP_EVERY: Duration = Duration::from_millis(250);
 /// A step that filled its batch lets this much time pass before the next, so commits go first.
@@ -72,8 +76,28 @@ pub(super) fn event_bytes(event: &Event) -> i64 {
     (event.payload.len() + event.channel.as_str().len() + event.kind.len() + users + 64) as i64
 }
 
-const EVENT_BYTES_SQL: &str =
-    "length(payload) + length(channel) + length(kind) + coalesce(length(users), 0) + 64";
+macro_rules! event_bytes_sql {
+    () => {
+        "length(payload) + length(channel) + length(kind) + coalesce(length(users), 0) + 64"
+    };
+}
+const EVENT_BYTES_SQL: &str = event_bytes_sql!();
+
+/// The oldest events of a channel (see [`oldest_events`]).
+///
+/// Text compared with `=` in a query that sorts or takes a minimum is marked `COLLATE BINARY`
+/// (the columns' own collation), and a bound `LIMIT` is written `+?`: the plan is the same,
+/// but without them SQLite (built with STAT4) plans the statement again each time it is
+/// taken from the statement cache (whose bindings it clears) and bound.
+pub(super) const OLDEST_EVENTS_SQL: &str = concat!(
+    "SELECT origin, seq, ",
+    event_bytes_sql!(),
+    " FROM events WHERE channel = ?1 COLLATE BINARY AND hlc < ?2
+     ORDER BY hlc, origin, seq LIMIT +?3"
+);
+/// A channel's oldest retained event time.
+pub(super) const CHANNEL_OLDEST_SQL: &str =
+    "SELECT min(hlc) FROM events WHERE channel = ?1 COLLATE BINARY";
 
 /// Retained totals, for the `herald_log_events` and `herald_log_bytes` gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,6 +114,9 @@ pub(super) struct Pruner {
     last_step: Instant,
     more: bool,
     totals: LogTotals,
+    /// Steps removed events since free pages were last looked at.
+    pages_freed: bool,
+    last_release: Instant,
 }
 
 /// One event chosen for removal.
@@ -116,14 +143,18 @@ impl Pruner {
             last_step: Instant::now() - IDLE_STEP_EVERY,
             more: true,
             totals,
+            pages_freed: true,
+            last_release: Instant::now() - IDLE_STEP_EVERY,
         };
         pruner.publish_totals();
         Ok(pruner)
     }
 
     /// Reads the totals back from the statistics (after a rolled-back transaction whose
-    /// events were counted here).
+    /// events were counted here); the channels a rolled-back step took up are found again by
+    /// a rescan.
     pub(super) fn reload_totals(&mut self, connection: &Connection) -> Result<(), StoreError> {
+        self.rescan_all = true;
         self.totals = read_totals(connection)?;
         self.publish_totals();
         Ok(())
@@ -321,12 +352,31 @@ impl Pruner {
         if removed > 0 {
             metrics::counter!("herald_pruned_events_total").increment(removed as u64);
             self.publish_totals();
-            connection.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES});"))?;
+            self.pages_freed = true;
         }
         // Channels left over their size (budget spent, or events not yet on every peer) are
         // looked at again next step; at full speed only while the budget is being spent.
         self.more = removed >= budget;
         Ok(removed)
+    }
+
+    /// True when steps removed events since free pages were last looked at, a while ago.
+    pub(super) fn release_due(&self) -> bool {
+        self.pages_freed && self.last_release.elapsed() >= IDLE_STEP_EVERY
+    }
+
+    /// Releases up to [`VACUUM_PAGES`] free pages to the file system when more than
+    /// [`FREE_PAGES_KEPT`] are free (outside any transaction).
+    pub(super) fn release_free_pages(&mut self, connection: &Connection) -> Result<(), StoreError> {
+        self.pages_freed = false;
+        self.last_release = Instant::now();
+        let free: i64 = connection.pragma_query_value(None, "freelist_count", |row| row.get(0))?;
+        if free > FREE_PAGES_KEPT {
+            connection.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES});"))?;
+            // More may be left: looked at again at the next release.
+            self.pages_freed = true;
+        }
+        Ok(())
     }
 
     /// Removes `channel`'s events of `origin` at or below `seq`: a peer's floor, merged from a
@@ -391,7 +441,7 @@ impl Pruner {
             self.totals.events -= count;
             self.totals.bytes -= bytes;
             let oldest: Option<i64> = tx
-                .prepare_cached("SELECT min(hlc) FROM events WHERE channel = ?1")?
+                .prepare_cached(CHANNEL_OLDEST_SQL)?
                 .query_row([channel], |row| row.get(0))?;
             match oldest {
                 Some(oldest) => {
@@ -490,11 +540,7 @@ fn oldest_events(
     before: Option<i64>,
     limit: usize,
 ) -> Result<Vec<Doomed>, StoreError> {
-    let sql = format!(
-        "SELECT origin, seq, {EVENT_BYTES_SQL} FROM events
-         WHERE channel = ?1 AND hlc < ?2 ORDER BY hlc, origin, seq LIMIT ?3"
-    );
-    let mut statement = connection.prepare_cached(&sql)?;
+    let mut statement = connection.prepare_cached(OLDEST_EVENTS_SQL)?;
     let rows = statement.query_map(
         rusqlite::params![channel, before.unwrap_or(NEVER), limit as i64],
         |row| {

@@ -230,6 +230,7 @@ pub(super) fn open_writer(
     set_synchronous(&connection, sync)?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // After a checkpoint the WAL is cut back to this size instead of keeping its largest.
     connection.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     migrate(&mut connection)?;
@@ -243,6 +244,9 @@ pub(super) fn open_writer(
     Ok(connection)
 }
 
+/// Prepared statements a connection keeps. The writer runs a few dozen distinct ones (appends,
+/// pruning, features); fewer than that and every round parses some of them again.
+const STATEMENT_CACHE: usize = 128;
 /// `PRAGMA auto_vacuum` value of INCREMENTAL.
 const INCREMENTAL: i64 = 2;
 /// Bytes the WAL is truncated to after a checkpoint.
@@ -254,6 +258,7 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(connection)
 }
 

@@ -254,11 +254,16 @@ impl WriterThread {
     /// None of it needs an fsync of its own: what an OS crash undoes of it is done again, and
     /// the next fsynced commit makes it durable, in order.
     fn housekeeping(&mut self) {
+        let prune = self.pruner.due();
+        let retire = self.last_retire.elapsed() >= RETIRE_EVERY;
+        if !prune && !retire && !self.pruner.release_due() {
+            return;
+        }
         if let Err(error) = self.use_sync(SyncMode::Normal) {
             tracing::warn!(%error, "setting the housekeeping durability failed");
             return;
         }
-        if self.pruner.due() {
+        if prune {
             let now = Hlc::from_parts(wall_millis(), 0);
             if let Err(error) = self.pruner.step(&mut self.connection, &self.position, now) {
                 self.reload_pruner_totals();
@@ -267,7 +272,12 @@ impl WriterThread {
                 }
             }
         }
-        if self.last_retire.elapsed() >= RETIRE_EVERY {
+        if self.pruner.release_due() {
+            if let Err(error) = self.pruner.release_free_pages(&self.connection) {
+                tracing::debug!(%error, "releasing free pages failed");
+            }
+        }
+        if retire {
             self.last_retire = std::time::Instant::now();
             // While the disk is full these fail too; the publishes say so.
             if let Err(error) = self.retire_idle_origins() {
