@@ -104,13 +104,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let Json(value) = Json::<serde_json::Value>::from_request(request, state).await?;
-        if !value.is_object() {
+        // Checked as JSON without building a tree, then read straight into `T`.
+        let Json(raw) =
+            Json::<Box<serde_json::value::RawValue>>::from_request(request, state).await?;
+        if !raw.get().starts_with('{') {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON object",
             ));
         }
-        serde_json::from_value(value)
+        serde_json::from_str(raw.get())
             .map(Self)
             .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
     }

@@ -18,10 +18,10 @@
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
 use axum::http::Uri;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -65,11 +65,22 @@ struct PublishBody {
     idempotency_key: Option<Value>,
 }
 
+/// The answer to a publish on one channel (fields in the order of the other JSON answers).
+#[derive(Serialize)]
+struct PublishAnswer<'a> {
+    cursor: &'a str,
+    id: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replayed: bool,
+    replicated: bool,
+    status: &'static str,
+}
+
 async fn publish_route(
     State(state): State<AppState>,
     _key: ApiKey,
     body: Result<JsonObject<PublishBody>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let JsonObject(body) = body?;
     if body.channels.is_some() {
         if body.channel.is_some() {
@@ -77,7 +88,7 @@ async fn publish_route(
                 "name either channel or channels, not both",
             ));
         }
-        return publish_channels(&state, body).await;
+        return Ok(publish_channels(&state, body).await?.into_response());
     }
     let channel = input::channel(body.channel)?;
     let (data, kind) = input::data(body.data)?;
@@ -92,16 +103,14 @@ async fn publish_route(
         let Some(event) = published.events.into_iter().next() else {
             return Err(ApiError::Internal);
         };
-        let mut answer = json!({
-            "status": "success",
-            "id": event.id,
-            "cursor": event.cursor,
-            "replicated": replicated,
-        });
-        if event.replayed {
-            answer["replayed"] = Value::Bool(true);
-        }
-        return Ok(Json(answer));
+        let answer = PublishAnswer {
+            cursor: &event.cursor,
+            id: &event.id,
+            replayed: event.replayed,
+            replicated,
+            status: "success",
+        };
+        return Ok(Json(answer).into_response());
     }
     let draft = input::draft(&state.config.limits, channel, data, kind, users, None)?;
     let published = publish(
@@ -112,12 +121,14 @@ async fn publish_route(
         draft.users,
     )
     .await?;
-    Ok(Json(json!({
-        "status": "success",
-        "id": published.id,
-        "cursor": published.cursor,
-        "replicated": published.replicated,
-    })))
+    let answer = PublishAnswer {
+        cursor: &published.cursor,
+        id: &published.id,
+        replayed: false,
+        replicated: published.replicated,
+        status: "success",
+    };
+    Ok(Json(answer).into_response())
 }
 
 /// `channels: [...]`: the same data on each channel (one event per channel, in the order given,

@@ -100,7 +100,8 @@ pub fn draft(
     idempotency_key: Option<IdempotencyKey>,
 ) -> Result<EventDraft, ApiError> {
     super::forum::add_thread_id(&channel, &mut data);
-    let payload = Value::Object(data).to_string();
+    // Written straight into bytes (`Display` goes through a formatter, number by number).
+    let payload = serde_json::to_string(&data).expect("a JSON object always serializes");
     let max = limits.max_payload_bytes;
     if payload.len() > max {
         return Err(ApiError::PayloadTooLarge(format!(
