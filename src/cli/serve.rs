@@ -16,6 +16,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let server = Server::start(config).await.context("cannot start")?;
+    metrics::gauge!("herald_runtime_workers")
+        .set(tokio::runtime::Handle::current().metrics().num_workers() as f64);
     // One line on stdout that harnesses (and people) can wait for.
     println!(
         "herald listening node_id={} http={}",

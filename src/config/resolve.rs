@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// Commit durability: full (fsync every commit) or normal.
     #[arg(long, env = "HERALD_STORE_SYNC", value_enum)]
     pub store_sync: Option<SyncMode>,
+    /// Threads that serve connections, the mesh and gossip (default: one per core); the store
+    /// writes on a thread of its own besides. See the README's tuning notes.
+    #[arg(long, env = "HERALD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// The HTTP address clients and peers reach this node at (required when --http listens
     /// on `0.0.0.0` or `[::]` in a cluster).
     #[arg(long, env = "HERALD_ADVERTISE_HTTP")]
