@@ -557,10 +557,15 @@ fn oldest_events(
 
 /// Bytes of the database in use (pages that are not free).
 pub(super) fn used_bytes(connection: &Connection) -> Result<u64, StoreError> {
-    let pages: i64 = connection.pragma_query_value(None, "page_count", |row| row.get(0))?;
-    let free: i64 = connection.pragma_query_value(None, "freelist_count", |row| row.get(0))?;
-    let size: i64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
-    Ok(((pages - free).max(0) * size) as u64)
+    // One cached statement (each step asks): a `PRAGMA` is parsed again every time.
+    let used: i64 = connection
+        .prepare_cached(
+            "SELECT max((SELECT page_count FROM pragma_page_count())
+                        - (SELECT freelist_count FROM pragma_freelist_count()), 0)
+                    * (SELECT page_size FROM pragma_page_size())",
+        )?
+        .query_row([], |row| row.get(0))?;
+    Ok(used as u64)
 }
 
 /// The highest seq of each origin pruned here: a pull below it cannot be answered from the log.
