@@ -1,10 +1,11 @@
 //! Pruning: the writer thread removes what the retention policy no longer keeps, a small batch
 //! at a time between group commits, so publishes never wait behind a long delete.
 //!
-//! Each step, in its own transaction, looks at (in this order) channels over their `size`
-//! that received events since the last look, channels whose oldest event outlived their `ttl`
-//! (an index on each channel's expiry time finds them), and, while the database is over
-//! `max_disk`, the channels holding the oldest events. A channel always loses its oldest events
+//! Each step, in its own transaction, looks at (in this order) channels over their `size` by
+//! more than [`size_slack`] (pruned back to `size`) that received events since the last look,
+//! channels whose oldest event outlived their `ttl` (an index on each channel's expiry time
+//! finds them), and, while the database is over `max_disk`, the channels holding the oldest
+//! events. A channel always loses its oldest events
 //! first, so what it lost of each origin is a prefix, recorded as its floor
 //! ([`super::floors`]). Only events the log holds contiguously are pruned, and, except to stay
 //! under `max_disk`, only events every linked peer reported holding (the [`PruneHorizon`] the
@@ -267,10 +268,10 @@ impl Pruner {
                 .query_row([&channel], |row| row.get(0))
                 .optional()?
                 .unwrap_or(0);
-            let excess = (count - size as i64).max(0) as usize;
-            if excess == 0 {
+            if count <= (size + size_slack(size)) as i64 {
                 continue;
             }
+            let excess = (count - size as i64) as usize;
             let take = excess.min(budget - doomed.len());
             let oldest = oldest_events(&tx, &channel, None, take)?;
             let before = doomed.len();
@@ -485,6 +486,13 @@ fn read_totals(connection: &Connection) -> Result<LogTotals, StoreError> {
     )?)
 }
 
+/// Events a channel of `size` may hold past it before a step prunes it back to `size`: a
+/// 64th (none below 64), so that a busy channel is pruned every few dozen publishes, each
+/// step's fixed cost (a transaction, its pages written) shared, rather than after every one.
+pub(super) fn size_slack(size: u64) -> u64 {
+    size / 64
+}
+
 /// When the oldest event of `channel`, stamped `oldest`, expires (hybrid-clock units).
 fn expiry(policy: &RetentionPolicy, channel: &str, oldest: i64) -> i64 {
     match policy.for_channel(channel).ttl_hlc() {
@@ -513,7 +521,7 @@ fn refresh_expiries(connection: &Connection, policy: &RetentionPolicy) -> Result
     Ok(())
 }
 
-/// Channels holding more events than their size rule keeps.
+/// Channels holding more events than their size rule keeps, with its slack.
 fn over_size_channels(
     connection: &Connection,
     policy: &RetentionPolicy,
@@ -526,7 +534,7 @@ fn over_size_channels(
     for row in rows {
         let (channel, events) = row?;
         let size = policy.for_channel(&channel).size;
-        if size > 0 && events > size as i64 {
+        if size > 0 && events > (size + size_slack(size)) as i64 {
             over.push(channel);
         }
     }
@@ -575,4 +583,70 @@ pub fn pruned_positions(connection: &Connection) -> Result<VersionVector, StoreE
         "SELECT origin, pruned FROM log_positions WHERE pruned > 0",
     )?;
     Ok(rows.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ChannelName;
+    use crate::store::retention::ChannelRetention;
+    use crate::store::schema::{self, Check};
+    use crate::store::{SyncMode, log};
+
+    fn event(seq: u64) -> Event {
+        Event {
+            origin: NodeId::new("n1").unwrap(),
+            seq,
+            id: uuid::Uuid::new_v4(),
+            hlc: Hlc::from_parts(1_000 + seq, 0),
+            channel: ChannelName::new("busy").unwrap(),
+            kind: "item".into(),
+            payload: format!("{{\"type\":\"item\",\"seq\":{seq}}}"),
+            users: None,
+            ephemeral: false,
+            idempotency_key: None,
+        }
+    }
+
+    #[test]
+    fn a_channel_is_pruned_back_to_its_size_only_past_its_slack() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.db");
+        let mut connection = schema::open_writer(&path, SyncMode::Normal, Check::Skip).unwrap();
+        let size = 128;
+        assert_eq!(size_slack(size), 2);
+        assert_eq!(size_slack(63), 0, "small sizes are kept exactly");
+        let retention = ChannelRetention {
+            size,
+            ttl: Duration::ZERO,
+        };
+        let policy = RetentionPolicy::new(retention, Vec::new(), 0);
+        let mut pruner = Pruner::new(&connection, policy, Arc::default()).unwrap();
+        let mut position = VersionVector::new();
+        let mut append = |connection: &mut Connection, pruner: &mut Pruner, seq: u64| {
+            let tx = connection.transaction().unwrap();
+            let event = event(seq);
+            log::insert_event(&tx, &event).unwrap();
+            pruner.note_inserted(&tx, [&event]).unwrap();
+            tx.commit().unwrap();
+            position.advance(&event.origin, seq);
+            position.clone()
+        };
+        let now = Hlc::from_parts(1_000_000, 0);
+        let mut reached = VersionVector::new();
+        for seq in 1..=size + 2 {
+            reached = append(&mut connection, &mut pruner, seq);
+        }
+        assert_eq!(pruner.step(&mut connection, &reached, now).unwrap(), 0);
+        let reached = append(&mut connection, &mut pruner, size + 3);
+        assert_eq!(pruner.step(&mut connection, &reached, now).unwrap(), 3);
+        let (kept, oldest): (i64, i64) = connection
+            .query_row(
+                "SELECT count(*), min(seq) FROM events WHERE channel = 'busy'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((kept, oldest), (size as i64, 4), "the oldest three went");
+    }
 }
