@@ -54,13 +54,14 @@ async fn a_retry_on_the_same_node_answers_the_original_and_delivers_nothing() {
     );
     assert_eq!(retry["replayed"], true);
 
-    // After other publishes, a retry still answers the original id, with a cursor covering it.
+    // After other publishes, a retry still answers the original id and cursor.
     node.publish("room.b", json!({ "type": "other" })).await;
     let later = node
         .post("/api/publish", Some(&key), &keyed("room.a", 1, "order-1"))
         .await
         .expect_status(StatusCode::OK);
     assert_eq!(later["id"], first["id"]);
+    assert_eq!(later["cursor"], first["cursor"], "the original cursor");
     assert!(covers(later["cursor"].as_str().unwrap(), &origin, 1));
 
     // The same key with another payload is refused, and publishes nothing.
@@ -149,6 +150,7 @@ async fn keys_hold_across_a_restart() {
         .await
         .expect_status(StatusCode::OK);
     assert_eq!(retry["id"], first["id"]);
+    assert_eq!(retry["cursor"], first["cursor"], "the original cursor");
     assert_eq!(retry["replayed"], true);
     let retried_batch = node
         .post("/api/batch", Some(&key), &batch)
@@ -157,6 +159,10 @@ async fn keys_hold_across_a_restart() {
     assert_eq!(
         retried_batch["events"][0]["id"],
         first_batch["events"][0]["id"]
+    );
+    assert_eq!(
+        retried_batch["events"][0]["cursor"],
+        first_batch["events"][0]["cursor"]
     );
     assert_eq!(items(&node, "room.a").await.len(), 1);
     assert_eq!(items(&node, "room.b").await.len(), 1);

@@ -10,7 +10,7 @@
 use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value};
 
 use super::StoreError;
-use crate::event::{ChannelName, Event, Hlc, IdempotencyKey, NodeId, VersionVector};
+use crate::event::{ChannelName, Cursor, Event, Hlc, IdempotencyKey, NodeId, VersionVector};
 
 const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events
     (origin, seq, id, hlc, channel, kind, payload, users, idempotency_key)
@@ -52,6 +52,40 @@ pub(super) const RANGE_ROWS_SQL: &str =
      WHERE origin = ?1 COLLATE BINARY AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT +?4";
 pub(super) const HIGHEST_SEQ_SQL: &str =
     "SELECT max(seq) FROM events WHERE origin = ?1 COLLATE BINARY";
+
+/// Records the position this node answered its keyed event `(origin, seq)` with.
+pub(super) fn set_answered_at(
+    connection: &Connection,
+    origin: &NodeId,
+    seq: u64,
+    position: &VersionVector,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached("UPDATE events SET answered_at = ?3 WHERE origin = ?1 AND seq = ?2")?
+        .execute(rusqlite::params![
+            origin.as_str(),
+            seq as i64,
+            Cursor::encode(position)
+        ])?;
+    Ok(())
+}
+
+/// The position this node first answered the event `(origin, seq)` with, if it took the event
+/// itself (a replica, or a row that does not decode, answers `None`).
+pub(super) fn answered_at(
+    connection: &Connection,
+    origin: &NodeId,
+    seq: u64,
+) -> Result<Option<VersionVector>, StoreError> {
+    let text: Option<String> = connection
+        .prepare_cached("SELECT answered_at FROM events WHERE origin = ?1 AND seq = ?2")?
+        .query_row(rusqlite::params![origin.as_str(), seq as i64], |row| {
+            row.get(0)
+        })
+        .optional()?
+        .flatten();
+    Ok(text.and_then(|text| Cursor::decode(&text).ok()))
+}
 
 /// The event published on `channel` under idempotency key `key`, if this node holds one. When
 /// it holds several (retries that reached two nodes before either had the other's event), the

@@ -127,6 +127,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE events ADD COLUMN idempotency_key TEXT;
     CREATE INDEX events_by_idempotency_key ON events (channel, idempotency_key)
         WHERE idempotency_key IS NOT NULL;",
+    // 6: the position a keyed event was first answered with (a cursor), on the node that
+    // took it, so that a retry answers the same; not replicated.
+    "ALTER TABLE events ADD COLUMN answered_at TEXT;",
 ];
 
 /// The origin id of this database: `<node_id>.<creation time in base 36>`, created once.

@@ -10,6 +10,10 @@
 //! the transaction go on. The lookup runs inside the transaction, so it also sees what earlier
 //! batches of the same transaction inserted: two concurrent retries on one node publish once.
 //!
+//! A new keyed event also keeps the position it is answered with (`answered_at`), so that a
+//! retry on this node answers the same cursor as the first time; elsewhere a retry answers
+//! that node's position, which covers the event too.
+//!
 //! A write failure (a full disk) rolls the transaction back and answers every batch in it with
 //! the error, as for single appends.
 
@@ -17,14 +21,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{BatchAppended, PendingBatch, WriterThread};
-use crate::event::{ChannelName, Event, EventDraft, IdempotencyKey, SharedEvent};
+use crate::event::{ChannelName, Event, EventDraft, IdempotencyKey, SharedEvent, VersionVector};
 use crate::store::{StoreError, log, materialize};
 
 /// What one batch of the transaction became: per draft, the new event's index in the
 /// transaction's new events, or the event its key named already.
 enum Slot {
     New(usize),
-    Replayed(SharedEvent),
+    /// The event, and the position this node first answered it with (if it took it).
+    Replayed(SharedEvent, Option<VersionVector>),
 }
 
 impl WriterThread {
@@ -52,9 +57,9 @@ impl WriterThread {
                                         replayed: false,
                                     }
                                 }
-                                Slot::Replayed(event) => BatchAppended {
+                                Slot::Replayed(event, answered) => BatchAppended {
                                     event,
-                                    position: self.position.clone(),
+                                    position: answered.unwrap_or_else(|| self.position.clone()),
                                     replayed: true,
                                 },
                             })
@@ -96,12 +101,19 @@ impl WriterThread {
             let mut slots = Vec::with_capacity(drafts.len());
             for (draft, held) in drafts.iter().zip(held) {
                 if let Some(event) = held {
-                    slots.push(Slot::Replayed(Arc::new(event)));
+                    let answered = log::answered_at(&tx, &event.origin, event.seq)?;
+                    slots.push(Slot::Replayed(Arc::new(event), answered));
                     continue;
                 }
                 seq += 1;
                 let event = Self::own_event(&self.origin, &self.clock, draft, seq);
                 log::insert_event(&tx, &event)?;
+                if event.idempotency_key.is_some() {
+                    // What `commit_batches` answers: the position once this event is in.
+                    let mut answered = self.position.clone();
+                    answered.advance(&self.origin, seq);
+                    log::set_answered_at(&tx, &self.origin, seq, &answered)?;
+                }
                 materialize::apply(&tx, &event)?;
                 slots.push(Slot::New(events.len()));
                 events.push(Arc::new(event));
