@@ -364,8 +364,8 @@ impl Store {
     /// Commits new events from this node in one transaction, all of them or none, and answers
     /// one [`BatchAppended`] per draft, in order. A draft whose idempotency key names an event
     /// held already on its channel answers that event (`replayed`, with the position this node
-    /// first answered it with when it took it) and publishes nothing; a
-    /// key held for a different event, or named twice, refuses the whole batch
+    /// first answered it with when it took it) and publishes nothing; a key held for a
+    /// different event, or named twice, refuses the whole batch
     /// ([`StoreError::IdempotencyConflict`]).
     pub async fn append_many(
         &self,
