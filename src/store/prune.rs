@@ -588,25 +588,9 @@ pub fn pruned_positions(connection: &Connection) -> Result<VersionVector, StoreE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::ChannelName;
     use crate::store::retention::ChannelRetention;
     use crate::store::schema::{self, Check};
     use crate::store::{SyncMode, log};
-
-    fn event(seq: u64) -> Event {
-        Event {
-            origin: NodeId::new("n1").unwrap(),
-            seq,
-            id: uuid::Uuid::new_v4(),
-            hlc: Hlc::from_parts(1_000 + seq, 0),
-            channel: ChannelName::new("busy").unwrap(),
-            kind: "item".into(),
-            payload: format!("{{\"type\":\"item\",\"seq\":{seq}}}"),
-            users: None,
-            ephemeral: false,
-            idempotency_key: None,
-        }
-    }
 
     #[test]
     fn a_channel_is_pruned_back_to_its_size_only_past_its_slack() {
@@ -625,7 +609,7 @@ mod tests {
         let mut position = VersionVector::new();
         let mut append = |connection: &mut Connection, pruner: &mut Pruner, seq: u64| {
             let tx = connection.transaction().unwrap();
-            let event = event(seq);
+            let event = crate::store::tests::remote("n1", seq);
             log::insert_event(&tx, &event).unwrap();
             pruner.note_inserted(&tx, [&event]).unwrap();
             tx.commit().unwrap();
@@ -642,7 +626,7 @@ mod tests {
         assert_eq!(pruner.step(&mut connection, &reached, now).unwrap(), 3);
         let (kept, oldest): (i64, i64) = connection
             .query_row(
-                "SELECT count(*), min(seq) FROM events WHERE channel = 'busy'",
+                "SELECT count(*), min(seq) FROM events WHERE channel = 'feed'",
                 [],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )

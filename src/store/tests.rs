@@ -42,7 +42,8 @@ pub(super) fn draft(n: u64) -> EventDraft {
     }
 }
 
-fn remote(origin: &str, seq: u64) -> Event {
+/// Event `seq` of `origin` on channel `feed`, stamped at `1000 + seq` ms.
+pub(super) fn remote(origin: &str, seq: u64) -> Event {
     Event {
         origin: NodeId::new(origin).unwrap(),
         seq,
