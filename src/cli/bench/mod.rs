@@ -688,22 +688,12 @@ async fn broadcast(
             }
         }
         let sent = Instant::now();
-        let mut last = (live.totals().received, Instant::now());
-        loop {
-            let totals = live.totals();
+        let acked = published.acked;
+        live.drain(plan.drain, DRAIN_STALL, |totals| {
             let listening = totals.connected.saturating_sub(totals.disconnected);
-            if totals.received - received_before >= listening * published.acked
-                || sent.elapsed() >= plan.drain
-            {
-                break;
-            }
-            if totals.received != last.0 {
-                last = (totals.received, Instant::now());
-            } else if last.1.elapsed() >= DRAIN_STALL {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+            totals.received - received_before >= listening * acked
+        })
+        .await;
         published.drain = sent.elapsed();
     }
     published.window = start.elapsed().saturating_sub(published.drain);
@@ -842,20 +832,12 @@ async fn publish(
         .map(|c| ledger.acked_on(c) * subscribers[c as usize])
         .sum();
     bar.set_prefix("drain");
-    let mut last = (live.totals().received, Instant::now());
-    loop {
-        let totals = live.totals();
-        bar.set_message(progress::load_message(&totals));
-        if totals.received >= expected || publishing_done.elapsed() >= plan.drain {
-            break;
-        }
-        if totals.received != last.0 {
-            last = (totals.received, Instant::now());
-        } else if last.1.elapsed() >= DRAIN_STALL {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let cap = plan.drain.saturating_sub(publishing_done.elapsed());
+    live.drain(cap, DRAIN_STALL, |totals| {
+        bar.set_message(progress::load_message(totals));
+        totals.received >= expected
+    })
+    .await;
     published.drain = publishing_done.elapsed();
     bar.finish_and_clear();
     (published, ledger)

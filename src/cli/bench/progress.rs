@@ -42,6 +42,30 @@ impl Live {
         }
         totals
     }
+
+    /// Waits until `done` holds for the totals (it sees them every 5 ms, for a progress bar
+    /// too), deliveries stall for `stall`, or `cap` has passed.
+    pub async fn drain(
+        &self,
+        cap: std::time::Duration,
+        stall: std::time::Duration,
+        mut done: impl FnMut(&Totals) -> bool,
+    ) {
+        let started = tokio::time::Instant::now();
+        let mut last = (self.totals().received, tokio::time::Instant::now());
+        loop {
+            let totals = self.totals();
+            if done(&totals) || started.elapsed() >= cap {
+                return;
+            }
+            if totals.received != last.0 {
+                last = (totals.received, tokio::time::Instant::now());
+            } else if last.1.elapsed() >= stall {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
 }
 
 /// A bar of `length` steps with `label`, or a hidden one.
