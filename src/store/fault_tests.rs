@@ -103,6 +103,9 @@ async fn an_undecodable_row_is_skipped_with_an_error_log_and_counted() {
         .with_ansi(false)
         .finish();
     let (range, history) = tracing::subscriber::with_default(subscriber, || {
+        // Another test's thread may have hit the log's callsites first, with no subscriber,
+        // while this one was being set: have every callsite ask again, this one included.
+        tracing::callsite::rebuild_interest_cache();
         let range = log::range(&connection, &origin, 0, 10, 100).unwrap();
         let history = LogQuery {
             channels: vec![ChannelName::new("feed").unwrap()],
