@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::publish_input as input;
 use super::{PublishError, publish_many};
@@ -72,20 +72,5 @@ async fn batch_route(
         .await
         .map_err(|PublishError::Store(e)| input::store_error(e, |i| format!("events[{i}]")))?;
     metrics::counter!("herald_batches_total").increment(1);
-    let events: Vec<Value> = published
-        .events
-        .into_iter()
-        .map(|event| {
-            let mut item = json!({"id": event.id, "cursor": event.cursor});
-            if event.replayed {
-                item["replayed"] = Value::Bool(true);
-            }
-            item
-        })
-        .collect();
-    Ok(Json(json!({
-        "status": "success",
-        "events": events,
-        "replicated": published.replicated,
-    })))
+    Ok(Json(published.answer(None)))
 }

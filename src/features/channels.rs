@@ -174,23 +174,7 @@ async fn publish_channels(state: &AppState, body: PublishBody) -> Result<Json<Va
     let published = publish_many(state, drafts)
         .await
         .map_err(|PublishError::Store(e)| input::store_error(e, |i| format!("channels[{i}]")))?;
-    let events: Vec<Value> = channels
-        .iter()
-        .zip(published.events)
-        .map(|(channel, event)| {
-            let mut item =
-                json!({"channel": channel.as_str(), "id": event.id, "cursor": event.cursor});
-            if event.replayed {
-                item["replayed"] = Value::Bool(true);
-            }
-            item
-        })
-        .collect();
-    Ok(Json(json!({
-        "status": "success",
-        "events": events,
-        "replicated": published.replicated,
-    })))
+    Ok(Json(published.answer(Some(&channels))))
 }
 
 // ---- history ----

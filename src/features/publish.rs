@@ -80,6 +80,33 @@ pub struct PublishedMany {
     pub replicated: bool,
 }
 
+impl PublishedMany {
+    /// The JSON answer: `{status, events: [{channel?, id, cursor, replayed?}, ...], replicated}`
+    /// in order, each event named with its channel when `channels` are given.
+    pub fn answer(self, channels: Option<&[ChannelName]>) -> serde_json::Value {
+        let events: Vec<serde_json::Value> = self
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| {
+                let mut item = serde_json::json!({"id": event.id, "cursor": event.cursor});
+                if let Some(channel) = channels.and_then(|channels| channels.get(index)) {
+                    item["channel"] = channel.as_str().into();
+                }
+                if event.replayed {
+                    item["replayed"] = true.into();
+                }
+                item
+            })
+            .collect();
+        serde_json::json!({
+            "status": "success",
+            "events": events,
+            "replicated": self.replicated,
+        })
+    }
+}
+
 /// Commits `drafts` in one transaction, all or none (see [`crate::store::Store::append_many`]
 /// for idempotency keys), and answers each one's id and the cursor that covers it.
 pub async fn publish_many(
