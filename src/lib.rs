@@ -43,6 +43,7 @@ pub mod backplane;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dispatcher;
 pub mod event;
 pub mod features;
 pub mod hub;

@@ -12,9 +12,10 @@ use tokio::task::JoinHandle;
 use crate::api::admission::Admission;
 use crate::api::{self, AppState, Lifecycle, Services};
 use crate::auth::Authenticator;
-use crate::backplane::{Backplane, LocalBackplane, MeshBackplane, start_dispatcher};
+use crate::backplane::{Backplane, LocalBackplane, MeshBackplane};
 use crate::cluster::{Cluster, SelfDescription, keys, resolve_gossip_addr};
 use crate::config::{BackplaneKind, Config};
+use crate::dispatcher::{DispatchFaults, start_dispatcher};
 use crate::event::HybridClock;
 use crate::hub::{CloseReason, Hub};
 use crate::mesh::{LocalIdentity, Mesh};
@@ -193,7 +194,16 @@ impl Server {
         options.retention = config.history.clone();
         let delivered = Store::read_version_vector(&options.path)?;
         let hub = Hub::new(delivered, config.limits.client_queue);
-        let sink = start_dispatcher(Arc::clone(&hub), Arc::clone(&backplane));
+        let faults = DispatchFaults {
+            skip_delivery: config.fault_skip_delivery,
+        };
+        if faults.skip_delivery.is_some() {
+            tracing::warn!(
+                ?faults,
+                "fault hook set: this node will lose an event on purpose"
+            );
+        }
+        let sink = start_dispatcher(Arc::clone(&hub), Arc::clone(&backplane), faults);
         let store = Store::open(&options, config.node_id.clone(), clock, sink)?;
         let auth = Arc::new(Authenticator::new(&config.jwt_secret, &config.api_key));
         let admission = Arc::new(Admission::new(&config.limits));

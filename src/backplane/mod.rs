@@ -3,7 +3,7 @@
 //! [`Backplane`] is the one interface the rest of herald sees: `local` (a single node), `mesh`
 //! (gossip membership and QUIC links) and `redis` (Redis Streams with an outbox driven by the
 //! event log; behind the `redis` cargo feature). The backplane is fed by the dispatcher task
-//! (see [`start_dispatcher`]) after each commit and must never block it: implementations hand
+//! (see [`crate::dispatcher`]) after each commit and must never block it: implementations hand
 //! events to bounded queues with a written overflow policy, or (redis) only wake a task that
 //! reads the log.
 
@@ -21,8 +21,6 @@ use serde::Serialize;
 
 use crate::cluster::MemberState;
 use crate::event::{SharedEvent, VersionVector};
-use crate::hub::Hub;
-use crate::store::CommitSink;
 use std::sync::Arc;
 
 pub use local::LocalBackplane;
@@ -90,78 +88,4 @@ pub trait Backplane: Send + Sync + 'static {
     fn peers(&self) -> Vec<PeerSummary> {
         Vec::new()
     }
-}
-
-/// Committed batches waiting for the dispatcher; the writer thread waits when it is full.
-pub const DISPATCH_QUEUE_BATCHES: usize = 1024;
-
-/// The store's commit sink: hands each committed batch, in log order, to the dispatcher task.
-///
-/// The writer thread does not fan out itself: waking a thousand connection tasks from outside
-/// the runtime costs a cross-thread unpark each, and would hold up the next group commit. The
-/// dispatcher runs on the runtime, so its wake-ups are cheap, and the writer answers publishers
-/// as soon as their commit is done.
-pub struct CommitForwarder {
-    queue: tokio::sync::mpsc::Sender<Dispatch>,
-}
-
-/// What the dispatcher hands on, in commit order.
-enum Dispatch {
-    Events(Vec<SharedEvent>),
-    /// The log position jumped past pruned history (a snapshot was merged).
-    Jump(VersionVector),
-    /// Origins were retired, or came back at a seq.
-    Origins {
-        retired: Vec<crate::event::NodeId>,
-        revived: Vec<(crate::event::NodeId, u64)>,
-    },
-}
-
-impl CommitSink for CommitForwarder {
-    fn committed(&self, events: &[SharedEvent]) {
-        if self
-            .queue
-            .blocking_send(Dispatch::Events(events.to_vec()))
-            .is_err()
-        {
-            tracing::warn!(
-                events = events.len(),
-                "dispatcher stopped; committed events not delivered live"
-            );
-        }
-    }
-
-    fn jumped(&self, position: &VersionVector) {
-        let _ = self.queue.blocking_send(Dispatch::Jump(position.clone()));
-    }
-
-    fn origins_changed(
-        &self,
-        retired: &[crate::event::NodeId],
-        revived: &[(crate::event::NodeId, u64)],
-    ) {
-        let _ = self.queue.blocking_send(Dispatch::Origins {
-            retired: retired.to_vec(),
-            revived: revived.to_vec(),
-        });
-    }
-}
-
-/// Starts the dispatcher: local subscribers first, then the other nodes, batch by batch in
-/// commit order. Answers the sink to give the store.
-pub fn start_dispatcher(hub: Arc<Hub>, backplane: Arc<dyn Backplane>) -> Arc<CommitForwarder> {
-    let (queue, mut batches) = tokio::sync::mpsc::channel::<Dispatch>(DISPATCH_QUEUE_BATCHES);
-    tokio::spawn(async move {
-        while let Some(dispatch) = batches.recv().await {
-            match dispatch {
-                Dispatch::Events(events) => {
-                    hub.dispatch(&events);
-                    backplane.ship(&events);
-                }
-                Dispatch::Jump(position) => hub.jump(&position),
-                Dispatch::Origins { retired, revived } => hub.origins_changed(&retired, &revived),
-            }
-        }
-    });
-    Arc::new(CommitForwarder { queue })
 }

@@ -5,6 +5,7 @@
 //! non-zero exit code.
 
 pub mod bench;
+pub mod chaos;
 mod cluster;
 mod publish;
 mod secret;
@@ -41,6 +42,9 @@ pub enum Command {
     Publish(publish::PublishArgs),
     /// Load a node (or start its own) and report latency, throughput, CPU and correctness.
     Bench(bench::BenchArgs),
+    /// Start a cluster (or drive running nodes), inject faults, and check that nothing
+    /// acknowledged was lost, duplicated or reordered.
+    Chaos(Box<chaos::ChaosArgs>),
     /// The storeless floor `herald bench --compare-bare` loads (a bare fan-out server).
     #[command(name = "bench-floor", hide = true)]
     BenchFloor,
@@ -67,6 +71,7 @@ pub fn main() -> ExitCode {
             Command::Secret => secret::run(),
             Command::Publish(args) => publish::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Chaos(args) => chaos::run(*args).await,
             Command::BenchFloor => bench::serve_floor().await,
         }
     });

@@ -105,6 +105,8 @@ pub struct Config {
     pub max_clock_drift: Duration,
     /// How long a graceful shutdown waits for clients and the store.
     pub shutdown_grace: Duration,
+    /// Fault hook for `herald chaos`'s self-test (see [`crate::dispatcher::DispatchFaults`]).
+    pub fault_skip_delivery: Option<u64>,
 }
 
 impl std::fmt::Debug for Config {
@@ -131,6 +133,7 @@ impl std::fmt::Debug for Config {
             .field("history", &self.history)
             .field("max_clock_drift", &self.max_clock_drift)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("fault_skip_delivery", &self.fault_skip_delivery)
             .finish()
     }
 }
@@ -160,6 +163,7 @@ impl Config {
             history: RetentionPolicy::default(),
             max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
             shutdown_grace: Duration::from_secs(5),
+            fault_skip_delivery: None,
         }
     }
 

@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// writes on a thread of its own besides. See the README's tuning notes.
     #[arg(long, env = "HERALD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+    /// A fault hook for `herald chaos --plant-loss`: this node silently skips the local
+    /// delivery of its Nth committed event. For testing the checker only.
+    #[arg(long, hide = true, env = "HERALD_FAULT_SKIP_DELIVERY")]
+    pub fault_skip_delivery: Option<u64>,
     /// The HTTP address clients and peers reach this node at (required when --http listens
     /// on `0.0.0.0` or `[::]` in a cluster).
     #[arg(long, env = "HERALD_ADVERTISE_HTTP")]
@@ -294,6 +298,7 @@ pub fn resolve(
         history,
         max_clock_drift,
         shutdown_grace: std::time::Duration::from_secs(10),
+        fault_skip_delivery: args.fault_skip_delivery,
     };
     super::exposure::check(&config)?;
     Ok(config)

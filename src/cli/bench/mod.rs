@@ -36,16 +36,16 @@
 //! progress and the report. `idle` then publishes `--broadcasts` events to every client and
 //! reports their delivery latency.
 
-mod cluster_timings;
+pub(crate) mod cluster_timings;
 mod floor;
-mod http;
-mod nodes;
+pub(crate) mod http;
+pub(crate) mod nodes;
 mod procfs;
 mod progress;
-mod publisher;
+pub(crate) mod publisher;
 mod report;
 mod retention;
-mod scenario;
+pub(crate) mod scenario;
 mod server_metrics;
 mod subscriber;
 mod tracker;

@@ -8,10 +8,14 @@
 //! in time) and removes the directory. Spawned nodes are independent single nodes, or, with
 //! `--cluster`, one mesh cluster (gossip seeds on pre-picked ports, a shared cluster secret);
 //! cluster nodes can be killed (SIGKILL) and restarted on their data for the failover and
-//! catch-up scenarios.
+//! catch-up scenarios, paused (SIGSTOP) and resumed, and wiped.
+//!
+//! `herald chaos` places cluster nodes on [`Host`]s of its own: an address inside a network
+//! namespace, where the node runs under `ip netns exec` so that the links between nodes can be
+//! cut and degraded.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -41,12 +45,37 @@ pub struct Spawned {
     specs: Vec<NodeSpec>,
     exe: PathBuf,
     sync: SyncMode,
+    /// Environment every node starts with (secrets).
+    env: Vec<(String, String)>,
 }
+
+/// Where a spawned node runs: the address it listens on, and the network namespace it runs
+/// in (none: this process's own, on loopback).
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub ip: IpAddr,
+    pub netns: Option<String>,
+}
+
+impl Host {
+    /// 127.0.0.1 in this process's namespace.
+    pub fn loopback() -> Self {
+        Self {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            netns: None,
+        }
+    }
+}
+
+/// The gossip port of nodes in a network namespace of their own (each namespace has its own
+/// ports, so every node can use the same one).
+const NAMESPACED_GOSSIP_PORT: u16 = 7946;
 
 /// What it takes to start (or restart) one spawned node.
 #[derive(Clone, Debug)]
 struct NodeSpec {
     index: usize,
+    host: Host,
     /// Gossip address and every node's, for a cluster.
     cluster: Option<(SocketAddr, Vec<SocketAddr>)>,
     /// More `herald serve` flags for this node.
@@ -62,7 +91,7 @@ struct SpawnedChild {
     _stdout: BufReader<ChildStdout>,
 }
 
-/// Starts `count` nodes, independent single nodes or one mesh cluster, with more
+/// Starts `count` nodes on 127.0.0.1, independent single nodes or one mesh cluster, with more
 /// `herald serve` flags for node `index` (0-based) from `extra_args`.
 pub async fn spawn_with(
     count: usize,
@@ -70,16 +99,6 @@ pub async fn spawn_with(
     cluster: bool,
     extra_args: impl Fn(usize) -> Vec<String>,
 ) -> anyhow::Result<(Vec<Node>, Spawned)> {
-    let exe = std::env::current_exe().context("cannot find the herald executable")?;
-    let root = std::env::temp_dir().join(format!(
-        "herald-bench-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis()
-    ));
-    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let gossip: Vec<SocketAddr> = if cluster {
         (0..count)
             .map(|_| free_udp_addr())
@@ -87,11 +106,58 @@ pub async fn spawn_with(
     } else {
         Vec::new()
     };
-    let specs: Vec<NodeSpec> = (1..=count)
-        .map(|index| NodeSpec {
-            index,
-            cluster: cluster.then(|| (gossip[index - 1], gossip.clone())),
-            extra_args: extra_args(index - 1),
+    let placed = (0..count)
+        .map(|index| (Host::loopback(), gossip.get(index).copied()))
+        .collect();
+    spawn_placed(placed, sync, Vec::new(), extra_args).await
+}
+
+/// Starts one mesh cluster with node `index` on `hosts[index]` (its own network namespace,
+/// where it gossips on a fixed port), every node with the environment `env` (nodes that
+/// listen beyond loopback need secrets of their own).
+pub async fn spawn_cluster_on(
+    hosts: Vec<Host>,
+    sync: SyncMode,
+    env: Vec<(String, String)>,
+    extra_args: impl Fn(usize) -> Vec<String>,
+) -> anyhow::Result<(Vec<Node>, Spawned)> {
+    let placed = hosts
+        .into_iter()
+        .map(|host| {
+            let gossip = SocketAddr::new(host.ip, NAMESPACED_GOSSIP_PORT);
+            (host, Some(gossip))
+        })
+        .collect();
+    spawn_placed(placed, sync, env, extra_args).await
+}
+
+/// Starts one node per `(host, gossip address)`; with gossip addresses, one cluster.
+async fn spawn_placed(
+    placed: Vec<(Host, Option<SocketAddr>)>,
+    sync: SyncMode,
+    env: Vec<(String, String)>,
+    extra_args: impl Fn(usize) -> Vec<String>,
+) -> anyhow::Result<(Vec<Node>, Spawned)> {
+    let count = placed.len();
+    let exe = std::env::current_exe().context("cannot find the herald executable")?;
+    let root = std::env::temp_dir().join(format!(
+        "herald-bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let seeds: Vec<SocketAddr> = placed.iter().filter_map(|(_, gossip)| *gossip).collect();
+    let specs: Vec<NodeSpec> = placed
+        .into_iter()
+        .enumerate()
+        .map(|(index, (host, gossip))| NodeSpec {
+            index: index + 1,
+            host,
+            cluster: gossip.map(|gossip| (gossip, seeds.clone())),
+            extra_args: extra_args(index),
         })
         .collect();
     let mut spawned = Spawned {
@@ -100,10 +166,11 @@ pub async fn spawn_with(
         specs,
         exe,
         sync,
+        env,
     };
     let mut nodes = Vec::with_capacity(count);
     for spec in spawned.specs.clone() {
-        let (node, child) = spawn_one(&spawned.exe, &spawned.root, &spec, sync).await?;
+        let (node, child) = spawned.spawn_one(&spec).await?;
         nodes.push(node);
         spawned.children.push(child);
     }
@@ -115,87 +182,108 @@ fn free_udp_addr() -> anyhow::Result<SocketAddr> {
     socket.local_addr().context("cannot pick a gossip port")
 }
 
-async fn spawn_one(
-    exe: &Path,
-    root: &Path,
-    spec: &NodeSpec,
-    sync: SyncMode,
-) -> anyhow::Result<(Node, SpawnedChild)> {
-    let index = spec.index;
-    let id = format!("bench-n{index}");
-    let data = root.join(&id);
-    let log_path = root.join(format!("{id}.log"));
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("cannot create {}", log_path.display()))?;
-    let sync = match sync {
-        SyncMode::Full => "full",
-        SyncMode::Normal => "normal",
-    };
-    let mut command = Command::new(exe);
-    command.args([
-        "serve",
-        "--http",
-        "127.0.0.1:0",
-        "--mesh",
-        "127.0.0.1:0",
-        "--node-id",
-        &id,
-    ]);
-    match &spec.cluster {
-        Some((gossip, all)) => {
-            let seeds: Vec<String> = all.iter().map(ToString::to_string).collect();
-            command
-                .args(["--backplane", "mesh", "--gossip", &gossip.to_string()])
-                .args(["--seed", &seeds.join(",")])
-                .env("HERALD_CLUSTER_SECRET", BENCH_CLUSTER_SECRET);
+impl Spawned {
+    async fn spawn_one(&self, spec: &NodeSpec) -> anyhow::Result<(Node, SpawnedChild)> {
+        let (exe, root, sync) = (&self.exe, &self.root, self.sync);
+        let index = spec.index;
+        let id = format!("bench-n{index}");
+        let data = root.join(&id);
+        let log_path = root.join(format!("{id}.log"));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let sync = match sync {
+            SyncMode::Full => "full",
+            SyncMode::Normal => "normal",
+        };
+        let mut command = match &spec.host.netns {
+            None => Command::new(exe),
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(exe);
+                command
+            }
+        };
+        let listen = SocketAddr::new(spec.host.ip, 0).to_string();
+        command.args([
+            "serve",
+            "--http",
+            &listen,
+            "--mesh",
+            &listen,
+            "--node-id",
+            &id,
+        ]);
+        match &spec.cluster {
+            Some((gossip, all)) => {
+                let seeds: Vec<String> = all.iter().map(ToString::to_string).collect();
+                command
+                    .args(["--backplane", "mesh", "--gossip", &gossip.to_string()])
+                    .args(["--seed", &seeds.join(",")])
+                    .env("HERALD_CLUSTER_SECRET", BENCH_CLUSTER_SECRET);
+            }
+            None => {
+                command.args(["--backplane", "local", "--gossip", &listen]);
+            }
         }
-        None => {
-            command.args(["--backplane", "local", "--gossip", "127.0.0.1:0"]);
+        command
+            .args(["--store-sync", sync])
+            .args(&spec.extra_args)
+            .arg("--data")
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .kill_on_drop(true);
+        if std::env::var_os("HERALD_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
+            command.env("HERALD_LOG", "warn");
         }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        let pid = child.id().context("spawned node exited at once")?;
+        let stdout = child.stdout.take().context("no stdout from the node")?;
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        let read = tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut line)).await;
+        let http = match read {
+            Ok(Ok(n)) if n > 0 => parse_ready_line(&line),
+            _ => None,
+        };
+        let Some(http) = http else {
+            let _ = child.start_kill();
+            bail!(
+                "node {id} did not become ready (got {:?}); its log: {}",
+                line.trim(),
+                log_path.display()
+            );
+        };
+        Ok((
+            Node {
+                id,
+                http,
+                pid: Some(pid),
+            },
+            SpawnedChild {
+                child,
+                _stdout: stdout,
+            },
+        ))
     }
-    command
-        .args(["--store-sync", sync])
-        .args(&spec.extra_args)
-        .arg("--data")
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true);
-    if std::env::var_os("HERALD_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
-        command.env("HERALD_LOG", "warn");
-    }
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start {}", exe.display()))?;
-    let pid = child.id().context("spawned node exited at once")?;
-    let stdout = child.stdout.take().context("no stdout from the node")?;
-    let mut stdout = BufReader::new(stdout);
-    let mut line = String::new();
-    let read = tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut line)).await;
-    let http = match read {
-        Ok(Ok(n)) if n > 0 => parse_ready_line(&line),
-        _ => None,
-    };
-    let Some(http) = http else {
-        let _ = child.start_kill();
+}
+
+/// Sends `signal` to the process `pid`.
+pub fn signal(pid: Option<u32>, signal: libc::c_int) -> anyhow::Result<()> {
+    let pid = pid.context("the node is not running")?;
+    let pid = libc::pid_t::try_from(pid).context("process id out of range")?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, signal) } != 0 {
         bail!(
-            "node {id} did not become ready (got {:?}); its log: {}",
-            line.trim(),
-            log_path.display()
+            "cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
         );
-    };
-    Ok((
-        Node {
-            id,
-            http,
-            pid: Some(pid),
-        },
-        SpawnedChild {
-            child,
-            _stdout: stdout,
-        },
-    ))
+    }
+    Ok(())
 }
 
 /// The `http=` address of `herald listening node_id=<id> http=<addr>`.
@@ -222,11 +310,27 @@ impl Spawned {
         let _ = self.children[index].child.kill().await;
     }
 
+    /// The process id of node `index` while it runs.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.children[index].child.id()
+    }
+
+    /// SIGSTOP node `index`: it keeps its sockets and state but runs no code until
+    /// [`Spawned::resume`] (a stop-the-world pause).
+    pub fn pause(&self, index: usize) -> anyhow::Result<()> {
+        signal(self.pid(index), libc::SIGSTOP)
+    }
+
+    /// SIGCONT node `index` after [`Spawned::pause`].
+    pub fn resume(&self, index: usize) -> anyhow::Result<()> {
+        signal(self.pid(index), libc::SIGCONT)
+    }
+
     /// Starts node `index` again on its data directory (and gossip port); answers its new
     /// address.
     pub async fn restart(&mut self, index: usize) -> anyhow::Result<Node> {
         let spec = self.specs[index].clone();
-        let (node, child) = spawn_one(&self.exe, &self.root, &spec, self.sync).await?;
+        let (node, child) = self.spawn_one(&spec).await?;
         self.children[index] = child;
         Ok(node)
     }

@@ -1,0 +1,407 @@
+//! The network `herald chaos` cuts and degrades: one network namespace per spawned node.
+//!
+//! A [`Testbed`] makes a bridge in this process's namespace with the address `.254` of a
+//! private /24 it picks (one not routed here yet), and for node `i` a namespace with a veth
+//! pair to that bridge and the address `.(i + 1)`; the node runs there under `ip netns exec`.
+//! Clients and publishers (this process) reach every node through the bridge, so a fault
+//! between nodes never cuts a client off: like a load balancer that still sees both sides of
+//! a split.
+//!
+//! Faults are nftables rules in each node's namespace, on its input hook, replaced atomically
+//! as one table (`inet herald_chaos`) on every change:
+//!
+//! - a **cut** `from -> to` drops at `to` every packet whose source is `from`'s address (a
+//!   symmetric partition is both directions; a one-way partition one of them);
+//! - **loss** drops the given share of packets from every other node (`numgen random`), so
+//!   each direction of each link loses that share; packets from clients are untouched;
+//! - **delay** (`tc netem` on the node's veth) only where the kernel has `sch_netem`; the
+//!   testbed says whether it has ([`Testbed::delay_support`]) and never pretends.
+//!
+//! Everything is removed on drop: namespaces (which takes their veth ends and rules with
+//! them) and the bridge. Names carry this process's id and a counter, so that several runs
+//! (parallel tests) never share one.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context, bail};
+
+use crate::cli::bench::nodes::Host;
+
+/// Testbeds made by this process so far (a part of every name).
+static MADE: AtomicU32 = AtomicU32::new(0);
+
+/// Per-process namespaces, bridge and veth pairs, and the fault rules in them.
+pub struct Testbed {
+    tag: String,
+    bridge: String,
+    subnet: [u8; 3],
+    namespaces: Vec<String>,
+    cuts: BTreeSet<(usize, usize)>,
+    loss_percent: u8,
+    delay_support: Result<(), String>,
+}
+
+/// Why namespaces cannot be had here, or nothing.
+pub fn availability() -> Result<(), String> {
+    // SAFETY: geteuid(2) has no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("network namespaces need root".into());
+    }
+    for tool in ["ip", "nft"] {
+        if run_quiet(tool, &["-V"]).is_err() && run_quiet(tool, &["--version"]).is_err() {
+            return Err(format!(
+                "`{tool}` is not installed (Debian: {})",
+                if tool == "ip" { "iproute2" } else { "nftables" }
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Testbed {
+    /// Makes the bridge and `count` namespaces, each with its veth and address.
+    pub fn create(count: usize) -> anyhow::Result<Self> {
+        if let Err(reason) = availability() {
+            bail!("{reason}");
+        }
+        let made = MADE.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{:x}{made:x}", std::process::id() % 0xfffff);
+        let subnet = free_subnet(std::process::id(), made)?;
+        let mut testbed = Self {
+            bridge: format!("hcb{tag}"),
+            tag,
+            subnet,
+            namespaces: Vec::new(),
+            cuts: BTreeSet::new(),
+            loss_percent: 0,
+            delay_support: Err("not probed".into()),
+        };
+        let bridge = testbed.bridge.clone();
+        let gateway = format!("{}/24", testbed.address(usize::from(GATEWAY - 1)));
+        run("ip", &["link", "add", &bridge, "type", "bridge"])?;
+        run("ip", &["addr", "add", &gateway, "dev", &bridge])?;
+        run("ip", &["link", "set", &bridge, "up"])?;
+        for index in 0..count {
+            testbed.add_namespace(index)?;
+        }
+        testbed.delay_support = probe_netem(&testbed.namespaces[0]);
+        testbed.apply()?;
+        Ok(testbed)
+    }
+
+    fn add_namespace(&mut self, index: usize) -> anyhow::Result<()> {
+        let namespace = format!("hc{}n{}", self.tag, index + 1);
+        let outside = format!("hc{}v{}", self.tag, index + 1);
+        let inside = format!("hc{}p{}", self.tag, index + 1);
+        run("ip", &["netns", "add", &namespace])?;
+        self.namespaces.push(namespace.clone());
+        run(
+            "ip",
+            &[
+                "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+            ],
+        )?;
+        run("ip", &["link", "set", &inside, "netns", &namespace])?;
+        run(
+            "ip",
+            &["link", "set", &outside, "master", &self.bridge, "up"],
+        )?;
+        let address = format!("{}/24", self.address(index));
+        run(
+            "ip",
+            &["-n", &namespace, "link", "set", &inside, "name", "eth0"],
+        )?;
+        run(
+            "ip",
+            &["-n", &namespace, "addr", "add", &address, "dev", "eth0"],
+        )?;
+        run("ip", &["-n", &namespace, "link", "set", "eth0", "up"])?;
+        run("ip", &["-n", &namespace, "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    /// Node `index`'s address inside its namespace.
+    pub fn address(&self, index: usize) -> Ipv4Addr {
+        let [a, b, c] = self.subnet;
+        let host = u8::try_from(index + 1).unwrap_or(u8::MAX);
+        Ipv4Addr::new(a, b, c, host)
+    }
+
+    /// Where node `index` runs: for [`crate::cli::bench::nodes::spawn_cluster_on`].
+    pub fn hosts(&self) -> Vec<Host> {
+        (0..self.namespaces.len())
+            .map(|index| Host {
+                ip: IpAddr::V4(self.address(index)),
+                netns: Some(self.namespaces[index].clone()),
+            })
+            .collect()
+    }
+
+    /// What this testbed is, for the report.
+    pub fn describe(&self) -> String {
+        let [a, b, c] = self.subnet;
+        format!(
+            "network namespaces {} (bridge {}, {a}.{b}.{c}.0/24), faults as nftables rules",
+            self.namespaces.join(","),
+            self.bridge
+        )
+    }
+
+    /// `Ok` when `tc netem` delay can be injected here, else why not.
+    pub fn delay_support(&self) -> &Result<(), String> {
+        &self.delay_support
+    }
+
+    /// Drops every packet from `from` to `to` (one direction) until healed.
+    pub fn cut(&mut self, from: usize, to: usize) -> anyhow::Result<()> {
+        self.cuts.insert((from, to));
+        self.apply()
+    }
+
+    /// Drops `percent` of the packets on every link between nodes, each direction.
+    pub fn set_loss(&mut self, percent: u8) -> anyhow::Result<()> {
+        self.loss_percent = percent.min(100);
+        self.apply()
+    }
+
+    /// Delays every packet a node sends by `millis` (needs [`Testbed::delay_support`]).
+    pub fn set_delay(&mut self, millis: u32) -> anyhow::Result<()> {
+        if let Err(reason) = &self.delay_support {
+            bail!("delay cannot be injected: {reason}");
+        }
+        for namespace in &self.namespaces {
+            if millis == 0 {
+                let _ = run_quiet(
+                    "ip",
+                    &[
+                        "netns", "exec", namespace, "tc", "qdisc", "del", "dev", "eth0", "root",
+                    ],
+                );
+            } else {
+                run(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        namespace,
+                        "tc",
+                        "qdisc",
+                        "replace",
+                        "dev",
+                        "eth0",
+                        "root",
+                        "netem",
+                        "delay",
+                        &format!("{millis}ms"),
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every cut and all loss (delay too, where it was set).
+    pub fn heal(&mut self) -> anyhow::Result<()> {
+        self.cuts.clear();
+        self.loss_percent = 0;
+        if self.delay_support.is_ok() {
+            self.set_delay(0)?;
+        }
+        self.apply()
+    }
+
+    /// Writes each namespace's rule table for the current cuts and loss.
+    fn apply(&self) -> anyhow::Result<()> {
+        for (index, namespace) in self.namespaces.iter().enumerate() {
+            let addresses: Vec<Ipv4Addr> = (0..self.namespaces.len())
+                .map(|i| self.address(i))
+                .collect();
+            let rules = rules_for(index, &addresses, &self.cuts, self.loss_percent);
+            run_with_input(
+                "ip",
+                &["netns", "exec", namespace, "nft", "-f", "-"],
+                &rules,
+            )
+            .with_context(|| format!("cannot set the fault rules of {namespace}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for namespace in &self.namespaces {
+            let _ = run_quiet("ip", &["netns", "del", namespace]);
+        }
+        let _ = run_quiet("ip", &["link", "del", &self.bridge]);
+    }
+}
+
+/// The nftables script for node `to` (of the nodes at `addresses`): its whole table, replaced
+/// in one transaction.
+fn rules_for(
+    to: usize,
+    addresses: &[Ipv4Addr],
+    cuts: &BTreeSet<(usize, usize)>,
+    loss_percent: u8,
+) -> String {
+    let mut rules = String::from(
+        "table inet herald_chaos\ndelete table inet herald_chaos\n\
+         table inet herald_chaos {\n  chain input {\n    \
+         type filter hook input priority 0; policy accept;\n",
+    );
+    for &(from, _) in cuts.iter().filter(|(_, cut_to)| *cut_to == to) {
+        rules.push_str(&format!("    ip saddr {} drop\n", addresses[from]));
+    }
+    if loss_percent > 0 {
+        let others: Vec<String> = (0..addresses.len())
+            .filter(|&from| from != to)
+            .map(|from| addresses[from].to_string())
+            .collect();
+        rules.push_str(&format!(
+            "    ip saddr {{ {} }} numgen random mod 100 < {} drop\n",
+            others.join(", "),
+            loss_percent
+        ));
+    }
+    rules.push_str("  }\n}\n");
+    rules
+}
+
+/// The bridge's host number in the subnet.
+const GATEWAY: u8 = 254;
+
+/// A 10.x.y.0/24 that no route here covers yet, derived from the process id and a counter.
+fn free_subnet(pid: u32, made: u32) -> anyhow::Result<[u8; 3]> {
+    let routes = Command::new("ip")
+        .args(["-4", "route", "show"])
+        .output()
+        .context("cannot list routes")?;
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    let start = pid.wrapping_mul(31).wrapping_add(made.wrapping_mul(7));
+    for attempt in 0..4096u32 {
+        let pick = start.wrapping_add(attempt) % (56 * 256);
+        let b = 200 + u8::try_from(pick / 256).unwrap_or(0);
+        let c = u8::try_from(pick % 256).unwrap_or(0);
+        let prefix = format!("10.{b}.{c}.");
+        if !routes.contains(&prefix) {
+            return Ok([10, b, c]);
+        }
+    }
+    bail!("no free 10.200-255.x.0/24 subnet for the testbed")
+}
+
+/// Whether `tc netem` works in `namespace` (the kernel may lack `sch_netem`).
+fn probe_netem(namespace: &str) -> Result<(), String> {
+    let added = Command::new("ip")
+        .args([
+            "netns", "exec", namespace, "tc", "qdisc", "add", "dev", "lo", "root", "netem",
+            "delay", "1ms",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run tc: {e}"))?;
+    if !added.status.success() {
+        let why = String::from_utf8_lossy(&added.stderr).trim().to_string();
+        return Err(format!(
+            "tc netem is unavailable here ({why}): the kernel lacks sch_netem"
+        ));
+    }
+    let _ = run_quiet(
+        "ip",
+        &[
+            "netns", "exec", namespace, "tc", "qdisc", "del", "dev", "lo", "root",
+        ],
+    );
+    Ok(())
+}
+
+fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !output.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn run_quiet(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("{program} failed");
+    }
+    Ok(())
+}
+
+fn run_with_input(program: &str, args: &[&str], input: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    child
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(input.as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addresses(count: u8) -> Vec<Ipv4Addr> {
+        (1..=count).map(|i| Ipv4Addr::new(10, 201, 7, i)).collect()
+    }
+
+    #[test]
+    fn a_cut_drops_only_the_cut_direction_at_the_receiver() {
+        let cuts = BTreeSet::from([(0, 1)]);
+        let at = |to| rules_for(to, &addresses(3), &cuts, 0);
+        assert!(at(1).contains("ip saddr 10.201.7.1 drop"));
+        assert!(!at(0).contains("drop"), "0 still hears 1");
+        assert!(!at(2).contains("drop"));
+    }
+
+    #[test]
+    fn loss_applies_to_other_nodes_only_not_clients() {
+        let rules = rules_for(2, &addresses(3), &BTreeSet::new(), 20);
+        assert!(
+            rules.contains("ip saddr { 10.201.7.1, 10.201.7.2 } numgen random mod 100 < 20 drop")
+        );
+        assert!(!rules.contains("10.201.7.254"));
+    }
+
+    #[test]
+    fn the_table_is_replaced_whole() {
+        let rules = rules_for(0, &addresses(2), &BTreeSet::new(), 0);
+        assert!(rules.starts_with("table inet herald_chaos\ndelete table inet herald_chaos\n"));
+        assert!(!rules.contains("drop"));
+    }
+}
