@@ -12,9 +12,26 @@
 use std::sync::Arc;
 
 use crate::backplane::Backplane;
-use crate::event::{SharedEvent, VersionVector};
+use crate::event::{ChannelName, Event, SharedEvent, VersionVector};
 use crate::hub::Hub;
 use crate::store::CommitSink;
+
+/// `events` with event `index` moved to a channel nobody can subscribe to: the hub counts it
+/// as delivered (no gap is held open), yet no subscriber receives it. A silent loss, on
+/// purpose.
+fn without_subscribers(events: &[SharedEvent], index: usize) -> Vec<SharedEvent> {
+    let mut events = events.to_vec();
+    let lost = &events[index];
+    tracing::warn!(origin = %lost.origin, seq = lost.seq,
+        "fault hook: the local delivery of a committed event is skipped");
+    let mut void = Event::clone(lost);
+    void.channel = ChannelName::new(VOID_CHANNEL).unwrap_or_else(|_| lost.channel.clone());
+    events[index] = Arc::new(void);
+    events
+}
+
+/// Where [`without_subscribers`] moves an event: an internal name no client may subscribe to.
+const VOID_CHANNEL: &str = "herald:fault-void";
 
 /// Faults the dispatcher injects on purpose (all off by default).
 #[derive(Clone, Copy, Debug, Default)]
@@ -90,20 +107,17 @@ pub fn start_dispatcher(
         let mut committed = 0u64;
         while let Some(dispatch) = batches.recv().await {
             match dispatch {
-                Dispatch::Events(mut events) => {
+                Dispatch::Events(events) => {
                     let before = committed;
                     committed += events.len() as u64;
-                    if let Some(skip) = faults
+                    match faults
                         .skip_delivery
                         .filter(|&n| n > before && n <= committed)
                     {
-                        let dropped = events.remove((skip - before - 1) as usize);
-                        tracing::warn!(origin = %dropped.origin, seq = dropped.seq,
-                            "fault hook: skipped the local delivery of a committed event");
-                        hub.dispatch(&events);
-                        events.insert((skip - before - 1) as usize, dropped);
-                    } else {
-                        hub.dispatch(&events);
+                        Some(n) => {
+                            hub.dispatch(&without_subscribers(&events, (n - before - 1) as usize))
+                        }
+                        None => hub.dispatch(&events),
                     }
                     backplane.ship(&events);
                 }
