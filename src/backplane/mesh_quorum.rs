@@ -15,6 +15,12 @@
 //! the two sides are never both unready: the side that reaches the smallest node id among the
 //! known members is ready. A node that knows no peer is ready.
 //!
+//! Timings: a cut makes a peer unreachable within 2 s (gossip's failure detector, typically
+//! 0.4 to 0.7 s, or the mesh link watchdog, 1.25 s without a new acknowledgement; see
+//! `crate::mesh`), so the minority side turns unready within 2 s while the majority stays
+//! ready. Both sides keep accepting publishes and delivering to their own clients; after the
+//! partition heals, anti-entropy converges them.
+//!
 //! [`QuorumMemory`] owns the one piece of state the rule needs: when each member was last seen
 //! alive, one entry per member of the current gossip view (so bounded by the member count).
 

@@ -25,7 +25,14 @@ pub fn unavailable() -> Option<String> {
     if uid != "0" {
         return Some(format!("not root (uid {uid:?})"));
     }
-    None
+    match Command::new(NFT).args(["list", "tables"]).output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "nft cannot list tables here: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(error) => Some(format!("nft does not run: {error}")),
+    }
 }
 
 /// Skips the calling test (answers true) when cuts cannot be made, unless
