@@ -1,5 +1,7 @@
-//! `GET /api/cluster` (members, state, connections, users, log positions, links) and
-//! `POST /api/cluster/leave` (graceful leave), both with the API key.
+//! `GET /api/cluster` (members, state, connections, users, log positions, links, and at the
+//! top level `quorum: {reachable, known, ready}` and `unreachable: [node ids]`, the known
+//! peers this node cannot reach; see `backplane::mesh_quorum`) and `POST /api/cluster/leave`
+//! (graceful leave), both with the API key.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -68,12 +70,16 @@ async fn cluster(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
         .chain(state.backplane.peers().into_iter().map(peer_view))
         .collect(),
     };
+    let backplane = state.backplane.health();
+    let (quorum, unreachable) = super::health::partition_fields(&backplane);
     Json(json!({
         "status": "success",
         "node_id": state.config.node_id.as_str(),
         "origin": state.store.origin().as_str(),
         "cluster_id": state.config.cluster_id,
-        "backplane": state.backplane.health(),
+        "quorum": quorum,
+        "unreachable": unreachable,
+        "backplane": backplane,
         "members": members,
         "links": links,
     }))

@@ -1,5 +1,11 @@
 //! `/healthz` (the process answers), `/readyz` (this node can deliver across the cluster and
 //! its store is writable) and `/metrics` (Prometheus text).
+//!
+//! `/readyz` answers 200 only while the store is writable and the backplane is healthy; for
+//! the mesh that means reaching a quorum (`reachable * 2 > known`, ties to the side of the
+//! smallest node id; see `backplane::mesh_quorum`) and not catching up from a snapshot. The
+//! body shows `quorum: {reachable, known, ready}` and `unreachable: [node ids]`, so the
+//! minority side of a partition turns 503 within 2 s of the cut while the majority stays 200.
 
 use axum::Json;
 use axum::Router;
@@ -36,13 +42,27 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let (quorum, unreachable) = partition_fields(&backplane);
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "node_id": state.config.node_id.as_str(),
         "store_writable": store_writable,
+        "quorum": quorum,
+        "unreachable": unreachable,
         "backplane": backplane,
     });
     (status, Json(body))
+}
+
+/// The `quorum` object (null when the backplane has no notion of one) and the `unreachable`
+/// node ids, for `/readyz` and `/api/cluster`.
+pub(super) fn partition_fields(
+    health: &crate::backplane::BackplaneHealth,
+) -> (serde_json::Value, Vec<String>) {
+    match &health.partition {
+        Some(view) => (json!(view.quorum), view.unreachable.clone()),
+        None => (serde_json::Value::Null, Vec::new()),
+    }
 }
 
 async fn metrics() -> impl IntoResponse {

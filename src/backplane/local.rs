@@ -14,6 +14,7 @@ impl Backplane for LocalBackplane {
             kind: "local",
             healthy: true,
             detail: "single node".into(),
+            partition: Some(super::mesh_quorum::QuorumView::alone()),
         }
     }
 }

@@ -17,9 +17,19 @@
 //! - Dialing: for each live member the node with the lower id dials; one link per pair.
 //! - Ephemeral events go only to peers that announced a subscriber of their channel, or whose
 //!   interest is unknown (`backplane/mesh_interest.rs`).
-//! - Links end on authenticated facts: the QUIC connection failing, or gossip saying the peer
-//!   is gone while its link has been silent for `SILENT_LINK`; gossip alone never closes a
-//!   link that still hears its peer.
+//! - Links end on authenticated facts: the QUIC connection failing (the peer acknowledged
+//!   nothing for `mesh::ACK_SILENCE`, or its idle timeout), or gossip saying the peer is gone
+//!   while its link has been silent for `SILENT_LINK`; gossip alone never closes a link that
+//!   still hears its peer.
+//! - Readiness under partition (`backplane/mesh_quorum.rs`): the node is healthy only while it
+//!   reaches a quorum of the members it knows (itself plus peers alive by gossip *and* linked,
+//!   more than half of itself plus the members alive within `QUORUM_MEMORY`, ties to the side
+//!   of the smallest node id). A cut is noticed within 2 s: gossip marks the peer dead (phi 8
+//!   at 100 ms rounds, typically 0.4 to 0.7 s), or the link drops once the peer acknowledged
+//!   nothing for 1.25 s (which also catches a one-way cut, where gossip on the deaf side goes
+//!   on believing the peer alive). Each side of a partition keeps accepting publishes and
+//!   delivering them to its own clients; once it heals, anti-entropy pulls what each side
+//!   missed and every node converges.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +38,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::mesh_interest::PeerInterest;
+use super::mesh_quorum::{QuorumMemory, QuorumView};
 use super::mesh_serving::Serving;
 use super::mesh_snapshot::{self, SnapshotCatchUp};
 use super::mesh_validate;
@@ -73,6 +84,8 @@ pub struct MeshBackplane {
     max_drift: Duration,
     /// Peers' channel interest, for ephemeral events (`mesh_interest`).
     interest: Arc<PeerInterest>,
+    /// When each member was last alive, for the quorum (`mesh_quorum`).
+    quorum: QuorumMemory,
 }
 
 impl MeshBackplane {
@@ -88,6 +101,7 @@ impl MeshBackplane {
             serving: Serving::default(),
             max_drift,
             interest: Arc::default(),
+            quorum: QuorumMemory::default(),
         })
     }
 
@@ -468,7 +482,15 @@ impl MeshBackplane {
                 ])
                 .await;
             store.set_live_origins(self.live_origins());
+            // Remembers who is alive even while nobody asks for readiness.
+            self.quorum_view();
         }
+    }
+
+    /// Whether this node reaches a quorum, and which known peers it cannot reach.
+    fn quorum_view(&self) -> QuorumView {
+        self.quorum
+            .assess(&self.cluster.members(), &self.mesh.linked_peers())
     }
 
     /// Whether `peer` answers its publishes only once a peer stored them (`replication` 2, as
@@ -617,18 +639,35 @@ impl Backplane for MeshBackplane {
         self.interest.ship(&self.mesh, events);
     }
 
+    /// Healthy while this node reaches a quorum (`mesh_quorum`) and is not catching up from a
+    /// snapshot.
     fn health(&self) -> BackplaneHealth {
         let alive = self.believed_alive();
         let linked = self.mesh.linked_peers().len();
-        let mut detail = format!("linked to {linked} peers; {alive} believed alive");
+        let partition = self.quorum_view();
+        let quorum = partition.quorum;
+        let mut detail = format!(
+            "linked to {linked} peers; {alive} believed alive; reaches {} of {} known members",
+            quorum.reachable, quorum.known
+        );
+        if !quorum.ready {
+            detail.push_str("; no quorum");
+        }
+        if !partition.unreachable.is_empty() {
+            detail.push_str(&format!(
+                "; unreachable: {}",
+                partition.unreachable.join(", ")
+            ));
+        }
         let catching_up = self.snapshot.active_peer();
         if let Some(peer) = &catching_up {
             detail.push_str(&format!("; catching up from a snapshot of {peer}"));
         }
         BackplaneHealth {
             kind: "mesh",
-            healthy: (alive == 0 || linked > 0) && catching_up.is_none(),
+            healthy: quorum.ready && catching_up.is_none(),
             detail,
+            partition: Some(partition),
         }
     }
 

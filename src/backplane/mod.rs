@@ -10,6 +10,7 @@
 mod local;
 pub mod mesh;
 pub mod mesh_interest;
+pub mod mesh_quorum;
 mod mesh_serving;
 mod mesh_snapshot;
 pub mod mesh_validate;
@@ -47,9 +48,14 @@ pub struct PeerSummary {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct BackplaneHealth {
     pub kind: &'static str,
-    /// True when events from this node can reach every live peer.
+    /// True when this node can deliver across the cluster (for the mesh: it reaches a quorum,
+    /// see [`mesh_quorum`], and is not catching up from a snapshot).
     pub healthy: bool,
     pub detail: String,
+    /// The quorum and the peers this node cannot reach, when the backplane has the notion;
+    /// `/readyz` and `/api/cluster` show it at their top level.
+    #[serde(skip)]
+    pub partition: Option<mesh_quorum::QuorumView>,
 }
 
 pub trait Backplane: Send + Sync + 'static {

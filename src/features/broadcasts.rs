@@ -5,6 +5,10 @@
 //! channel (last writer wins by hybrid clock), and `broadcast_acknowledged` on the internal
 //! `herald:acks` channel (a grow-only set). Materialization is the store's; this module
 //! validates, publishes, and reads.
+//!
+//! The stats' `connected_users` is cluster-wide (this node's count plus what each live peer
+//! last gossiped); next to it, `unreachable` names the known peers this node cannot reach
+//! right now (a partition: their figures may be stale, or missing once gossip marks them dead).
 
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
@@ -285,6 +289,7 @@ async fn stats(
             "active_broadcast": active,
             "connected_users": broadcast_listeners(&state),
             "connected_users_local": local,
+            "unreachable": unreachable_peers(&state),
             "max_characters": MAX_BROADCAST_CHARS,
         }
     })))
@@ -302,6 +307,17 @@ fn broadcast_listeners(state: &AppState) -> usize {
         .map(|peer| peer.broadcast_users)
         .sum();
     local + peers as usize
+}
+
+/// The known peers this node cannot reach (see `backplane::mesh_quorum`); empty for a
+/// backplane without the notion.
+fn unreachable_peers(state: &AppState) -> Vec<String> {
+    state
+        .backplane
+        .health()
+        .partition
+        .map(|view| view.unreachable)
+        .unwrap_or_default()
 }
 
 // ---- the socket ----

@@ -1,6 +1,12 @@
 //! Publishing one event: validate, commit to the log (which dispatches it locally and hands it
 //! to the backplane), and answer with its identity and cursor. [`publish_many`] commits several
 //! in one transaction (a batch, a publish to several channels), all of them or none.
+//!
+//! With `replication = 2` the answer waits for another node to report storing the event, at
+//! most [`REPLICATION_TIMEOUT`], and not at all when no peer link is up (a partition, a lone
+//! node). `"replicated"` is true only when a peer confirmed: a cut-off node answers `false`
+//! (its event is committed locally and reaches the others once the network heals), never a
+//! replication that did not happen.
 
 use serde::Serialize;
 

@@ -58,6 +58,20 @@ impl Link {
         self.connection.stats().udp_rx.datagrams
     }
 
+    /// The connection's smoothed RTT in nanoseconds: it moves only when an ACK from the peer
+    /// newly acknowledges one of our ack-eliciting packets, i.e. when the peer heard something
+    /// new from us. (Counting ACK frames would not do: a peer that hears nothing from us still
+    /// repeats its old acknowledgements in every packet it sends.)
+    pub(super) fn heard_by_peer_mark(&self) -> u128 {
+        self.connection.rtt().as_nanos()
+    }
+
+    /// False once the connection is closed (by either side), even before its tasks have
+    /// noticed and removed the link.
+    pub(super) fn is_open(&self) -> bool {
+        self.connection.close_reason().is_none()
+    }
+
     pub(super) fn remote_addr(&self) -> SocketAddr {
         self.connection.remote_address()
     }

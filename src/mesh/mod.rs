@@ -9,6 +9,16 @@
 //! Overflow policy: a live push to a peer whose queue is full is dropped and counted; the peer
 //! finds the gap (the next push skips a seq, or a `Position` frame is ahead) and pulls the
 //! range. Replies to pulls wait for queue space instead.
+//!
+//! Cut detection: QUIC sends a keep-alive every [`KEEP_ALIVE`] on an otherwise quiet link (and
+//! positions go every 200 ms anyway), and the peer acknowledges each within a few ms. A
+//! watchdog closes a link whose peer acknowledged nothing new for [`ACK_SILENCE`] (checked
+//! every [`ACK_CHECK`]; "new" is read from the RTT estimate, which quinn updates only when an
+//! ACK newly covers one of our packets): that is a cut in either direction, also a one-way cut
+//! where this node still hears the peer (its packets reset the idle timer and repeat old
+//! acknowledgements, but acknowledge nothing new). A link that hears nothing at all also ends
+//! with the [`IDLE_TIMEOUT`], and a closed connection stops counting as a link at once. So a
+//! link is dropped within about 1.35 s of a cut.
 
 pub mod frame;
 mod link;
@@ -16,8 +26,9 @@ pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -32,11 +43,16 @@ use crate::event::NodeId;
 pub const LINK_QUEUE_FRAMES: usize = 1024;
 /// Frames received from all peers waiting to be handled.
 pub const INBOUND_QUEUE_FRAMES: usize = 256;
-/// Keep-alive on idle links, and the idle timeout after which a silent peer's link closes
-/// (generous, so that a CPU-starved peer is not cut off; a restarted peer is noticed at once
-/// through a stateless reset, a dead one by gossip).
-pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keep-alive on idle links, and the idle timeout after which a silent peer's link closes (a
+/// restarted peer is noticed at once through a stateless reset, a dead one by gossip or the
+/// [`ACK_SILENCE`] watchdog). Six keep-alives fit in the timeout, so a peer starved of CPU for
+/// a second keeps its link.
+pub const KEEP_ALIVE: Duration = Duration::from_millis(250);
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A link whose peer acknowledged nothing new for this long is closed (five keep-alives).
+pub const ACK_SILENCE: Duration = Duration::from_millis(1250);
+/// How often the acknowledgement watchdog looks at the links.
+pub const ACK_CHECK: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -77,6 +93,8 @@ pub struct Mesh {
     links: Mutex<HashMap<NodeId, Link>>,
     dialing: Mutex<HashSet<NodeId>>,
     inbound: mpsc::Sender<Inbound>,
+    /// Set by [`Mesh::close`]; ends the acknowledgement watchdog.
+    closed: AtomicBool,
 }
 
 impl Mesh {
@@ -117,8 +135,10 @@ impl Mesh {
             links: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashSet::new()),
             inbound,
+            closed: AtomicBool::new(false),
         });
         tokio::spawn(Arc::clone(&mesh).accept_loop());
+        tokio::spawn(ack_watchdog(Arc::downgrade(&mesh)));
         Ok((mesh, inbound_queue))
     }
 
@@ -272,12 +292,18 @@ impl Mesh {
         }
     }
 
+    /// Whether `peer` has an open link.
     pub fn is_linked(&self, peer: &NodeId) -> bool {
-        self.lock_links().contains_key(peer)
+        self.lock_links().get(peer).is_some_and(Link::is_open)
     }
 
+    /// The peers with an open link.
     pub fn linked_peers(&self) -> Vec<NodeId> {
-        self.lock_links().keys().cloned().collect()
+        self.lock_links()
+            .iter()
+            .filter(|(_, link)| link.is_open())
+            .map(|(peer, _)| peer.clone())
+            .collect()
     }
 
     /// Each linked peer with its link's number (unique for the life of the process: a new
@@ -330,8 +356,49 @@ impl Mesh {
             .map_err(|_| MeshError::NoLink(peer.clone()))
     }
 
+    /// Closes the links whose peer acknowledged nothing new for [`ACK_SILENCE`]. `seen` is the
+    /// watchdog's memory: per link number, the last RTT mark and when it last moved; it keeps
+    /// only links that exist.
+    fn close_unacknowledged(&self, seen: &mut HashMap<usize, (u128, Instant)>) {
+        let now = Instant::now();
+        let counts: Vec<(NodeId, usize, u128)> = self
+            .lock_links()
+            .iter()
+            .map(|(peer, link)| {
+                (
+                    peer.clone(),
+                    link.connection_id(),
+                    link.heard_by_peer_mark(),
+                )
+            })
+            .collect();
+        seen.retain(|id, _| counts.iter().any(|(_, link, _)| link == id));
+        for (peer, link, acks) in counts {
+            let entry = seen.entry(link).or_insert((acks, now));
+            if entry.0 != acks {
+                *entry = (acks, now);
+            } else if now.duration_since(entry.1) >= ACK_SILENCE {
+                seen.remove(&link);
+                let removed = {
+                    let mut links = self.lock_links();
+                    match links.get(&peer) {
+                        Some(current) if current.connection_id() == link => links.remove(&peer),
+                        _ => None,
+                    }
+                };
+                if let Some(removed) = removed {
+                    metrics::counter!("herald_mesh_links_unacknowledged_total").increment(1);
+                    removed.close("no acknowledgement");
+                    tracing::info!(%peer, silence_ms = ACK_SILENCE.as_millis() as u64, "mesh link closed: the peer acknowledged nothing");
+                }
+            }
+        }
+    }
+
     /// Closes every link and the endpoint; peers see the links end at once.
     pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let links: Vec<Link> = self.lock_links().drain().map(|(_, link)| link).collect();
         for link in links {
             link.close("node shutting down");
@@ -345,5 +412,22 @@ impl Mesh {
 
     fn lock_dialing(&self) -> std::sync::MutexGuard<'_, HashSet<NodeId>> {
         self.dialing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs [`Mesh::close_unacknowledged`] every [`ACK_CHECK`] until the mesh is dropped or closed.
+async fn ack_watchdog(mesh: std::sync::Weak<Mesh>) {
+    let mut seen = HashMap::new();
+    let mut ticker = tokio::time::interval(ACK_CHECK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(mesh) = mesh.upgrade() else {
+            return;
+        };
+        if mesh.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        mesh.close_unacknowledged(&mut seen);
     }
 }

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod firewall;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

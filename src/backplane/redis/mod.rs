@@ -398,6 +398,7 @@ impl Backplane for RedisBackplane {
             kind: "redis",
             healthy,
             detail,
+            partition: None,
         }
     }
 
