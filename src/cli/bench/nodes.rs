@@ -47,6 +47,8 @@ pub struct Spawned {
     sync: SyncMode,
     /// Environment every node starts with (secrets).
     env: Vec<(String, String)>,
+    /// The Redis backplane nodes without gossip use (else: the local backplane).
+    redis_url: Option<String>,
 }
 
 /// Where a spawned node runs: the address it listens on, and the network namespace it runs
@@ -109,7 +111,7 @@ pub async fn spawn_with(
     let placed = (0..count)
         .map(|index| (Host::loopback(), gossip.get(index).copied()))
         .collect();
-    spawn_placed(placed, sync, Vec::new(), extra_args).await
+    spawn_placed(placed, sync, Vec::new(), None, extra_args).await
 }
 
 /// Starts one mesh cluster with node `index` on `hosts[index]` (its own network namespace,
@@ -128,7 +130,20 @@ pub async fn spawn_cluster_on(
             (host, Some(gossip))
         })
         .collect();
-    spawn_placed(placed, sync, env, extra_args).await
+    spawn_placed(placed, sync, env, None, extra_args).await
+}
+
+/// Starts one node per host (each in its own namespace, or on loopback) sharing the Redis
+/// backplane at `redis_url`, every node with the environment `env`.
+pub async fn spawn_redis_on(
+    hosts: Vec<Host>,
+    redis_url: String,
+    sync: SyncMode,
+    env: Vec<(String, String)>,
+    extra_args: impl Fn(usize) -> Vec<String>,
+) -> anyhow::Result<(Vec<Node>, Spawned)> {
+    let placed = hosts.into_iter().map(|host| (host, None)).collect();
+    spawn_placed(placed, sync, env, Some(redis_url), extra_args).await
 }
 
 /// Starts one node per `(host, gossip address)`; with gossip addresses, one cluster.
@@ -136,6 +151,7 @@ async fn spawn_placed(
     placed: Vec<(Host, Option<SocketAddr>)>,
     sync: SyncMode,
     env: Vec<(String, String)>,
+    redis_url: Option<String>,
     extra_args: impl Fn(usize) -> Vec<String>,
 ) -> anyhow::Result<(Vec<Node>, Spawned)> {
     let count = placed.len();
@@ -167,6 +183,7 @@ async fn spawn_placed(
         exe,
         sync,
         env,
+        redis_url,
     };
     let mut nodes = Vec::with_capacity(count);
     for spec in spawned.specs.clone() {
@@ -221,9 +238,15 @@ impl Spawned {
                     .args(["--seed", &seeds.join(",")])
                     .env("HERALD_CLUSTER_SECRET", BENCH_CLUSTER_SECRET);
             }
-            None => {
-                command.args(["--backplane", "local", "--gossip", &listen]);
-            }
+            None => match &self.redis_url {
+                Some(url) => {
+                    command.args(["--backplane", "redis", "--redis-url", url]);
+                    command.args(["--gossip", &listen]);
+                }
+                None => {
+                    command.args(["--backplane", "local", "--gossip", &listen]);
+                }
+            },
         }
         command
             .args(["--store-sync", sync])

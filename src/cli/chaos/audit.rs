@@ -89,6 +89,25 @@ pub async fn wait_linked(
     Ok(())
 }
 
+/// Waits until every node at `addresses` answers `/readyz` with 200.
+pub async fn wait_ready(addresses: &[SocketAddr], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    for &address in addresses {
+        loop {
+            let mut connection = HttpConnection::new(address, "");
+            let ready = tokio::time::timeout(REQUEST_TIMEOUT, connection.get("/readyz")).await;
+            if matches!(ready, Ok(Ok(ref answer)) if answer.status == 200) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("node {address} was not ready within {timeout:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(())
+}
+
 /// Every node's position that answers, by node index.
 async fn positions(directory: &Directory, api_key: &str) -> Vec<(usize, String, Position)> {
     let addresses: Vec<(usize, SocketAddr)> = directory

@@ -1,6 +1,7 @@
 //! `herald chaos`: a correctness checker for a herald cluster under faults.
 //!
-//! It starts a mesh cluster of `--nodes` nodes of this executable (each in a network namespace
+//! It starts a cluster of `--nodes` nodes of this executable (a mesh, or nodes sharing a
+//! Redis server it starts with `--backplane redis`) (each in a network namespace
 //! of its own when the faults need the network), runs a publisher through every node and
 //! subscribers on every node, injects a seeded schedule of faults for `--duration`, heals
 //! everything, and prints a verdict: what was acknowledged, what was lost (from a live node's
@@ -20,6 +21,7 @@
 //! | `publisher.rs` | one publisher per node, acknowledged or failed publishes |
 //! | `client.rs` | subscribers that resume on another node with their cursor |
 //! | `ledger.rs` | the checks: missing, duplicate, out of order |
+//! | `redis.rs` | the Redis server of `--backplane redis` |
 //! | `audit.rs` | the nodes' positions, logs and state over HTTP; convergence |
 //! | `verdict.rs` | the verdict, for people and as JSON |
 //!
@@ -32,6 +34,7 @@ mod client;
 mod ledger;
 mod network;
 mod publisher;
+mod redis;
 mod schedule;
 mod verdict;
 
@@ -67,11 +70,24 @@ const POLL: Duration = Duration::from_millis(50);
 /// How often the progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// How the nodes of a chaos run reach each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChaosBackplane {
+    /// Gossip and QUIC links between the nodes.
+    Mesh,
+    /// A Redis server this run starts; partitions and loss cut and degrade the nodes' links
+    /// to it.
+    Redis,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
     /// Nodes of the cluster this run starts.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=32))]
     pub nodes: u16,
+    /// The backplane of the nodes this run starts.
+    #[arg(long, value_enum, default_value = "mesh")]
+    pub backplane: ChaosBackplane,
     /// Drive running nodes instead (their HTTP addresses; repeat for several). Only `pause`
     /// can be injected then, with their --server-pid.
     #[arg(long = "http")]
@@ -190,6 +206,9 @@ struct Cluster {
     testbed: Option<network::Testbed>,
     network: String,
     directory: watch::Sender<Vec<Option<SocketAddr>>>,
+    backplane: ChaosBackplane,
+    /// Kept alive for the nodes of `--backplane redis`.
+    _redis: Option<redis::RedisServer>,
     /// What publishers and the audit present, and what user tokens are signed with.
     api_key: String,
     jwt_secret: String,
@@ -218,6 +237,8 @@ impl Cluster {
                 testbed: None,
                 network: "the given nodes; faults by signals only".into(),
                 directory: watch::channel(addresses).0,
+                backplane: args.backplane,
+                _redis: None,
                 api_key: super::env_secret("HERALD_API_KEY").unwrap_or_else(|| DEV_API_KEY.into()),
                 jwt_secret: super::env_secret("HERALD_JWT_SECRET")
                     .unwrap_or_else(|| DEV_JWT_SECRET.into()),
@@ -248,7 +269,10 @@ impl Cluster {
                 );
             }
             let testbed = network::Testbed::create(count)?;
-            let network = testbed.describe();
+            let mut network = testbed.describe();
+            if args.backplane == ChaosBackplane::Redis {
+                network.push_str("; partitions cut nodes from Redis");
+            }
             (Some(testbed), network)
         } else {
             (None, "loopback; faults by signals only".into())
@@ -258,19 +282,44 @@ impl Cluster {
             Some(_) => (fresh_secret(), fresh_secret()),
             None => (DEV_API_KEY.to_string(), DEV_JWT_SECRET.to_string()),
         };
-        let (nodes, spawned) = match &testbed {
-            Some(testbed) => {
-                let env = vec![
-                    ("HERALD_API_KEY".to_string(), api_key.clone()),
-                    ("HERALD_JWT_SECRET".to_string(), jwt_secret.clone()),
-                    ("HERALD_CLUSTER_SECRET".to_string(), fresh_secret()),
-                ];
-                nodes::spawn_cluster_on(testbed.hosts(), args.store_sync, env, extra).await?
+        let env = match &testbed {
+            Some(_) => vec![
+                ("HERALD_API_KEY".to_string(), api_key.clone()),
+                ("HERALD_JWT_SECRET".to_string(), jwt_secret.clone()),
+                ("HERALD_CLUSTER_SECRET".to_string(), fresh_secret()),
+            ],
+            None => Vec::new(),
+        };
+        let hosts = match &testbed {
+            Some(testbed) => testbed.hosts(),
+            None => vec![nodes::Host::loopback(); count],
+        };
+        let mut redis_server = None;
+        let mut testbed = testbed;
+        let (nodes, spawned) = match args.backplane {
+            ChaosBackplane::Mesh => match &testbed {
+                Some(_) => nodes::spawn_cluster_on(hosts, args.store_sync, env, extra).await?,
+                None => nodes::spawn_with(count, args.store_sync, true, extra).await?,
+            },
+            ChaosBackplane::Redis => {
+                let ip = match &testbed {
+                    Some(testbed) => std::net::IpAddr::V4(testbed.gateway()),
+                    None => nodes::Host::loopback().ip,
+                };
+                let server = redis::RedisServer::start(ip).await?;
+                if let Some(testbed) = testbed.as_mut() {
+                    testbed.set_redis_port(server.address.port());
+                }
+                let url = server.url();
+                redis_server = Some(server);
+                nodes::spawn_redis_on(hosts, url, args.store_sync, env, extra).await?
             }
-            None => nodes::spawn_with(count, args.store_sync, true, extra).await?,
         };
         let addresses: Vec<SocketAddr> = nodes.iter().map(|n| n.http).collect();
-        audit::wait_linked(&addresses, &api_key, LINK_TIMEOUT).await?;
+        match args.backplane {
+            ChaosBackplane::Mesh => audit::wait_linked(&addresses, &api_key, LINK_TIMEOUT).await?,
+            ChaosBackplane::Redis => audit::wait_ready(&addresses, LINK_TIMEOUT).await?,
+        }
         let addresses = nodes.iter().map(|n| Some(n.http)).collect();
         Ok(Self {
             nodes,
@@ -278,6 +327,8 @@ impl Cluster {
             testbed,
             network,
             directory: watch::channel(addresses).0,
+            backplane: args.backplane,
+            _redis: redis_server,
             api_key,
             jwt_secret,
         })
@@ -319,13 +370,22 @@ impl Cluster {
                 None => nodes::signal(self.nodes[*node].pid, libc::SIGSTOP)?,
             },
             Fault::Partition { minority, one_way } => {
+                use network::Endpoint;
                 let count = self.nodes.len();
+                // Through Redis, the minority is cut from the one thing between the nodes.
+                let outside: Vec<Endpoint> = match self.backplane {
+                    ChaosBackplane::Mesh => (0..count)
+                        .filter(|o| !minority.contains(o))
+                        .map(Endpoint::Node)
+                        .collect(),
+                    ChaosBackplane::Redis => vec![Endpoint::Redis],
+                };
                 let testbed = self.testbed()?;
                 for &inside in minority {
-                    for outside in (0..count).filter(|o| !minority.contains(o)) {
-                        testbed.cut(inside, outside)?;
+                    for &other in &outside {
+                        testbed.cut(Endpoint::Node(inside), other)?;
                         if !one_way {
-                            testbed.cut(outside, inside)?;
+                            testbed.cut(other, Endpoint::Node(inside))?;
                         }
                     }
                 }
@@ -542,7 +602,10 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
     let mut verdict = Verdict {
         seed,
         nodes: node_count,
-        backplane: "mesh".into(),
+        backplane: match cluster.backplane {
+            ChaosBackplane::Mesh => "mesh".into(),
+            ChaosBackplane::Redis => "redis".into(),
+        },
         network: cluster.network.clone(),
         delay: delay_note(cluster, args),
         duration_secs,

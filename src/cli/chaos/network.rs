@@ -39,9 +39,18 @@ pub struct Testbed {
     bridge: String,
     subnet: [u8; 3],
     namespaces: Vec<String>,
-    cuts: BTreeSet<(usize, usize)>,
+    cuts: BTreeSet<(Endpoint, Endpoint)>,
     loss_percent: u8,
     delay_support: Result<(), String>,
+    /// The port of the Redis server on the bridge address, when the nodes share one.
+    redis_port: Option<u16>,
+}
+
+/// One end of a link the testbed can cut: a node, or the Redis server on the bridge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Endpoint {
+    Node(usize),
+    Redis,
 }
 
 /// Why namespaces cannot be had here, or nothing.
@@ -78,6 +87,7 @@ impl Testbed {
             cuts: BTreeSet::new(),
             loss_percent: 0,
             delay_support: Err("not probed".into()),
+            redis_port: None,
         };
         let bridge = testbed.bridge.clone();
         let gateway = format!("{}/24", testbed.address(usize::from(GATEWAY - 1)));
@@ -130,6 +140,18 @@ impl Testbed {
         Ipv4Addr::new(a, b, c, host)
     }
 
+    /// The bridge's address: where this process (clients, a Redis server) is reached from
+    /// the namespaces.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.address(usize::from(GATEWAY - 1))
+    }
+
+    /// Says that the nodes share a Redis server at the gateway on `port`: cuts and loss then
+    /// apply to their links to it.
+    pub fn set_redis_port(&mut self, port: u16) {
+        self.redis_port = Some(port);
+    }
+
     /// Where node `index` runs: for [`crate::cli::bench::nodes::spawn_cluster_on`].
     pub fn hosts(&self) -> Vec<Host> {
         (0..self.namespaces.len())
@@ -156,7 +178,7 @@ impl Testbed {
     }
 
     /// Drops every packet from `from` to `to` (one direction) until healed.
-    pub fn cut(&mut self, from: usize, to: usize) -> anyhow::Result<()> {
+    pub fn cut(&mut self, from: Endpoint, to: Endpoint) -> anyhow::Result<()> {
         self.cuts.insert((from, to));
         self.apply()
     }
@@ -215,11 +237,14 @@ impl Testbed {
 
     /// Writes each namespace's rule table for the current cuts and loss.
     fn apply(&self) -> anyhow::Result<()> {
-        for (index, namespace) in self.namespaces.iter().enumerate() {
-            let addresses: Vec<Ipv4Addr> = (0..self.namespaces.len())
+        let links = Links {
+            nodes: (0..self.namespaces.len())
                 .map(|i| self.address(i))
-                .collect();
-            let rules = rules_for(index, &addresses, &self.cuts, self.loss_percent);
+                .collect(),
+            redis: self.redis_port.map(|port| (self.gateway(), port)),
+        };
+        for (index, namespace) in self.namespaces.iter().enumerate() {
+            let rules = rules_for(index, &links, &self.cuts, self.loss_percent);
             run_with_input(
                 "ip",
                 &["netns", "exec", namespace, "nft", "-f", "-"],
@@ -240,34 +265,70 @@ impl Drop for Testbed {
     }
 }
 
-/// The nftables script for node `to` (of the nodes at `addresses`): its whole table, replaced
-/// in one transaction.
+/// The addresses a node's rules name: every node's, and the Redis server's with its port.
+struct Links {
+    nodes: Vec<Ipv4Addr>,
+    redis: Option<(Ipv4Addr, u16)>,
+}
+
+/// The nftables script for node `to`: its whole table, replaced in one transaction. Cuts and
+/// loss from other nodes and from Redis are dropped on input; cuts and loss towards Redis (a
+/// process of the root namespace, where no rule of ours lives) on output.
 fn rules_for(
     to: usize,
-    addresses: &[Ipv4Addr],
-    cuts: &BTreeSet<(usize, usize)>,
+    links: &Links,
+    cuts: &BTreeSet<(Endpoint, Endpoint)>,
     loss_percent: u8,
 ) -> String {
-    let mut rules = String::from(
-        "table inet herald_chaos\ndelete table inet herald_chaos\n\
-         table inet herald_chaos {\n  chain input {\n    \
-         type filter hook input priority 0; policy accept;\n",
-    );
-    for &(from, _) in cuts.iter().filter(|(_, cut_to)| *cut_to == to) {
-        rules.push_str(&format!("    ip saddr {} drop\n", addresses[from]));
+    let mut input = Vec::new();
+    let mut output = Vec::new();
+    let from_redis = |(ip, port): (Ipv4Addr, u16)| format!("ip saddr {ip} tcp sport {port}");
+    let to_redis = |(ip, port): (Ipv4Addr, u16)| format!("ip daddr {ip} tcp dport {port}");
+    for &(from, cut_to) in cuts {
+        match (from, cut_to) {
+            (Endpoint::Node(from), Endpoint::Node(cut_to)) if cut_to == to => {
+                input.push(format!("ip saddr {} drop", links.nodes[from]));
+            }
+            (Endpoint::Redis, Endpoint::Node(cut_to)) if cut_to == to => {
+                if let Some(redis) = links.redis {
+                    input.push(format!("{} drop", from_redis(redis)));
+                }
+            }
+            (Endpoint::Node(from), Endpoint::Redis) if from == to => {
+                if let Some(redis) = links.redis {
+                    output.push(format!("{} drop", to_redis(redis)));
+                }
+            }
+            _ => {}
+        }
     }
     if loss_percent > 0 {
-        let others: Vec<String> = (0..addresses.len())
+        let lose = format!("numgen random mod 100 < {loss_percent} drop");
+        let others: Vec<String> = (0..links.nodes.len())
             .filter(|&from| from != to)
-            .map(|from| addresses[from].to_string())
+            .map(|from| links.nodes[from].to_string())
             .collect();
-        rules.push_str(&format!(
-            "    ip saddr {{ {} }} numgen random mod 100 < {} drop\n",
-            others.join(", "),
-            loss_percent
-        ));
+        if !others.is_empty() {
+            input.push(format!("ip saddr {{ {} }} {lose}", others.join(", ")));
+        }
+        if let Some(redis) = links.redis {
+            input.push(format!("{} {lose}", from_redis(redis)));
+            output.push(format!("{} {lose}", to_redis(redis)));
+        }
     }
-    rules.push_str("  }\n}\n");
+    let mut rules = String::from(
+        "table inet herald_chaos\ndelete table inet herald_chaos\ntable inet herald_chaos {\n",
+    );
+    for (chain, hook, lines) in [("input", "input", input), ("output", "output", output)] {
+        rules.push_str(&format!(
+            "  chain {chain} {{\n    type filter hook {hook} priority 0; policy accept;\n"
+        ));
+        for line in lines {
+            rules.push_str(&format!("    {line}\n"));
+        }
+        rules.push_str("  }\n");
+    }
+    rules.push_str("}\n");
     rules
 }
 
@@ -376,14 +437,17 @@ fn run_with_input(program: &str, args: &[&str], input: &str) -> anyhow::Result<(
 mod tests {
     use super::*;
 
-    fn addresses(count: u8) -> Vec<Ipv4Addr> {
-        (1..=count).map(|i| Ipv4Addr::new(10, 201, 7, i)).collect()
+    fn links(count: u8, redis: bool) -> Links {
+        Links {
+            nodes: (1..=count).map(|i| Ipv4Addr::new(10, 201, 7, i)).collect(),
+            redis: redis.then_some((Ipv4Addr::new(10, 201, 7, 254), 6400)),
+        }
     }
 
     #[test]
     fn a_cut_drops_only_the_cut_direction_at_the_receiver() {
-        let cuts = BTreeSet::from([(0, 1)]);
-        let at = |to| rules_for(to, &addresses(3), &cuts, 0);
+        let cuts = BTreeSet::from([(Endpoint::Node(0), Endpoint::Node(1))]);
+        let at = |to| rules_for(to, &links(3, false), &cuts, 0);
         assert!(at(1).contains("ip saddr 10.201.7.1 drop"));
         assert!(!at(0).contains("drop"), "0 still hears 1");
         assert!(!at(2).contains("drop"));
@@ -391,7 +455,7 @@ mod tests {
 
     #[test]
     fn loss_applies_to_other_nodes_only_not_clients() {
-        let rules = rules_for(2, &addresses(3), &BTreeSet::new(), 20);
+        let rules = rules_for(2, &links(3, false), &BTreeSet::new(), 20);
         assert!(
             rules.contains("ip saddr { 10.201.7.1, 10.201.7.2 } numgen random mod 100 < 20 drop")
         );
@@ -399,8 +463,23 @@ mod tests {
     }
 
     #[test]
+    fn links_to_redis_are_cut_and_degraded_by_port_in_both_directions() {
+        let cuts = BTreeSet::from([
+            (Endpoint::Node(1), Endpoint::Redis),
+            (Endpoint::Redis, Endpoint::Node(1)),
+        ]);
+        let rules = rules_for(1, &links(3, true), &cuts, 0);
+        assert!(rules.contains("ip saddr 10.201.7.254 tcp sport 6400 drop"));
+        assert!(rules.contains("ip daddr 10.201.7.254 tcp dport 6400 drop"));
+        assert!(!rules_for(0, &links(3, true), &cuts, 0).contains("drop"));
+        let lossy = rules_for(0, &links(3, true), &BTreeSet::new(), 10);
+        assert!(lossy.contains("ip daddr 10.201.7.254 tcp dport 6400 numgen random mod 100 < 10"));
+        assert!(lossy.contains("ip saddr 10.201.7.254 tcp sport 6400 numgen random mod 100 < 10"));
+    }
+
+    #[test]
     fn the_table_is_replaced_whole() {
-        let rules = rules_for(0, &addresses(2), &BTreeSet::new(), 0);
+        let rules = rules_for(0, &links(2, false), &BTreeSet::new(), 0);
         assert!(rules.starts_with("table inet herald_chaos\ndelete table inet herald_chaos\n"));
         assert!(!rules.contains("drop"));
     }
