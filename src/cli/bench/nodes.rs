@@ -115,7 +115,7 @@ pub async fn spawn_with(
 }
 
 /// Starts one mesh cluster with node `index` on `hosts[index]` (its own network namespace,
-/// where it gossips on a fixed port), every node with the environment `env` (nodes that
+/// where it gossips on a fixed port, or a loopback address of its own), every node with the environment `env` (nodes that
 /// listen beyond loopback need secrets of their own).
 pub async fn spawn_cluster_on(
     hosts: Vec<Host>,
@@ -126,10 +126,13 @@ pub async fn spawn_cluster_on(
     let placed = hosts
         .into_iter()
         .map(|host| {
-            let gossip = SocketAddr::new(host.ip, NAMESPACED_GOSSIP_PORT);
-            (host, Some(gossip))
+            let gossip = match host.netns {
+                Some(_) => SocketAddr::new(host.ip, NAMESPACED_GOSSIP_PORT),
+                None => free_udp_addr_on(host.ip)?,
+            };
+            Ok((host, Some(gossip)))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     spawn_placed(placed, sync, env, None, extra_args).await
 }
 
@@ -195,7 +198,11 @@ async fn spawn_placed(
 }
 
 fn free_udp_addr() -> anyhow::Result<SocketAddr> {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("cannot pick a gossip port")?;
+    free_udp_addr_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn free_udp_addr_on(ip: IpAddr) -> anyhow::Result<SocketAddr> {
+    let socket = std::net::UdpSocket::bind((ip, 0)).context("cannot pick a gossip port")?;
     socket.local_addr().context("cannot pick a gossip port")
 }
 

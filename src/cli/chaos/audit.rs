@@ -27,6 +27,8 @@ use crate::cli::bench::scenario::channel_name;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(100);
+/// How long [`observe`] waits for one node's `/readyz`.
+const OBSERVE_TIMEOUT: Duration = Duration::from_millis(500);
 const HISTORY_PAGE: usize = 1000;
 
 /// A version vector as `/api/cluster` shows it.
@@ -87,6 +89,75 @@ pub async fn wait_linked(
         }
     }
     Ok(())
+}
+
+/// How a fault shows in the nodes' own account, for [`observe`].
+#[derive(Clone, Debug)]
+pub enum Symptom {
+    /// Some node lists a node of the other group as unreachable in `/readyz`; the groups are
+    /// node indexes, and `ids` every node's id.
+    Unreachable {
+        victims: Vec<usize>,
+        others: Vec<usize>,
+        ids: Vec<String>,
+    },
+    /// One of these nodes answers `/readyz` with something else than 200.
+    Unready(Vec<usize>),
+}
+
+/// Polls the nodes until `symptom` shows, or `within` passed; answers after how long. All
+/// nodes are asked at once, each with a short timeout: a paused node must not hold up the
+/// others' answers.
+pub async fn observe(directory: Directory, symptom: Symptom, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let addresses = directory.borrow().clone();
+        let asked = addresses.iter().map(|address| async move {
+            match address {
+                Some(address) => readyz(*address, OBSERVE_TIMEOUT).await.ok(),
+                None => None,
+            }
+        });
+        let answers: Vec<Option<Value>> = futures_util::future::join_all(asked).await;
+        let shown = match &symptom {
+            Symptom::Unreachable {
+                victims,
+                others,
+                ids,
+            } => [(victims, others), (others, victims)]
+                .into_iter()
+                .any(|(side, across)| {
+                    side.iter().any(|&index| {
+                        let listed = answers[index]
+                            .as_ref()
+                            .and_then(|ready| ready["unreachable"].as_array().cloned())
+                            .unwrap_or_default();
+                        across
+                            .iter()
+                            .any(|&i| listed.iter().any(|id| id == &ids[i]))
+                    })
+                }),
+            Symptom::Unready(nodes) => nodes.iter().any(|&index| {
+                answers[index]
+                    .as_ref()
+                    .is_some_and(|ready| ready["status"] != "ready")
+            }),
+        };
+        if shown {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    None
+}
+
+/// The body of `/readyz` (200 or 503).
+async fn readyz(address: SocketAddr, timeout: Duration) -> anyhow::Result<Value> {
+    let mut connection = HttpConnection::new(address, "");
+    let answer = tokio::time::timeout(timeout, connection.get("/readyz"))
+        .await
+        .with_context(|| format!("no answer from {address}"))??;
+    serde_json::from_slice(&answer.body).context("bad /readyz body")
 }
 
 /// Waits until every node at `addresses` answers `/readyz` with 200.

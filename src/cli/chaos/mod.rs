@@ -18,6 +18,7 @@
 //! |---|---|
 //! | `schedule.rs` | fault kinds and the seeded schedule of episodes |
 //! | `network.rs` | namespaces, veth pairs and nftables rules: cuts, loss, delay |
+//! | `loopback.rs` | the fallback: nftables rules on loopback addresses of the nodes' own |
 //! | `publisher.rs` | one publisher per node, acknowledged or failed publishes |
 //! | `client.rs` | subscribers that resume on another node with their cursor |
 //! | `ledger.rs` | the checks: missing, duplicate, out of order |
@@ -32,6 +33,7 @@
 mod audit;
 mod client;
 mod ledger;
+mod loopback;
 mod network;
 mod publisher;
 mod redis;
@@ -116,6 +118,10 @@ pub struct ChaosArgs {
     /// Seed of the fault schedule (default: from the clock; printed, to replay a run).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// The network partitions and loss cut: namespaces where they can be had (root, iproute2,
+    /// nftables), else nftables rules on loopback addresses of the nodes' own.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub network: network::NetworkChoice,
     /// Which partitions to draw.
     #[arg(long, value_enum, default_value = "mixed")]
     pub partition: PartitionMode,
@@ -203,7 +209,7 @@ fn validate(args: &ChaosArgs) -> anyhow::Result<()> {
 struct Cluster {
     nodes: Vec<Node>,
     spawned: Option<Spawned>,
-    testbed: Option<network::Testbed>,
+    testbed: Option<network::Network>,
     network: String,
     directory: watch::Sender<Vec<Option<SocketAddr>>>,
     backplane: ChaosBackplane,
@@ -260,17 +266,21 @@ impl Cluster {
         };
         let needs_network = args.faults.iter().any(|k| k.needs_network());
         let (testbed, network) = if needs_network {
-            if let Err(reason) = network::availability() {
-                bail!(
-                    "--faults partition and loss need network namespaces, and {reason}; \
-                     run as root with iproute2 and nftables installed, or leave partition and \
-                     loss out of --faults (no fault is ever reported as tested when it was not \
-                     injected)"
-                );
-            }
-            let testbed = network::Testbed::create(count)?;
+            let testbed = network::Network::create(count, args.network).map_err(|error| {
+                anyhow::anyhow!(
+                    "--faults partition and loss need a network to cut: {error:#}. Run as root \
+                     with iproute2 and nftables installed, or leave partition and loss out of \
+                     --faults (no fault is ever reported as tested when it was not injected)"
+                )
+            })?;
             let mut network = testbed.describe();
             if args.backplane == ChaosBackplane::Redis {
+                if !testbed.is_namespaces() {
+                    bail!(
+                        "with --backplane redis, partitions and loss need network namespaces \
+                         (on loopback the nodes' links to Redis cannot be told apart)"
+                    );
+                }
                 network.push_str("; partitions cut nodes from Redis");
             }
             (Some(testbed), network)
@@ -279,16 +289,16 @@ impl Cluster {
         };
         // Nodes in namespaces listen beyond loopback: they refuse the development secrets.
         let (api_key, jwt_secret) = match &testbed {
-            Some(_) => (fresh_secret(), fresh_secret()),
-            None => (DEV_API_KEY.to_string(), DEV_JWT_SECRET.to_string()),
+            Some(testbed) if testbed.is_namespaces() => (fresh_secret(), fresh_secret()),
+            _ => (DEV_API_KEY.to_string(), DEV_JWT_SECRET.to_string()),
         };
         let env = match &testbed {
-            Some(_) => vec![
+            Some(testbed) if testbed.is_namespaces() => vec![
                 ("HERALD_API_KEY".to_string(), api_key.clone()),
                 ("HERALD_JWT_SECRET".to_string(), jwt_secret.clone()),
                 ("HERALD_CLUSTER_SECRET".to_string(), fresh_secret()),
             ],
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         let hosts = match &testbed {
             Some(testbed) => testbed.hosts(),
@@ -303,11 +313,13 @@ impl Cluster {
             },
             ChaosBackplane::Redis => {
                 let ip = match &testbed {
-                    Some(testbed) => std::net::IpAddr::V4(testbed.gateway()),
-                    None => nodes::Host::loopback().ip,
+                    Some(network::Network::Namespaces(testbed)) => {
+                        std::net::IpAddr::V4(testbed.gateway())
+                    }
+                    _ => nodes::Host::loopback().ip,
                 };
                 let server = redis::RedisServer::start(ip).await?;
-                if let Some(testbed) = testbed.as_mut() {
+                if let Some(network::Network::Namespaces(testbed)) = testbed.as_mut() {
                     testbed.set_redis_port(server.address.port());
                 }
                 let url = server.url();
@@ -349,7 +361,7 @@ impl Cluster {
             .context("this fault needs nodes this run started")
     }
 
-    fn testbed(&mut self) -> anyhow::Result<&mut network::Testbed> {
+    fn testbed(&mut self) -> anyhow::Result<&mut network::Network> {
         self.testbed
             .as_mut()
             .context("this fault needs the network namespaces")
@@ -400,6 +412,34 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// How `fault` must show while it is held (`None`: it need not show, like loss): the
+    /// check that a fault was injected at all, and the failure detector's time.
+    fn symptom(&self, fault: &Fault) -> Option<audit::Symptom> {
+        let count = self.nodes.len();
+        let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
+        let split = |victims: Vec<usize>| {
+            let others = (0..count).filter(|i| !victims.contains(i)).collect();
+            audit::Symptom::Unreachable {
+                victims,
+                others,
+                ids: ids.clone(),
+            }
+        };
+        match (self.backplane, fault) {
+            (ChaosBackplane::Mesh, Fault::Partition { minority, .. }) => {
+                Some(split(minority.clone()))
+            }
+            (
+                ChaosBackplane::Mesh,
+                Fault::Pause { node } | Fault::Kill { node } | Fault::Wipe { node },
+            ) => Some(split(vec![*node])),
+            (ChaosBackplane::Redis, Fault::Partition { minority, .. }) => {
+                Some(audit::Symptom::Unready(minority.clone()))
+            }
+            _ => None,
+        }
     }
 
     /// Undoes `fault`: restarts a killed or wiped node, resumes a paused one, heals the network.
@@ -527,7 +567,14 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
             .inject(fault, args)
             .await
             .with_context(|| format!("cannot inject {description}"))?;
+        let symptom = cluster.symptom(fault);
+        let observer = symptom
+            .map(|symptom| tokio::spawn(audit::observe(cluster.directory(), symptom, *hold)));
         progress.wait_until(Instant::now() + *hold).await;
+        let observed_after_ms = match observer {
+            Some(observer) => Some(observer.await.ok().flatten().map(|d| d.as_millis() as u64)),
+            None => None,
+        };
         cluster
             .heal(fault)
             .await
@@ -544,6 +591,8 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
             description,
             started_ms,
             healed_ms,
+            observed_after_ms: observed_after_ms.flatten(),
+            expected_symptom: observed_after_ms.is_some(),
             converged_after_ms: None,
         });
     }
@@ -673,6 +722,20 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
             verdict.convergence.not_converged
         ));
     }
+    let unseen: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.expected_symptom && r.observed_after_ms.is_none())
+        .map(|r| r.description.as_str())
+        .collect();
+    if !unseen.is_empty() {
+        problems.push(format!(
+            "no node noticed these faults while they were held (were they injected?): {}",
+            unseen.join(", ")
+        ));
+    }
+    let mut noticed: Vec<u64> = reports.iter().filter_map(|r| r.observed_after_ms).collect();
+    let (p50_ms, max_ms) = verdict::p50_max(&mut noticed);
+    verdict.detection = verdict::Detection { p50_ms, max_ms };
     verdict.faults = reports;
     verdict.problems = problems;
     verdict.decide();

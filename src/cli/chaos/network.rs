@@ -1,6 +1,7 @@
-//! The network `herald chaos` cuts and degrades: one network namespace per spawned node.
+//! The network `herald chaos` cuts and degrades: one network namespace per spawned node, or
+//! where namespaces cannot be had, rules on loopback addresses ([`super::loopback`]).
 //!
-//! A [`Testbed`] makes a bridge in this process's namespace with the address `.254` of a
+//! [`Namespaces`] makes a bridge in this process's namespace with the address `.254` of a
 //! private /24 it picks (one not routed here yet), and for node `i` a namespace with a veth
 //! pair to that bridge and the address `.(i + 1)`; the node runs there under `ip netns exec`.
 //! Clients and publishers (this process) reach every node through the bridge, so a fault
@@ -15,7 +16,7 @@
 //! - **loss** drops the given share of packets from every other node (`numgen random`), so
 //!   each direction of each link loses that share; packets from clients are untouched;
 //! - **delay** (`tc netem` on the node's veth) only where the kernel has `sch_netem`; the
-//!   testbed says whether it has ([`Testbed::delay_support`]) and never pretends.
+//!   testbed says whether it has ([`Namespaces::delay_support`]) and never pretends.
 //!
 //! Everything is removed on drop: namespaces (which takes their veth ends and rules with
 //! them) and the bridge. Names carry this process's id and a counter, so that several runs
@@ -28,13 +29,110 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, bail};
 
+use super::loopback::LoopbackRules;
 use crate::cli::bench::nodes::Host;
 
 /// Testbeds made by this process so far (a part of every name).
 static MADE: AtomicU32 = AtomicU32::new(0);
 
+/// Which network a run uses (`--network`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkChoice {
+    /// Namespaces where they can be had, else rules on loopback addresses.
+    Auto,
+    Namespaces,
+    Loopback,
+}
+
+/// The network between the nodes of a run that injects partitions or loss.
+pub enum Network {
+    Namespaces(Namespaces),
+    Loopback(LoopbackRules),
+}
+
+impl Network {
+    /// Sets up the network `choice` names for `count` nodes, or says why it cannot.
+    pub fn create(count: usize, choice: NetworkChoice) -> anyhow::Result<Self> {
+        let namespaces = match choice {
+            NetworkChoice::Loopback => Err(anyhow::anyhow!("--network loopback")),
+            _ => Namespaces::create(count),
+        };
+        let error = match namespaces {
+            Ok(namespaces) => return Ok(Self::Namespaces(namespaces)),
+            Err(error) if choice == NetworkChoice::Namespaces => return Err(error),
+            Err(error) => error,
+        };
+        match LoopbackRules::create(count) {
+            Ok(rules) => Ok(Self::Loopback(rules)),
+            Err(fallback) => bail!(
+                "network namespaces cannot be had ({error:#}), nor nftables rules on \
+                 loopback ({fallback:#})"
+            ),
+        }
+    }
+
+    pub fn hosts(&self) -> Vec<Host> {
+        match self {
+            Self::Namespaces(n) => n.hosts(),
+            Self::Loopback(l) => l.hosts(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Namespaces(n) => n.describe(),
+            Self::Loopback(l) => l.describe(),
+        }
+    }
+
+    pub fn is_namespaces(&self) -> bool {
+        matches!(self, Self::Namespaces(_))
+    }
+
+    /// `Ok` when delay can be injected, else why not.
+    pub fn delay_support(&self) -> Result<(), String> {
+        match self {
+            Self::Namespaces(n) => n.delay_support().clone(),
+            Self::Loopback(_) => Err("delay needs network namespaces (tc netem on the nodes' \
+                                     own devices)"
+                .into()),
+        }
+    }
+
+    pub fn set_delay(&mut self, millis: u32) -> anyhow::Result<()> {
+        match self {
+            Self::Namespaces(n) => n.set_delay(millis),
+            Self::Loopback(_) => bail!("delay needs network namespaces"),
+        }
+    }
+
+    pub fn cut(&mut self, from: Endpoint, to: Endpoint) -> anyhow::Result<()> {
+        match (self, from, to) {
+            (Self::Namespaces(n), from, to) => n.cut(from, to),
+            (Self::Loopback(l), Endpoint::Node(from), Endpoint::Node(to)) => l.cut(from, to),
+            (Self::Loopback(_), _, _) => {
+                bail!("links to Redis can be cut only between network namespaces")
+            }
+        }
+    }
+
+    pub fn set_loss(&mut self, percent: u8) -> anyhow::Result<()> {
+        match self {
+            Self::Namespaces(n) => n.set_loss(percent),
+            Self::Loopback(l) => l.set_loss(percent),
+        }
+    }
+
+    pub fn heal(&mut self) -> anyhow::Result<()> {
+        match self {
+            Self::Namespaces(n) => n.heal(),
+            Self::Loopback(l) => l.heal(),
+        }
+    }
+}
+
 /// Per-process namespaces, bridge and veth pairs, and the fault rules in them.
-pub struct Testbed {
+pub struct Namespaces {
     tag: String,
     bridge: String,
     subnet: [u8; 3],
@@ -70,7 +168,7 @@ pub fn availability() -> Result<(), String> {
     Ok(())
 }
 
-impl Testbed {
+impl Namespaces {
     /// Makes the bridge and `count` namespaces, each with its veth and address.
     pub fn create(count: usize) -> anyhow::Result<Self> {
         if let Err(reason) = availability() {
@@ -189,7 +287,7 @@ impl Testbed {
         self.apply()
     }
 
-    /// Delays every packet a node sends by `millis` (needs [`Testbed::delay_support`]).
+    /// Delays every packet a node sends by `millis` (needs [`Namespaces::delay_support`]).
     pub fn set_delay(&mut self, millis: u32) -> anyhow::Result<()> {
         if let Err(reason) = &self.delay_support {
             bail!("delay cannot be injected: {reason}");
@@ -256,7 +354,7 @@ impl Testbed {
     }
 }
 
-impl Drop for Testbed {
+impl Drop for Namespaces {
     fn drop(&mut self) {
         for namespace in &self.namespaces {
             let _ = run_quiet("ip", &["netns", "del", namespace]);
@@ -379,7 +477,7 @@ fn probe_netem(namespace: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+pub(super) fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
     let output = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -408,7 +506,7 @@ fn run_quiet(program: &str, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_with_input(program: &str, args: &[&str], input: &str) -> anyhow::Result<()> {
+pub(super) fn run_with_input(program: &str, args: &[&str], input: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut child = Command::new(program)
         .args(args)

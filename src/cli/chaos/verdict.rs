@@ -21,6 +21,11 @@ pub struct EpisodeReport {
     /// From the start of the run.
     pub started_ms: u64,
     pub healed_ms: u64,
+    /// From the start of the fault until a node reported it (a peer unreachable, or for
+    /// Redis, not ready): the failure detector's time. `None` when it did not show.
+    pub observed_after_ms: Option<u64>,
+    /// Whether this fault must show while held (loss need not).
+    pub expected_symptom: bool,
     /// From the heal until every node held everything published before it; `None` when that
     /// did not happen within the convergence timeout.
     pub converged_after_ms: Option<u64>,
@@ -43,6 +48,13 @@ pub struct Convergence {
     /// From the end of the run (every fault healed, publishing stopped) until every node
     /// reported the same position.
     pub final_ms: Option<u64>,
+}
+
+/// How long the nodes took to notice the faults that must show.
+#[derive(Debug, Default, Serialize)]
+pub struct Detection {
+    pub p50_ms: Option<u64>,
+    pub max_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -79,6 +91,7 @@ pub struct Verdict {
     pub out_of_order: u64,
     pub clients: Clients,
     pub convergence: Convergence,
+    pub detection: Detection,
     pub logs_identical: bool,
     pub state_identical: bool,
     /// Everything that made the run fail, in words.
@@ -145,10 +158,15 @@ impl Verdict {
                 Some(ms) => format!("converged {ms} ms after healing"),
                 None => "did not converge in time".into(),
             };
+            let noticed = match (episode.expected_symptom, episode.observed_after_ms) {
+                (_, Some(ms)) => format!("noticed after {ms} ms, "),
+                (true, None) => "never noticed, ".into(),
+                (false, None) => String::new(),
+            };
             line(
                 &mut text,
                 format!(
-                    "  {:>7.1}s {:<40} healed at {:.1}s, {converged}",
+                    "  {:>7.1}s {:<40} {noticed}healed at {:.1}s, {converged}",
                     episode.started_ms as f64 / 1000.0,
                     episode.description,
                     episode.healed_ms as f64 / 1000.0
@@ -187,6 +205,14 @@ impl Verdict {
                 ms(self.convergence.p50_ms),
                 ms(self.convergence.max_ms),
                 ms(self.convergence.final_ms)
+            ),
+        );
+        line(
+            &mut text,
+            format!(
+                "  faults noticed by the nodes after: p50 {}, max {}",
+                ms(self.detection.p50_ms),
+                ms(self.detection.max_ms)
             ),
         );
         line(
