@@ -30,6 +30,9 @@
 //!   on believing the peer alive). Each side of a partition keeps accepting publishes and
 //!   delivering them to its own clients; once it heals, anti-entropy pulls what each side
 //!   missed and every node converges.
+//! - Rejoining after a stall (`backplane/mesh_rejoin.rs`): a node whose ticks stopped for more
+//!   than a second (SIGSTOP, a paused VM) is unready until it holds what its peers reported
+//!   after it woke, so that it never passes stale state off as current.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +42,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::mesh_interest::PeerInterest;
 use super::mesh_quorum::{QuorumMemory, QuorumView};
+use super::mesh_rejoin::Rejoin;
 use super::mesh_serving::Serving;
 use super::mesh_snapshot::{self, SnapshotCatchUp};
 use super::mesh_validate;
@@ -86,6 +90,8 @@ pub struct MeshBackplane {
     interest: Arc<PeerInterest>,
     /// When each member was last alive, for the quorum (`mesh_quorum`).
     quorum: QuorumMemory,
+    /// Catching up after this node was stalled (`mesh_rejoin`).
+    rejoin: Rejoin,
 }
 
 impl MeshBackplane {
@@ -102,6 +108,7 @@ impl MeshBackplane {
             max_drift,
             interest: Arc::default(),
             quorum: QuorumMemory::default(),
+            rejoin: Rejoin::default(),
         })
     }
 
@@ -395,6 +402,7 @@ impl MeshBackplane {
                 self.request_pull(peer, origin, have, seq, false);
             }
         }
+        self.rejoin.on_position(&vector);
         lock(&self.peer_positions).insert(peer.clone(), vector);
     }
 
@@ -442,13 +450,19 @@ impl MeshBackplane {
     ) {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = stop.wait_for(|stop| *stop) => return,
             }
+            // The wall of a stall shows as a long gap between ticks (`mesh_rejoin`).
+            let gap = last_tick.elapsed();
+            last_tick = std::time::Instant::now();
             self.dial_peers();
             let position = hub.delivered();
+            self.rejoin
+                .on_tick(gap, &position, self.believed_alive() > 0);
             if let Ok(bytes) = frame::encode(&Frame::Position {
                 vector: position.clone(),
             }) {
@@ -639,8 +653,8 @@ impl Backplane for MeshBackplane {
         self.interest.ship(&self.mesh, events);
     }
 
-    /// Healthy while this node reaches a quorum (`mesh_quorum`) and is not catching up from a
-    /// snapshot.
+    /// Healthy while this node reaches a quorum (`mesh_quorum`) and is not catching up, from a
+    /// snapshot or after a stall (`mesh_rejoin`).
     fn health(&self) -> BackplaneHealth {
         let alive = self.believed_alive();
         let linked = self.mesh.linked_peers().len();
@@ -663,9 +677,16 @@ impl Backplane for MeshBackplane {
         if let Some(peer) = &catching_up {
             detail.push_str(&format!("; catching up from a snapshot of {peer}"));
         }
+        let stalled = self.rejoin.catching_up();
+        if let Some(stall) = stalled {
+            detail.push_str(&format!(
+                "; catching up after a stall of {:.1} s",
+                stall.as_secs_f64()
+            ));
+        }
         BackplaneHealth {
             kind: "mesh",
-            healthy: quorum.ready && catching_up.is_none(),
+            healthy: quorum.ready && catching_up.is_none() && stalled.is_none(),
             detail,
             partition: Some(partition),
         }

@@ -11,6 +11,7 @@ mod local;
 pub mod mesh;
 pub mod mesh_interest;
 pub mod mesh_quorum;
+mod mesh_rejoin;
 mod mesh_serving;
 mod mesh_snapshot;
 pub mod mesh_validate;
@@ -49,7 +50,7 @@ pub struct PeerSummary {
 pub struct BackplaneHealth {
     pub kind: &'static str,
     /// True when this node can deliver across the cluster (for the mesh: it reaches a quorum,
-    /// see [`mesh_quorum`], and is not catching up from a snapshot).
+    /// see [`mesh_quorum`], and is not catching up from a snapshot or after a stall).
     pub healthy: bool,
     pub detail: String,
     /// The quorum and the peers this node cannot reach, when the backplane has the notion;

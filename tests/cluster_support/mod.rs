@@ -235,6 +235,17 @@ impl TestCluster {
         node.http = None;
     }
 
+    /// SIGSTOP (`pause`) or SIGCONT (`!pause`) node `index`: a stop-the-world pause.
+    pub fn pause(&self, index: usize, pause: bool) {
+        let child = self.nodes[index].child.as_ref().expect("node is running");
+        let signal = if pause { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     pub fn wipe(&mut self, index: usize) {
         assert!(!self.nodes[index].is_running());
         let _ = std::fs::remove_dir_all(&self.nodes[index].spec.data);
