@@ -246,6 +246,10 @@ fn a_pause_longer_than_the_failure_detector_loses_nothing_and_clients_move() {
         return;
     };
     assert_clean(passed, &verdict, "pause", 2);
+    // On waking it was never ready while holding less than the others held.
+    for fault in verdict["faults"].as_array().unwrap() {
+        assert_eq!(fault["ready_while_behind"], false, "{fault}");
+    }
     // The paused node's subscribers heard nothing for longer than their silence limit and
     // resumed on another node with their cursor.
     assert!(count_in(&verdict, "clients", "resumes") >= 2, "{verdict}");

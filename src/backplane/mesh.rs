@@ -450,19 +450,15 @@ impl MeshBackplane {
     ) {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_tick = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = stop.wait_for(|stop| *stop) => return,
             }
-            // The wall of a stall shows as a long gap between ticks (`mesh_rejoin`).
-            let gap = last_tick.elapsed();
-            last_tick = std::time::Instant::now();
             self.dial_peers();
             let position = hub.delivered();
-            self.rejoin
-                .on_tick(gap, &position, self.believed_alive() > 0);
+            // A stall shows as a long gap between ticks (`mesh_rejoin`).
+            self.rejoin.on_tick(&position, self.believed_alive() > 0);
             if let Ok(bytes) = frame::encode(&Frame::Position {
                 vector: position.clone(),
             }) {

@@ -5,8 +5,9 @@
 //! current. It keeps serving the clients it has (what it delivers is late, never wrong: every
 //! origin's events still come in seq order, and the gap is pulled from the peers).
 //!
-//! The node notices its own stall in the mesh tick: the time since the previous tick is more
-//! than [`STALL`] (ticks are 200 ms apart). From then on [`Rejoin`] gathers the positions its
+//! The node notices its own stall from its mesh tick: the time since the previous tick is more
+//! than [`STALL`] (ticks are 200 ms apart). Readiness asks too, so that a request answered on
+//! waking, before the tick has run again, already sees the stall. From then on [`Rejoin`] gathers the positions its
 //! peers report (each sends one every tick); at the first tick after one arrived it fixes the
 //! **target**, the pointwise maximum of those reports, and the node is current again once its
 //! delivered position covers the target. A node with no live peer has nothing to catch up
@@ -15,7 +16,7 @@
 //! State: one optional target vector, bounded by the number of origins.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::event::VersionVector;
 
@@ -39,15 +40,35 @@ enum State {
 }
 
 /// Whether this node is catching up after a stall; see the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Rejoin {
     state: Mutex<State>,
+    last_tick: Mutex<Instant>,
+}
+
+impl Default for Rejoin {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            last_tick: Mutex::new(Instant::now()),
+        }
+    }
 }
 
 impl Rejoin {
-    /// At every mesh tick: `gap` since the previous one, this node's delivered `position`,
-    /// and whether any peer is alive.
-    pub fn on_tick(&self, gap: Duration, position: &VersionVector, peers_alive: bool) {
+    /// At every mesh tick, with this node's delivered `position` and whether any peer is
+    /// alive.
+    pub fn on_tick(&self, position: &VersionVector, peers_alive: bool) {
+        self.tick_at(Instant::now(), position, peers_alive);
+    }
+
+    fn tick_at(&self, now: Instant, position: &VersionVector, peers_alive: bool) {
+        let gap = {
+            let mut last = lock(&self.last_tick);
+            let gap = now.saturating_duration_since(*last);
+            *last = now;
+            gap
+        };
         let mut state = self.lock();
         if gap > STALL {
             tracing::warn!(
@@ -93,8 +114,17 @@ impl Rejoin {
         }
     }
 
-    /// How long the stall this node is still catching up from lasted, if it is.
+    /// How long the stall this node is still catching up from lasted, if it is; also while
+    /// the stall has not been ticked over yet (the node just woke, or its ticks stopped).
     pub fn catching_up(&self) -> Option<Duration> {
+        self.catching_up_at(Instant::now())
+    }
+
+    fn catching_up_at(&self, now: Instant) -> Option<Duration> {
+        let since_tick = now.saturating_duration_since(*lock(&self.last_tick));
+        if since_tick > STALL {
+            return Some(since_tick);
+        }
         match &*self.lock() {
             State::Current => None,
             State::Gathering { stalled, .. } | State::CatchingUp { stalled, .. } => Some(*stalled),
@@ -102,8 +132,12 @@ impl Rejoin {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `position` holds at least what `target` holds, origin by origin.
@@ -128,39 +162,72 @@ mod tests {
         vector
     }
 
+    /// A rejoin and a clock that its ticks advance.
+    struct Clock {
+        rejoin: Rejoin,
+        now: Instant,
+    }
+
+    impl Clock {
+        fn new() -> Self {
+            let rejoin = Rejoin::default();
+            let now = *lock(&rejoin.last_tick);
+            Self { rejoin, now }
+        }
+
+        fn tick_after(&mut self, gap: Duration, position: &VersionVector, peers_alive: bool) {
+            self.now += gap;
+            self.rejoin.tick_at(self.now, position, peers_alive);
+        }
+
+        fn catching_up(&self) -> Option<Duration> {
+            self.rejoin.catching_up_at(self.now)
+        }
+    }
+
     #[test]
     fn ticks_on_time_keep_a_node_current() {
-        let rejoin = Rejoin::default();
+        let mut clock = Clock::new();
         for _ in 0..5 {
-            rejoin.on_tick(TICK, &vector(&[]), true);
+            clock.tick_after(TICK, &vector(&[]), true);
         }
-        assert_eq!(rejoin.catching_up(), None);
+        assert_eq!(clock.catching_up(), None);
+    }
+
+    #[test]
+    fn a_node_that_just_woke_is_catching_up_before_its_tick_runs() {
+        let clock = Clock::new();
+        let woke = clock.now + Duration::from_secs(4);
+        assert_eq!(
+            clock.rejoin.catching_up_at(woke),
+            Some(Duration::from_secs(4))
+        );
     }
 
     #[test]
     fn after_a_stall_the_node_is_unready_until_it_covers_what_peers_reported() {
-        let rejoin = Rejoin::default();
-        rejoin.on_tick(Duration::from_secs(5), &vector(&[("a", 10)]), true);
-        assert_eq!(rejoin.catching_up(), Some(Duration::from_secs(5)));
+        let mut clock = Clock::new();
+        clock.tick_after(Duration::from_secs(5), &vector(&[("a", 10)]), true);
+        assert_eq!(clock.catching_up(), Some(Duration::from_secs(5)));
         // No report yet: still gathering.
-        rejoin.on_tick(TICK, &vector(&[("a", 10)]), true);
-        assert!(rejoin.catching_up().is_some());
-        rejoin.on_position(&vector(&[("a", 50), ("b", 7)]));
-        rejoin.on_position(&vector(&[("a", 40), ("c", 3)]));
-        rejoin.on_tick(TICK, &vector(&[("a", 10)]), true);
+        clock.tick_after(TICK, &vector(&[("a", 10)]), true);
+        assert!(clock.catching_up().is_some());
+        clock.rejoin.on_position(&vector(&[("a", 50), ("b", 7)]));
+        clock.rejoin.on_position(&vector(&[("a", 40), ("c", 3)]));
+        clock.tick_after(TICK, &vector(&[("a", 10)]), true);
         // Later reports do not move the target.
-        rejoin.on_position(&vector(&[("a", 90)]));
-        rejoin.on_tick(TICK, &vector(&[("a", 50), ("b", 7)]), true);
-        assert!(rejoin.catching_up().is_some(), "c:3 is still missing");
-        rejoin.on_tick(TICK, &vector(&[("a", 60), ("b", 7), ("c", 3)]), true);
-        assert_eq!(rejoin.catching_up(), None);
+        clock.rejoin.on_position(&vector(&[("a", 90)]));
+        clock.tick_after(TICK, &vector(&[("a", 50), ("b", 7)]), true);
+        assert!(clock.catching_up().is_some(), "c:3 is still missing");
+        clock.tick_after(TICK, &vector(&[("a", 60), ("b", 7), ("c", 3)]), true);
+        assert_eq!(clock.catching_up(), None);
     }
 
     #[test]
     fn a_node_without_live_peers_has_nothing_to_catch_up_with() {
-        let rejoin = Rejoin::default();
-        rejoin.on_tick(Duration::from_secs(3), &vector(&[]), false);
-        rejoin.on_tick(TICK, &vector(&[]), false);
-        assert_eq!(rejoin.catching_up(), None);
+        let mut clock = Clock::new();
+        clock.tick_after(Duration::from_secs(3), &vector(&[]), false);
+        clock.tick_after(TICK, &vector(&[]), false);
+        assert_eq!(clock.catching_up(), None);
     }
 }

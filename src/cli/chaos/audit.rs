@@ -151,6 +151,50 @@ pub async fn observe(directory: Directory, symptom: Symptom, within: Duration) -
     None
 }
 
+/// After node `index` woke from a pause: waits until its `/readyz` answers 200 and answers
+/// whether it then held less than `target` (what the others held as it woke), which would be
+/// stale state passed off as current. `None` when it did not turn ready within `within`.
+pub async fn ready_while_behind(
+    directory: Directory,
+    api_key: String,
+    index: usize,
+    target: Position,
+    within: Duration,
+) -> Option<bool> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let address = directory.borrow().get(index).copied().flatten()?;
+        if readyz(address, REQUEST_TIMEOUT)
+            .await
+            .is_ok_and(|ready| ready["status"] == "ready")
+        {
+            // Read after the 200: positions only grow, so this is at most what it held then.
+            let (_, held) = position(address, &api_key).await.ok()?;
+            let behind = target
+                .iter()
+                .any(|(origin, seq)| held.get(origin).copied().unwrap_or(0) < *seq);
+            return Some(behind);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// What every node up but `except` holds, merged (the most any of them holds per origin).
+pub async fn held_by_others(directory: &Directory, api_key: &str, except: usize) -> Position {
+    let mut merged = Position::new();
+    for (index, _, position) in positions(directory, api_key).await {
+        if index == except {
+            continue;
+        }
+        for (origin, seq) in position {
+            let entry = merged.entry(origin).or_default();
+            *entry = (*entry).max(seq);
+        }
+    }
+    merged
+}
+
 /// The body of `/readyz` (200 or 503).
 async fn readyz(address: SocketAddr, timeout: Duration) -> anyhow::Result<Value> {
     let mut connection = HttpConnection::new(address, "");

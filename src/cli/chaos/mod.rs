@@ -558,6 +558,7 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
     ));
     let mut reports = Vec::new();
     let mut watchers: Vec<JoinHandle<Option<Duration>>> = Vec::new();
+    let mut stale_checks: Vec<Option<JoinHandle<Option<bool>>>> = Vec::new();
     for Episode { at, hold, fault } in &episodes {
         progress.wait_until(started + *at).await;
         let description = fault.describe();
@@ -575,11 +576,28 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
             Some(observer) => Some(observer.await.ok().flatten().map(|d| d.as_millis() as u64)),
             None => None,
         };
+        // What the others hold as a paused node wakes: it must not be ready before it does.
+        let woken = match (cluster.backplane, fault) {
+            (ChaosBackplane::Mesh, Fault::Pause { node }) => Some((
+                *node,
+                audit::held_by_others(&cluster.directory(), &api_key, *node).await,
+            )),
+            _ => None,
+        };
         cluster
             .heal(fault)
             .await
             .with_context(|| format!("cannot heal {description}"))?;
         let healed_ms = started.elapsed().as_millis() as u64;
+        let stale_check = woken.map(|(node, target)| {
+            tokio::spawn(audit::ready_while_behind(
+                cluster.directory(),
+                api_key.clone(),
+                node,
+                target,
+                CONVERGE_TIMEOUT,
+            ))
+        });
         progress.say(&format!("healed {description}"));
         watchers.push(tokio::spawn(audit::converge(
             cluster.directory(),
@@ -594,7 +612,9 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
             observed_after_ms: observed_after_ms.flatten(),
             expected_symptom: observed_after_ms.is_some(),
             converged_after_ms: None,
+            ready_while_behind: None,
         });
+        stale_checks.push(stale_check);
     }
     progress.wait_until(started + args.duration).await;
     let _ = stop_publishing.send(true);
@@ -606,6 +626,11 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
         errors.extend(outcome.errors.into_iter().take(2));
     }
     let duration_secs = started.elapsed().as_secs_f64();
+    for (report, check) in reports.iter_mut().zip(stale_checks) {
+        if let Some(check) = check {
+            report.ready_while_behind = check.await.ok().flatten();
+        }
+    }
     for (report, watcher) in reports.iter_mut().zip(watchers) {
         report.converged_after_ms = watcher.await.ok().flatten().map(|d| d.as_millis() as u64);
     }
@@ -720,6 +745,18 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
         problems.push(format!(
             "{} heals were not followed by convergence within {CONVERGE_TIMEOUT:?}",
             verdict.convergence.not_converged
+        ));
+    }
+    let stale: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.ready_while_behind == Some(true))
+        .map(|r| r.description.as_str())
+        .collect();
+    if !stale.is_empty() {
+        problems.push(format!(
+            "a woken node was ready while it held less than its peers (stale state passed off \
+             as current): {}",
+            stale.join(", ")
         ));
     }
     let unseen: Vec<&str> = reports

@@ -29,6 +29,9 @@ pub struct EpisodeReport {
     /// From the heal until every node held everything published before it; `None` when that
     /// did not happen within the convergence timeout.
     pub converged_after_ms: Option<u64>,
+    /// For a pause: whether the woken node answered ready while it held less than the others
+    /// held as it woke (`None`: not checked, or it did not turn ready in time).
+    pub ready_while_behind: Option<bool>,
 }
 
 #[derive(Debug, Default, Serialize)]
