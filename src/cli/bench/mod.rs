@@ -51,7 +51,6 @@ mod subscriber;
 mod tracker;
 mod workers;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -258,20 +257,7 @@ async fn external_nodes(args: &BenchArgs) -> anyhow::Result<Vec<Node>> {
     if !args.server_pids.is_empty() && args.server_pids.len() != args.http.len() {
         bail!("give one --server-pid per --http, in the same order");
     }
-    let mut nodes = Vec::with_capacity(args.http.len());
-    for (index, text) in args.http.iter().enumerate() {
-        let http: SocketAddr = tokio::net::lookup_host(text.as_str())
-            .await
-            .with_context(|| format!("invalid --http {text}"))?
-            .next()
-            .with_context(|| format!("--http {text} resolves to nothing"))?;
-        nodes.push(Node {
-            id: format!("node{}", index + 1),
-            http,
-            pid: args.server_pids.get(index).copied(),
-        });
-    }
-    Ok(nodes)
+    nodes::resolve(&args.http, &args.server_pids).await
 }
 
 /// Prints a report of the scenarios that spawn their own nodes: JSON with `--json`, else

@@ -302,6 +302,25 @@ impl Spawned {
     }
 }
 
+/// The nodes at the `--http` addresses given (in order, named `node1`, ...), with their
+/// `--server-pid`s where given.
+pub async fn resolve(http: &[String], pids: &[u32]) -> anyhow::Result<Vec<Node>> {
+    let mut nodes = Vec::with_capacity(http.len());
+    for (index, text) in http.iter().enumerate() {
+        let address: SocketAddr = tokio::net::lookup_host(text.as_str())
+            .await
+            .with_context(|| format!("invalid --http {text}"))?
+            .next()
+            .with_context(|| format!("--http {text} resolves to nothing"))?;
+        nodes.push(Node {
+            id: format!("node{}", index + 1),
+            http: address,
+            pid: pids.get(index).copied(),
+        });
+    }
+    Ok(nodes)
+}
+
 /// Sends `signal` to the process `pid`.
 pub fn signal(pid: Option<u32>, signal: libc::c_int) -> anyhow::Result<()> {
     let pid = pid.context("the node is not running")?;

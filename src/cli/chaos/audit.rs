@@ -183,10 +183,7 @@ pub async fn ready_while_behind(
 /// What every node up but `except` holds, merged (the most any of them holds per origin).
 pub async fn held_by_others(directory: &Directory, api_key: &str, except: usize) -> Position {
     let mut merged = Position::new();
-    for (index, _, position) in positions(directory, api_key).await {
-        if index == except {
-            continue;
-        }
+    for (_, _, position) in positions_but(directory, api_key, Some(except)).await {
         for (origin, seq) in position {
             let entry = merged.entry(origin).or_default();
             *entry = (*entry).max(seq);
@@ -223,12 +220,31 @@ pub async fn wait_ready(addresses: &[SocketAddr], timeout: Duration) -> anyhow::
     Ok(())
 }
 
+/// The node id `address` answers `/healthz` with.
+pub async fn node_id(address: SocketAddr) -> anyhow::Result<String> {
+    let health = get_json(address, "", "/healthz").await?;
+    health["node_id"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("no node_id in /healthz of {address}"))
+}
+
 /// Every node's position that answers, by node index.
 async fn positions(directory: &Directory, api_key: &str) -> Vec<(usize, String, Position)> {
+    positions_but(directory, api_key, None).await
+}
+
+/// [`positions`] without asking node `except` (a paused node would hold up the answer).
+async fn positions_but(
+    directory: &Directory,
+    api_key: &str,
+    except: Option<usize>,
+) -> Vec<(usize, String, Position)> {
     let addresses: Vec<(usize, SocketAddr)> = directory
         .borrow()
         .iter()
         .enumerate()
+        .filter(|(index, _)| Some(*index) != except)
         .filter_map(|(index, address)| address.map(|a| (index, a)))
         .collect();
     let mut found = Vec::with_capacity(addresses.len());

@@ -223,18 +223,10 @@ struct Cluster {
 impl Cluster {
     async fn start(args: &ChaosArgs) -> anyhow::Result<Self> {
         if !args.http.is_empty() {
-            let mut nodes = Vec::new();
-            for (index, text) in args.http.iter().enumerate() {
-                let http = tokio::net::lookup_host(text.as_str())
-                    .await
-                    .with_context(|| format!("invalid --http {text}"))?
-                    .next()
-                    .with_context(|| format!("--http {text} resolves to nothing"))?;
-                nodes.push(Node {
-                    id: format!("n{}", index + 1),
-                    http,
-                    pid: args.server_pids.get(index).copied(),
-                });
+            let mut nodes = nodes::resolve(&args.http, &args.server_pids).await?;
+            // Faults are recognized by the node ids the nodes report each other under.
+            for node in &mut nodes {
+                node.id = audit::node_id(node.http).await?;
             }
             let addresses = nodes.iter().map(|n| Some(n.http)).collect();
             return Ok(Self {
@@ -676,9 +668,10 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
     let mut verdict = Verdict {
         seed,
         nodes: node_count,
-        backplane: match cluster.backplane {
-            ChaosBackplane::Mesh => "mesh".into(),
-            ChaosBackplane::Redis => "redis".into(),
+        backplane: match (cluster.spawned.is_some(), cluster.backplane) {
+            (false, _) => "the given nodes' own".into(),
+            (true, ChaosBackplane::Mesh) => "mesh".into(),
+            (true, ChaosBackplane::Redis) => "redis".into(),
         },
         network: cluster.network.clone(),
         delay: delay_note(cluster, args),

@@ -477,12 +477,17 @@ fn probe_netem(namespace: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs `program` with `args`; fails with its standard error when it fails.
 pub(super) fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
     let output = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {program}"))?;
+    succeeded(program, args, &output)
+}
+
+fn succeeded(program: &str, args: &[&str], output: &std::process::Output) -> anyhow::Result<()> {
     if !output.status.success() {
         bail!(
             "`{program} {}` failed: {}",
@@ -506,6 +511,7 @@ fn run_quiet(program: &str, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// [`run`] with `input` on the program's standard input.
 pub(super) fn run_with_input(program: &str, args: &[&str], input: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut child = Command::new(program)
@@ -521,14 +527,7 @@ pub(super) fn run_with_input(program: &str, args: &[&str], input: &str) -> anyho
         .context("no stdin")?
         .write_all(input.as_bytes())?;
     let output = child.wait_with_output()?;
-    if !output.status.success() {
-        bail!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
+    succeeded(program, args, &output)
 }
 
 #[cfg(test)]
