@@ -27,14 +27,15 @@
 //! | [`config`] | flags + `HERALD_*` environment + TOML file -> a validated [`config::Config`] |
 //! | [`store`] | SQLite: schema, writer thread with group commit, log queries, materialized state, retention (pruning, channel floors, retired origins), snapshots |
 //! | [`hub`] | local subscriptions, server-side routing, per-connection bounded queues, which channels have local subscribers (interest) |
-//! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up, what a peer's frame may claim, serving peers' requests, interest routing of ephemeral events), `redis` (streams, log-driven outbox) |
+//! | [`dispatcher`] | the task that hands committed batches, in commit order, to the hub and then the backplane |
+//! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up, what a peer's frame may claim, serving peers' requests, interest routing of ephemeral events, readiness by quorum, rejoining after a stall), `redis` (streams, log-driven outbox) |
 //! | [`cluster`] | chitchat gossip membership: members, liveness, gossip keys, sealed gossip datagrams |
 //! | [`mesh`] | the QUIC endpoint, mutual TLS from the cluster secret, peer links, frames |
 //! | [`auth`] | user JWTs, the API key, channel permissions |
 //! | [`api`] | routes, errors, extractors, HTTP body limit and timeout, socket admission (node, user, address), WebSocket sessions (message rate, liveness) |
 //! | [`features`] | broadcasts, track comments, forum, book requests, generic channels, publish, which channels a feature owns |
 //! | [`server`] | assembling and stopping a node |
-//! | [`cli`] | `herald serve`, `cluster join/status/leave`, `token`, `publish`, `bench` |
+//! | [`cli`] | `herald serve`, `cluster join/status/leave`, `token`, `publish`; the load and correctness toolkit beside the server: `bench` and `chaos` |
 //! | [`telemetry`] | logging and the Prometheus recorder |
 
 pub mod api;

@@ -1,5 +1,6 @@
 //! The command line: `herald serve`, `herald cluster`, `herald token`, `herald secret`,
-//! `herald publish`, `herald bench`.
+//! `herald publish`, and the toolkit beside the server: `herald bench` (load) and
+//! `herald chaos` (correctness under faults), which share nodes, clients and the HTTP client.
 //!
 //! Each subcommand is a small module; errors reach the user as one line on stderr and a
 //! non-zero exit code.
