@@ -9,6 +9,7 @@
 //! answer (a snapshot) only until its first byte.
 
 pub mod admission;
+pub mod assets;
 mod cluster;
 mod error;
 mod extract;
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
     let limits = state.config.limits.clone();
     Router::new()
         .merge(health::routes())
+        .merge(assets::routes())
         .merge(cluster::routes())
         .merge(snapshot::routes())
         .merge(crate::features::broadcasts::routes())

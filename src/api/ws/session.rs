@@ -200,6 +200,10 @@ async fn greet<E: SocketEndpoint>(
     connected.extend(endpoint.connected_fields(info));
     let start = since.unwrap_or(delivered_before);
     connected.insert("cursor".into(), json!(Cursor::encode(start)));
+    // How long this node stays silent at most (it sends a heartbeat after that much client
+    // silence): clients take 2.5 of these without a word for a dead server.
+    let heartbeat_ms = u64::try_from(state.config.limits.heartbeat.as_millis()).unwrap_or(u64::MAX);
+    connected.insert("heartbeat_ms".into(), json!(heartbeat_ms));
     feed(sink, serde_json::Value::Object(connected).to_string()).await?;
     for message in endpoint.on_connect(state, info).await {
         feed(sink, message).await?;
