@@ -58,7 +58,11 @@ export class HeraldClient {
     if (typeof this.#WebSocket !== "function") {
       throw new TypeError("no WebSocket implementation: pass options.WebSocket");
     }
-    this.#timers = options.timers ?? { setTimeout, clearTimeout };
+    // Wrapped: browsers refuse setTimeout called as a method of another object.
+    this.#timers = options.timers ?? {
+      setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
+      clearTimeout: (id) => globalThis.clearTimeout(id),
+    };
     this.#random = options.random ?? Math.random;
     this.#heartbeat = this.#options.heartbeat;
     this.#cursor = options.cursor || null;

@@ -1,0 +1,190 @@
+//! herald-client in a real browser: a page in the system Chromium (driven by
+//! `tests/browser/failover.mjs` with playwright-core, no browser download) subscribes on a
+//! three-node cluster, receives 300 events published at 50/s while the node it is connected to
+//! is killed with SIGKILL mid-stream and restarted, fails over, and must end with every event
+//! exactly once and, per publishing node, in order. A screenshot is kept under
+//! `target/browser/`.
+//!
+//! Needs `/usr/bin/chromium` and `npm ci` in `tests/browser`; without them the test says why
+//! and passes, unless `HERALD_REQUIRE_BROWSER=1` (set by `.ci/run`, which installs both).
+
+mod cluster_support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cluster_support::{API_KEY, TestCluster};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const EVENTS: u64 = 300;
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+const KILL_AT: u64 = 100;
+const RESTART_AT: u64 = 200;
+
+fn browser_unavailable(dir: &Path) -> Option<String> {
+    if !Path::new("/usr/bin/chromium").exists() {
+        return Some("chromium is not installed (Debian: apt-get install chromium)".into());
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Some(format!(
+            "playwright-core is not installed: run npm ci in {}",
+            dir.display()
+        ));
+    }
+    None
+}
+
+type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// The driver's next line, as JSON.
+async fn next_line(lines: &mut Lines) -> Value {
+    let read = tokio::time::timeout(Duration::from_secs(90), lines.next_line());
+    let line = read.await.expect("the page said nothing for 90 s").unwrap();
+    let line = line.expect("the page driver ended early");
+    serde_json::from_str(&line).unwrap_or_else(|_| panic!("bad line {line}"))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_fails_over_when_its_node_is_killed_and_gets_every_event_once() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if let Some(reason) = browser_unavailable(&dir) {
+        assert_ne!(
+            std::env::var("HERALD_REQUIRE_BROWSER").as_deref(),
+            Ok("1"),
+            "HERALD_REQUIRE_BROWSER=1 but {reason}"
+        );
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let mut cluster = TestCluster::start_linked(3).await;
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("http://{}", cluster.http(i)))
+        .collect();
+    let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let config = json!({
+        "urls": urls,
+        "token": cluster.token("viewer", &[]),
+        "channel": "e2e",
+        "expected": EVENTS,
+        "screenshot": screenshots.join("failover.png"),
+        "timeoutMs": 60_000,
+    });
+    let mut driver = tokio::process::Command::new("node")
+        .arg(dir.join("failover.mjs"))
+        .arg(config.to_string())
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node");
+    let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+    let ready = next_line(&mut lines).await;
+    let home = ready["ready"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not ready: {ready}"))
+        .to_string();
+    let victim = urls.iter().position(|u| *u == home).expect("a known node");
+    let publishers: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    println!("page connected to n{}; it will be killed", victim + 1);
+
+    // Publish through the two other nodes, alternating; kill the page's node mid-stream.
+    let client = reqwest::Client::new();
+    let mut pace = tokio::time::interval(PUBLISH_EVERY);
+    let mut killed_at_ms = 0;
+    let mut origin_of: BTreeMap<u64, usize> = BTreeMap::new();
+    for n in 1..=EVENTS {
+        pace.tick().await;
+        if n == KILL_AT {
+            cluster.kill(victim);
+            killed_at_ms = unix_ms();
+        }
+        if n == RESTART_AT {
+            tokio::task::block_in_place(|| cluster.start_node(victim));
+        }
+        let node = publishers[(n % 2) as usize];
+        let answer = client
+            .post(format!("http://{}/api/publish", cluster.http(node)))
+            .bearer_auth(API_KEY)
+            .json(&json!({"channel": "e2e", "data": {"type": "tick", "n": n}}))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            answer.status().is_success(),
+            "publish {n}: {}",
+            answer.status()
+        );
+        origin_of.insert(n, node);
+    }
+    let started = Instant::now();
+    let mut done = next_line(&mut lines).await;
+    while done.get("switched").is_some() {
+        println!("page switched: {done}");
+        done = next_line(&mut lines).await;
+    }
+    assert_eq!(done["done"], true, "{done}");
+    let _ = driver.wait().await;
+
+    let events: Vec<u64> = done["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    let mut sorted = events.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), events.len(), "duplicates: {events:?}");
+    assert_eq!(sorted, (1..=EVENTS).collect::<Vec<_>>(), "missing events");
+    for node in &publishers {
+        let through: Vec<u64> = events
+            .iter()
+            .copied()
+            .filter(|n| origin_of[n] == *node)
+            .collect();
+        assert!(
+            through.windows(2).all(|w| w[0] < w[1]),
+            "out of order for n{}: {through:?}",
+            node + 1
+        );
+    }
+    let states: Vec<&str> = done["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        states.contains(&"reconnecting"),
+        "never reconnected: {states:?}"
+    );
+    let first_elsewhere = done["arrivals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a[1].as_u64().unwrap() >= killed_at_ms && a[2] != home.as_str())
+        .map(|a| a[1].as_u64().unwrap() - killed_at_ms);
+    println!(
+        "all {EVENTS} events once; first event on another node {first_elsewhere:?} ms after the \
+         SIGKILL; drained {:?} after the last publish; states {states:?}",
+        started.elapsed()
+    );
+    assert!(
+        first_elsewhere.is_some(),
+        "no event arrived through another node"
+    );
+    assert!(screenshots.join("failover.png").exists());
+}
