@@ -5,6 +5,10 @@
 //! exactly once and, per publishing node, in order. A screenshot is kept under
 //! `target/browser/`.
 //!
+//! The console (`GET /console`) is driven the same way (`tests/browser/console.mjs`): signed
+//! in with the API key it shows three alive members, the killed one as dead within 5 s, and a
+//! publish from its form reaches its live tail.
+//!
 //! Needs `/usr/bin/chromium` and `npm ci` in `tests/browser`; without them the test says why
 //! and passes, unless `HERALD_REQUIRE_BROWSER=1` (set by `.ci/run`, which installs both).
 
@@ -47,6 +51,27 @@ async fn next_line(lines: &mut Lines) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|_| panic!("bad line {line}"))
 }
 
+/// Skips (or fails, with `HERALD_REQUIRE_BROWSER=1`) without a browser; answers the driver dir.
+fn driver_dir() -> Option<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if let Some(reason) = browser_unavailable(&dir) {
+        assert_ne!(
+            std::env::var("HERALD_REQUIRE_BROWSER").as_deref(),
+            Ok("1"),
+            "HERALD_REQUIRE_BROWSER=1 but {reason}"
+        );
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    Some(dir)
+}
+
+fn screenshots() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -56,22 +81,14 @@ fn unix_ms() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_fails_over_when_its_node_is_killed_and_gets_every_event_once() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if let Some(reason) = browser_unavailable(&dir) {
-        assert_ne!(
-            std::env::var("HERALD_REQUIRE_BROWSER").as_deref(),
-            Ok("1"),
-            "HERALD_REQUIRE_BROWSER=1 but {reason}"
-        );
-        eprintln!("skipped: {reason}");
+    let Some(dir) = driver_dir() else {
         return;
-    }
+    };
     let mut cluster = TestCluster::start_linked(3).await;
     let urls: Vec<String> = (0..3)
         .map(|i| format!("http://{}", cluster.http(i)))
         .collect();
-    let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
-    std::fs::create_dir_all(&screenshots).unwrap();
+    let screenshots = screenshots();
     let config = json!({
         "urls": urls,
         "token": cluster.token("viewer", &[]),
@@ -187,4 +204,62 @@ async fn a_page_fails_over_when_its_node_is_killed_and_gets_every_event_once() {
         "no event arrived through another node"
     );
     assert!(screenshots.join("failover.png").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_members_marks_a_killed_one_dead_and_publishes() {
+    let Some(dir) = driver_dir() else {
+        return;
+    };
+    let mut cluster = TestCluster::start_linked(3).await;
+    let config = json!({
+        "url": format!("http://{}", cluster.http(0)),
+        "apiKey": API_KEY,
+        "screenshots": screenshots(),
+    });
+    let mut driver = tokio::process::Command::new("node")
+        .arg(dir.join("console.mjs"))
+        .arg(config.to_string())
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node");
+    let mut commands = driver.stdin.take().unwrap();
+    let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+    let alive = next_line(&mut lines).await;
+    let ids = alive["alive"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{alive}"));
+    assert_eq!(ids.len(), 3, "{alive}");
+    let victim = cluster.nodes[2].spec.name.clone();
+    assert!(ids.iter().any(|id| id == victim.as_str()), "{alive}");
+    cluster.kill(2);
+    tokio::io::AsyncWriteExt::write_all(&mut commands, format!("killed {victim}\n").as_bytes())
+        .await
+        .unwrap();
+    let dead = next_line(&mut lines).await;
+    let after = dead["dead_after_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("not shown dead within 5 s: {dead}"));
+    assert!(after <= 5_000);
+    let published = next_line(&mut lines).await;
+    assert_eq!(published["published"], true, "{published}");
+    assert!(
+        published["tail"]
+            .as_str()
+            .unwrap()
+            .contains("from the console form")
+    );
+    let _ = driver.wait().await;
+    println!("the console showed {victim} dead {after} ms after its SIGKILL");
+    for shot in [
+        "console-members.png",
+        "console-dead.png",
+        "console-tail.png",
+    ] {
+        assert!(screenshots().join(shot).exists(), "{shot}");
+    }
 }

@@ -74,3 +74,43 @@ async fn connected_says_how_long_the_server_may_stay_silent() {
     let connected = socket.recv_type("connected", common::TIMEOUT).await;
     assert_eq!(connected["heartbeat_ms"], 1500);
 }
+
+#[tokio::test]
+async fn the_console_is_served_at_the_root_and_trades_the_api_key_for_a_token() {
+    let node = TestNode::start().await;
+    for path in ["/", "/console"] {
+        let response = node.http().get(node.http_url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        let page = response.text().await.unwrap();
+        assert!(page.contains(r#"import { HeraldClient } from "/client/herald.js""#));
+        // The key is kept per tab and sent as a header, never put in a URL or localStorage.
+        assert!(page.contains("sessionStorage"));
+        assert!(!page.contains("localStorage"));
+        assert!(!page.contains("cdn"), "nothing from a network at run time");
+    }
+    let refused = node
+        .post("/api/console/token", None, &serde_json::json!({}))
+        .await;
+    assert_eq!(refused.status, 401);
+    let granted = node
+        .post(
+            "/api/console/token",
+            Some(node.api_key()),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(granted.status, 200);
+    let token = granted.body["token"].as_str().unwrap().to_string();
+    // The token opens sockets and reads the active broadcast (an admin's).
+    let mut socket = node.ws("/ws?channel=news", Some(&token)).await;
+    socket.recv_type("connected", common::TIMEOUT).await;
+    let active = node
+        .get("/api/creator/broadcast/active", Some(&token))
+        .await;
+    assert_eq!(active.status, 200);
+}

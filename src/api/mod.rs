@@ -11,6 +11,7 @@
 pub mod admission;
 pub mod assets;
 mod cluster;
+mod console;
 mod error;
 mod extract;
 mod health;
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(assets::routes())
+        .merge(console::routes())
         .merge(cluster::routes())
         .merge(snapshot::routes())
         .merge(crate::features::broadcasts::routes())
