@@ -9,6 +9,10 @@
 //! in with the API key it shows three alive members, the killed one as dead within 5 s, and a
 //! publish from its form reaches its live tail.
 //!
+//! The broadcast banner demo (`GET /demo/broadcast?token=`, `tests/browser/demo.mjs`) shows a
+//! warning an admin broadcasts on another node, and its acknowledge button records the
+//! acknowledgement (the user's active broadcast is then none, on every node).
+//!
 //! Needs `/usr/bin/chromium` and `npm ci` in `tests/browser`; without them the test says why
 //! and passes, unless `HERALD_REQUIRE_BROWSER=1` (set by `.ci/run`, which installs both).
 
@@ -262,4 +266,66 @@ async fn the_console_shows_members_marks_a_killed_one_dead_and_publishes() {
     ] {
         assert!(screenshots().join(shot).exists(), "{shot}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_a_broadcast_from_another_node_and_acknowledges_it() {
+    let Some(dir) = driver_dir() else {
+        return;
+    };
+    let cluster = TestCluster::start_linked(3).await;
+    let user = cluster.token("reader", &[]);
+    let config = json!({
+        "url": format!("http://{}", cluster.http(0)),
+        "token": user,
+        "screenshots": screenshots(),
+    });
+    let mut driver = tokio::process::Command::new("node")
+        .arg(dir.join("demo.mjs"))
+        .arg(config.to_string())
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node");
+    let mut commands = driver.stdin.take().unwrap();
+    let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+    let ready = next_line(&mut lines).await;
+    assert_eq!(ready["ready"], true, "{ready}");
+    let admin = cluster.token("boss", &[herald::auth::Role::Admin]);
+    let (status, _) = cluster
+        .post(
+            1,
+            "/api/creator/broadcast",
+            &admin,
+            json!({"message": "Maintenance at noon", "type": "warning"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    tokio::io::AsyncWriteExt::write_all(&mut commands, b"sent\n")
+        .await
+        .unwrap();
+    let banner = next_line(&mut lines).await;
+    assert_eq!(banner["banner"]["type"], "warning", "{banner}");
+    assert_eq!(banner["banner"]["text"], "Maintenance at noon");
+    let acknowledged = next_line(&mut lines).await;
+    assert_eq!(acknowledged["acknowledged"], true, "{acknowledged}");
+    let _ = driver.wait().await;
+    // The acknowledgement reached every node: none shows this user the banner any more.
+    for node in 0..3 {
+        cluster_support::wait_for(
+            "the acknowledgement everywhere",
+            Duration::from_secs(30),
+            || async {
+                cluster
+                    .get(node, "/api/creator/broadcast/active", &user)
+                    .await["broadcast"]
+                    .is_null()
+            },
+        )
+        .await;
+    }
+    assert!(screenshots().join("demo-banner.png").exists());
 }

@@ -1,6 +1,8 @@
-//! The web console: `GET /` and `GET /console` serve one page (`clients/console/index.html`,
-//! embedded at build time, with the JavaScript client from [`super::assets`]); nothing is
-//! fetched from a network at run time.
+//! The pages herald serves: the web console at `GET /` and `GET /console`
+//! (`clients/console/index.html`) and the broadcast banner demo at `GET /demo/broadcast`
+//! (`clients/demo/broadcast.html`, the seeds' banner on the JavaScript client, for a user
+//! token given as `?token=`), embedded at build time with the client from [`super::assets`];
+//! nothing is fetched from a network at run time.
 //!
 //! The page signs in with the API key (kept in the tab's `sessionStorage`, sent as a header,
 //! never in a URL), and trades it for a short-lived admin token at `POST /api/console/token`
@@ -22,6 +24,8 @@ use crate::auth::{Role, User};
 
 /// The console page.
 pub const CONSOLE_HTML: &str = include_str!("../../clients/console/index.html");
+/// The broadcast banner demo.
+pub const DEMO_BROADCAST_HTML: &str = include_str!("../../clients/demo/broadcast.html");
 /// How long a console token lives; the page asks for a fresh one before every connect.
 const CONSOLE_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
@@ -29,16 +33,25 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(page))
         .route("/console", get(page))
+        .route("/demo/broadcast", get(demo_broadcast))
         .route("/api/console/token", post(token))
 }
 
 async fn page() -> impl IntoResponse {
+    html(CONSOLE_HTML)
+}
+
+async fn demo_broadcast() -> impl IntoResponse {
+    html(DEMO_BROADCAST_HTML)
+}
+
+fn html(body: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        CONSOLE_HTML,
+        body,
     )
 }
 
