@@ -70,6 +70,50 @@ fn driver_dir() -> Option<std::path::PathBuf> {
     Some(dir)
 }
 
+/// A running driver script: its stdin for commands and its stdout as JSON lines.
+struct Driver {
+    child: tokio::process::Child,
+    commands: tokio::process::ChildStdin,
+    lines: Lines,
+}
+
+impl Driver {
+    fn start(dir: &Path, script: &str, config: &Value) -> Self {
+        let mut child = tokio::process::Command::new("node")
+            .arg(dir.join(script))
+            .arg(config.to_string())
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run node");
+        let commands = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self {
+            child,
+            commands,
+            lines,
+        }
+    }
+
+    async fn next(&mut self) -> Value {
+        next_line(&mut self.lines).await
+    }
+
+    async fn tell(&mut self, command: &str) {
+        let line = format!("{command}\n");
+        tokio::io::AsyncWriteExt::write_all(&mut self.commands, line.as_bytes())
+            .await
+            .unwrap();
+    }
+
+    async fn finish(mut self) {
+        let _ = self.child.wait().await;
+    }
+}
+
 fn screenshots() -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
     std::fs::create_dir_all(&dir).unwrap();
@@ -101,17 +145,8 @@ async fn a_page_fails_over_when_its_node_is_killed_and_gets_every_event_once() {
         "screenshot": screenshots.join("failover.png"),
         "timeoutMs": 60_000,
     });
-    let mut driver = tokio::process::Command::new("node")
-        .arg(dir.join("failover.mjs"))
-        .arg(config.to_string())
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run node");
-    let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
-    let ready = next_line(&mut lines).await;
+    let mut driver = Driver::start(&dir, "failover.mjs", &config);
+    let ready = driver.next().await;
     let home = ready["ready"]
         .as_str()
         .unwrap_or_else(|| panic!("not ready: {ready}"))
@@ -151,13 +186,13 @@ async fn a_page_fails_over_when_its_node_is_killed_and_gets_every_event_once() {
         origin_of.insert(n, node);
     }
     let started = Instant::now();
-    let mut done = next_line(&mut lines).await;
+    let mut done = driver.next().await;
     while done.get("switched").is_some() {
         println!("page switched: {done}");
-        done = next_line(&mut lines).await;
+        done = driver.next().await;
     }
     assert_eq!(done["done"], true, "{done}");
-    let _ = driver.wait().await;
+    driver.finish().await;
 
     let events: Vec<u64> = done["events"]
         .as_array()
@@ -221,19 +256,8 @@ async fn the_console_shows_members_marks_a_killed_one_dead_and_publishes() {
         "apiKey": API_KEY,
         "screenshots": screenshots(),
     });
-    let mut driver = tokio::process::Command::new("node")
-        .arg(dir.join("console.mjs"))
-        .arg(config.to_string())
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run node");
-    let mut commands = driver.stdin.take().unwrap();
-    let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
-    let alive = next_line(&mut lines).await;
+    let mut driver = Driver::start(&dir, "console.mjs", &config);
+    let alive = driver.next().await;
     let ids = alive["alive"]
         .as_array()
         .unwrap_or_else(|| panic!("{alive}"));
@@ -241,15 +265,13 @@ async fn the_console_shows_members_marks_a_killed_one_dead_and_publishes() {
     let victim = cluster.nodes[2].spec.name.clone();
     assert!(ids.iter().any(|id| id == victim.as_str()), "{alive}");
     cluster.kill(2);
-    tokio::io::AsyncWriteExt::write_all(&mut commands, format!("killed {victim}\n").as_bytes())
-        .await
-        .unwrap();
-    let dead = next_line(&mut lines).await;
+    driver.tell(&format!("killed {victim}")).await;
+    let dead = driver.next().await;
     let after = dead["dead_after_ms"]
         .as_u64()
         .unwrap_or_else(|| panic!("not shown dead within 5 s: {dead}"));
     assert!(after <= 5_000);
-    let published = next_line(&mut lines).await;
+    let published = driver.next().await;
     assert_eq!(published["published"], true, "{published}");
     assert!(
         published["tail"]
@@ -257,7 +279,7 @@ async fn the_console_shows_members_marks_a_killed_one_dead_and_publishes() {
             .unwrap()
             .contains("from the console form")
     );
-    let _ = driver.wait().await;
+    driver.finish().await;
     println!("the console showed {victim} dead {after} ms after its SIGKILL");
     for shot in [
         "console-members.png",
@@ -280,19 +302,8 @@ async fn the_demo_shows_a_broadcast_from_another_node_and_acknowledges_it() {
         "token": user,
         "screenshots": screenshots(),
     });
-    let mut driver = tokio::process::Command::new("node")
-        .arg(dir.join("demo.mjs"))
-        .arg(config.to_string())
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run node");
-    let mut commands = driver.stdin.take().unwrap();
-    let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
-    let ready = next_line(&mut lines).await;
+    let mut driver = Driver::start(&dir, "demo.mjs", &config);
+    let ready = driver.next().await;
     assert_eq!(ready["ready"], true, "{ready}");
     let admin = cluster.token("boss", &[herald::auth::Role::Admin]);
     let (status, _) = cluster
@@ -304,15 +315,13 @@ async fn the_demo_shows_a_broadcast_from_another_node_and_acknowledges_it() {
         )
         .await;
     assert_eq!(status, 200);
-    tokio::io::AsyncWriteExt::write_all(&mut commands, b"sent\n")
-        .await
-        .unwrap();
-    let banner = next_line(&mut lines).await;
+    driver.tell("sent").await;
+    let banner = driver.next().await;
     assert_eq!(banner["banner"]["type"], "warning", "{banner}");
     assert_eq!(banner["banner"]["text"], "Maintenance at noon");
-    let acknowledged = next_line(&mut lines).await;
+    let acknowledged = driver.next().await;
     assert_eq!(acknowledged["acknowledged"], true, "{acknowledged}");
-    let _ = driver.wait().await;
+    driver.finish().await;
     // The acknowledgement reached every node: none shows this user the banner any more.
     for node in 0..3 {
         cluster_support::wait_for(

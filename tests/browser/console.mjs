@@ -5,22 +5,12 @@
 // "killed <node id>" on stdin, {"dead_after_ms": N} when that row shows dead; then
 // {"published": true, "tail": "<live tail text>"} after publishing from the form; exits 0.
 
-import { chromium } from "playwright-core";
-import { createInterface } from "node:readline";
+import { commands, drive, say } from "./driver.mjs";
 
 const config = JSON.parse(process.argv[2]);
-const say = (value) => process.stdout.write(JSON.stringify(value) + "\n");
-const input = createInterface({ input: process.stdin });
-const nextCommand = () => new Promise((resolve) => input.once("line", resolve));
+const input = commands();
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  page.on("console", (message) => process.stderr.write(`console page: ${message.text()}\n`));
+await drive("console", async (page) => {
   await page.goto(`${config.url}/console`);
   await page.fill("#api-key", config.apiKey);
   await page.click("#signin-form button[type=submit]");
@@ -33,7 +23,7 @@ try {
   await page.screenshot({ path: `${config.screenshots}/console-members.png` });
   say({ alive });
 
-  const [, victim] = (await nextCommand()).split(" ");
+  const [, victim] = (await input.next()).split(" ");
   const killedAt = Date.now();
   await page.waitForFunction(
     (id) => document.querySelector(`#members tr[data-node-id="${id}"]`)?.dataset.state === "dead",
@@ -59,10 +49,5 @@ try {
   );
   await page.screenshot({ path: `${config.screenshots}/console-tail.png` });
   say({ published: true, tail: await page.textContent("#tail-log") });
-} catch (error) {
-  say({ error: String(error?.stack ?? error) });
-  process.exitCode = 1;
-} finally {
-  input.close();
-  await browser.close();
-}
+});
+input.close();

@@ -5,26 +5,16 @@
 // {"banner": {"type", "text"}} once the banner shows; then {"acknowledged": true} once the
 // acknowledge button hid it; exits 0.
 
-import { chromium } from "playwright-core";
-import { createInterface } from "node:readline";
+import { commands, drive, say } from "./driver.mjs";
 
 const config = JSON.parse(process.argv[2]);
-const say = (value) => process.stdout.write(JSON.stringify(value) + "\n");
-const input = createInterface({ input: process.stdin });
-const nextCommand = () => new Promise((resolve) => input.once("line", resolve));
+const input = commands();
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  page.on("console", (message) => process.stderr.write(`demo page: ${message.text()}\n`));
+await drive("demo", async (page) => {
   await page.goto(`${config.url}/demo/broadcast?token=${encodeURIComponent(config.token)}`);
   await page.waitForFunction(() => document.body.dataset.state === "connected", null, { timeout: 10_000 });
   say({ ready: true });
-  await nextCommand();
+  await input.next();
   await page.waitForSelector("#banner:not(.hidden)", { timeout: 10_000 });
   const banner = await page.$eval("#banner", (el) => ({
     type: el.dataset.type,
@@ -35,10 +25,5 @@ try {
   await page.click("#banner-ack");
   await page.waitForSelector("#banner.hidden", { state: "attached", timeout: 5_000 });
   say({ acknowledged: true });
-} catch (error) {
-  say({ error: String(error?.stack ?? error) });
-  process.exitCode = 1;
-} finally {
-  input.close();
-  await browser.close();
-}
+});
+input.close();

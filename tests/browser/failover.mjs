@@ -10,25 +10,11 @@
 //   {"done": true, "events": [n...], "states": [...], "cursor": "...", "arrivals": [[n, at, url]...]}
 // and exits 0, or prints {"error": "..."} and exits 1.
 
-import { chromium } from "playwright-core";
+import { drive, say } from "./driver.mjs";
 
 const config = JSON.parse(process.argv[2]);
-const say = (value) => process.stdout.write(JSON.stringify(value) + "\n");
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-  ],
-});
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  page.on("console", (message) => process.stderr.write(`page: ${message.text()}\n`));
+await drive("failover", async (page) => {
   await page.setContent(`<!doctype html><html><head><title>herald failover</title>
     <style>body{font:14px system-ui;margin:2rem} #state{font-weight:600}</style></head>
     <body><h1>herald-client failover</h1><p>state: <span id="state">-</span>,
@@ -84,9 +70,4 @@ try {
     arrivals: window.arrivals,
   }));
   say({ done: true, ...result });
-} catch (error) {
-  say({ error: String(error?.stack ?? error) });
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-}
+});
