@@ -195,6 +195,7 @@ async fn watch_detection(
         .map(|&m| cluster.nodes[m].spec.name.clone())
         .collect();
     let mut seen = Detection::default();
+    let mut poll = tokio::time::interval(Duration::from_millis(25));
     while !seen.complete() && cut.elapsed() < LOOK_FOR {
         for (slot, &m) in majority.iter().enumerate() {
             let (status, body) = readyz(client, cluster.http(m)).await;
@@ -222,7 +223,7 @@ async fn watch_detection(
         {
             seen.isolated_sees_majority_unreachable = Some(cut.elapsed());
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        poll.tick().await;
     }
     seen
 }

@@ -1,4 +1,4 @@
-//! A node stopped with SIGSTOP for longer than the failure detector, while the others publish,
+//! A node stopped with SIGSTOP until the others noticed and published 1,000 events past it,
 //! must not pass its stale state off as current when it wakes: from SIGCONT on, whenever its
 //! `/readyz` answers 200 it already holds everything the others held when it woke
 //! (`backplane/mesh_rejoin.rs`). It then converges with them.
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use cluster_support::{API_KEY, TestCluster, wait_for};
 use serde_json::json;
 
-const PAUSE: Duration = Duration::from_secs(4);
+/// How far past the paused node the others get before it wakes (about 2 s of load).
+const BEHIND_BY: u64 = 1000;
 const PUBLISH_EVERY: Duration = Duration::from_millis(4);
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -57,9 +58,28 @@ async fn a_paused_node_is_ready_again_only_once_it_has_caught_up() {
             .await
             .is_ok_and(|r| r.status().as_u16() == 200)
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let published = |index: usize| {
+        let cluster = &cluster;
+        async move { cluster.log_position(index).await.values().sum::<u64>() }
+    };
+    wait_for("the load is flowing", WAIT, || async {
+        published(1).await >= 100
+    })
+    .await;
     cluster.pause(0, true);
-    tokio::time::sleep(PAUSE).await;
+    let paused_at = published(1).await;
+    // Held until the others noticed the pause and moved well past what it holds.
+    wait_for("the others notice the paused node", WAIT, || async {
+        let view = cluster.cluster_view(1).await;
+        view["unreachable"]
+            .as_array()
+            .is_some_and(|ids| ids.iter().any(|id| id == "n1"))
+    })
+    .await;
+    wait_for("the others publish 1,000 events past it", WAIT, || async {
+        published(1).await >= paused_at + BEHIND_BY
+    })
+    .await;
     // What the others hold as the paused node wakes.
     let mut target: HashMap<String, u64> = HashMap::new();
     for index in [1, 2] {
@@ -71,7 +91,9 @@ async fn a_paused_node_is_ready_again_only_once_it_has_caught_up() {
     cluster.pause(0, false);
     let woke = Instant::now();
     let mut unready_samples = 0;
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
     loop {
+        poll.tick().await;
         assert!(woke.elapsed() < WAIT, "the paused node never became ready");
         if ready(client.clone()).await {
             // Read after the 200: positions only grow, so this is at most what it held then.
@@ -85,7 +107,6 @@ async fn a_paused_node_is_ready_again_only_once_it_has_caught_up() {
             break;
         }
         unready_samples += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
         "ready {:?} after SIGCONT ({unready_samples} unready answers before)",
