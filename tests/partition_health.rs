@@ -54,17 +54,6 @@ async fn ports(cluster: &TestCluster, index: usize) -> Vec<u16> {
     vec![port("gossip_addr"), port("mesh_addr")]
 }
 
-async fn readyz(client: &reqwest::Client, addr: SocketAddr) -> (u16, Value) {
-    let response = client
-        .get(format!("http://{addr}/readyz"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .expect("readyz");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// The node ids `/api/cluster` of node `index` lists as unreachable.
 async fn unreachable(cluster: &TestCluster, index: usize) -> BTreeSet<String> {
     let view = cluster.cluster_view(index).await;
@@ -184,7 +173,6 @@ impl Detection {
 /// asserting at every look that the majority nodes stay ready.
 async fn watch_detection(
     cluster: &TestCluster,
-    client: &reqwest::Client,
     isolated: usize,
     majority: [usize; 2],
     cut: Instant,
@@ -198,7 +186,7 @@ async fn watch_detection(
     let mut poll = tokio::time::interval(Duration::from_millis(25));
     while !seen.complete() && cut.elapsed() < LOOK_FOR {
         for (slot, &m) in majority.iter().enumerate() {
-            let (status, body) = readyz(client, cluster.http(m)).await;
+            let (status, body) = cluster.readyz(m).await;
             assert_eq!(
                 status,
                 200,
@@ -212,8 +200,7 @@ async fn watch_detection(
                 seen.majority_sees_isolated_unreachable[slot] = Some(cut.elapsed());
             }
         }
-        if seen.isolated_unready.is_none() && readyz(client, cluster.http(isolated)).await.0 == 503
-        {
+        if seen.isolated_unready.is_none() && cluster.readyz(isolated).await.0 == 503 {
             seen.isolated_unready = Some(cut.elapsed());
         }
         if seen.isolated_sees_majority_unreachable.is_none()
@@ -253,7 +240,6 @@ async fn replicated_publish(
 /// While the load runs and nothing is cut, no link is dropped for want of acknowledgements,
 /// every node stays ready and lists nobody as unreachable.
 async fn no_false_alarm_under_load(cluster: &TestCluster) {
-    let client = reqwest::Client::new();
     holds_for(
         Duration::from_secs(2),
         "no false alarm under load",
@@ -264,7 +250,7 @@ async fn no_false_alarm_under_load(cluster: &TestCluster) {
                     .metric(index, "herald_mesh_links_unacknowledged_total")
                     .await
                     == 0.0;
-                quiet &= readyz(&client, cluster.http(index)).await.0 == 200;
+                quiet &= cluster.readyz(index).await.0 == 200;
                 quiet &= unreachable(cluster, index).await.is_empty();
             }
             quiet
@@ -273,10 +259,10 @@ async fn no_false_alarm_under_load(cluster: &TestCluster) {
     .await;
 }
 
-async fn wait_all_ready(cluster: &TestCluster, client: &reqwest::Client) {
+async fn wait_all_ready(cluster: &TestCluster) {
     for index in 0..NODES {
         wait_for("every node is ready", WAIT, || async {
-            readyz(client, cluster.http(index)).await.0 == 200
+            cluster.readyz(index).await.0 == 200
         })
         .await;
     }
@@ -294,21 +280,15 @@ async fn start(isolated: usize) -> (TestCluster, reqwest::Client) {
     for index in 0..NODES {
         cluster.wait_linked(index, NODES - 1, WAIT).await;
     }
-    let client = reqwest::Client::new();
-    wait_all_ready(&cluster, &client).await;
-    (cluster, client)
+    wait_all_ready(&cluster).await;
+    (cluster, reqwest::Client::new())
 }
 
 /// Heals the network and asserts that every node becomes ready and the logs converge.
-async fn heal_and_converge(
-    cluster: &TestCluster,
-    client: &reqwest::Client,
-    wall: Firewall,
-    load: Load,
-) {
+async fn heal_and_converge(cluster: &TestCluster, wall: Firewall, load: Load) {
     let healed = Instant::now();
     drop(wall);
-    wait_all_ready(cluster, client).await;
+    wait_all_ready(cluster).await;
     println!("all three ready {:?} after healing", healed.elapsed());
     let published = load.stop().await;
     let position = cluster.wait_converged(WAIT).await;
@@ -350,7 +330,7 @@ async fn an_isolated_node_turns_unready_and_the_majority_stays_ready() {
         let (client, addr) = (client.clone(), cluster.http(isolated));
         tokio::spawn(async move { replicated_publish(&client, addr, "during").await })
     };
-    let seen = watch_detection(&cluster, &client, isolated, majority, cut).await;
+    let seen = watch_detection(&cluster, isolated, majority, cut).await;
     println!("two-way cut, detection after the cut: {seen:?}");
     let (replicated, took) = during.await.expect("publish task");
     println!("replication 2 publish at the cut answered after {took:?}");
@@ -358,7 +338,7 @@ async fn an_isolated_node_turns_unready_and_the_majority_stays_ready() {
     assert!(took <= REPLICATION_ANSWER_BOUND, "took {took:?}");
     seen.assert_within(DETECTION_BOUND);
 
-    let (status, body) = readyz(&client, cluster.http(isolated)).await;
+    let (status, body) = cluster.readyz(isolated).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(
         body["quorum"],
@@ -381,7 +361,7 @@ async fn an_isolated_node_turns_unready_and_the_majority_stays_ready() {
     assert!(!replicated);
     assert!(took <= REPLICATION_ANSWER_BOUND, "took {took:?}");
 
-    heal_and_converge(&cluster, &client, wall, load).await;
+    heal_and_converge(&cluster, wall, load).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,12 +381,12 @@ async fn a_one_way_cut_is_noticed_on_both_sides() {
     let wall = Firewall::new();
     wall.drop_udp(&isolated_ports, &majority_ports);
     let cut = Instant::now();
-    let seen = watch_detection(&cluster, &client, isolated, majority, cut).await;
+    let seen = watch_detection(&cluster, isolated, majority, cut).await;
     println!("one-way cut, detection after the cut: {seen:?}");
     seen.assert_within(DETECTION_BOUND);
     let (replicated, took) = replicated_publish(&client, cluster.http(isolated), "one-way").await;
     assert!(!replicated);
     assert!(took <= REPLICATION_ANSWER_BOUND, "took {took:?}");
 
-    heal_and_converge(&cluster, &client, wall, load).await;
+    heal_and_converge(&cluster, wall, load).await;
 }

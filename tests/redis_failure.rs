@@ -55,21 +55,10 @@ async fn start_cluster(count: usize, redis: &RedisServer) -> TestCluster {
     TestCluster::start_with(count, |_, spec| spec.extra_args = redis_args(&url)).await
 }
 
-async fn readyz(cluster: &TestCluster, index: usize) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .get(format!("http://{}/readyz", cluster.http(index)))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .expect("readyz");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn wait_ready(cluster: &TestCluster, ready: bool) {
     for index in cluster.running() {
         let wanted = if ready { 200 } else { 503 };
-        wait_until(WAIT, || async { readyz(cluster, index).await.0 == wanted }).await;
+        wait_until(WAIT, || async { cluster.readyz(index).await.0 == wanted }).await;
     }
 }
 
@@ -344,7 +333,7 @@ async fn redis_killed_and_restarted_empty_loses_nothing() {
     redis.kill();
     let killed = Instant::now();
     wait_ready(&cluster, false).await;
-    let (_, body) = readyz(&cluster, 0).await;
+    let (_, body) = cluster.readyz(0).await;
     let detail = body["backplane"]["detail"]
         .as_str()
         .unwrap_or("")
@@ -485,7 +474,7 @@ async fn redis_unreachable_at_start_up() {
     };
     let cluster = start_cluster(2, &redis).await;
     for index in 0..2 {
-        let (status, body) = readyz(&cluster, index).await;
+        let (status, body) = cluster.readyz(index).await;
         assert_eq!(status, 503, "{body}");
         let detail = body["backplane"]["detail"].as_str().unwrap_or("");
         assert!(detail.contains("unreachable"), "readyz detail: {detail}");

@@ -335,6 +335,19 @@ impl TestCluster {
         }
     }
 
+    /// `GET /readyz` of node `index`: its status and body.
+    pub async fn readyz(&self, index: usize) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("http://{}/readyz", self.http(index)))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("readyz");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// `/api/cluster` of node `index`.
     pub async fn cluster_view(&self, index: usize) -> Value {
         self.get(index, "/api/cluster", API_KEY).await

@@ -206,9 +206,8 @@ pub async fn wait_ready(addresses: &[SocketAddr], timeout: Duration) -> anyhow::
     let deadline = Instant::now() + timeout;
     for &address in addresses {
         loop {
-            let mut connection = HttpConnection::new(address, "");
-            let ready = tokio::time::timeout(REQUEST_TIMEOUT, connection.get("/readyz")).await;
-            if matches!(ready, Ok(Ok(ref answer)) if answer.status == 200) {
+            let ready = readyz(address, REQUEST_TIMEOUT).await;
+            if ready.is_ok_and(|body| body["status"] == "ready") {
                 break;
             }
             if Instant::now() > deadline {

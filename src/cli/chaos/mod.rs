@@ -359,7 +359,7 @@ impl Cluster {
             .context("this fault needs the network namespaces")
     }
 
-    /// Injects `fault`; answers what to undo when healing.
+    /// Injects `fault` (undone by [`Cluster::heal`]).
     async fn inject(&mut self, fault: &Fault, args: &ChaosArgs) -> anyhow::Result<()> {
         match fault {
             Fault::Kill { node } | Fault::Wipe { node } => {
