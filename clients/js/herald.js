@@ -7,6 +7,14 @@
 // whichever node it reaches, so the server replays exactly what was missed. As a second line of
 // defence it drops an event whose cursor it already holds (and one whose `id` it delivered
 // recently).
+//
+// Presence (who is on a channel, cluster-wide) comes as server messages without `cursor` or
+// `id` (never stored, never replayed): `presence_join` and `presence_leave` as users come and
+// go, and on some sockets a `presence` snapshot right after `connected`. They are delivered as
+// "message" like everything else, and again as "presence" ({type: "join" | "leave" |
+// "snapshot", ...}). `presence()` and `presenceCount()` ask the HTTP API of the node in use
+// (the next ones while nodes do not answer). `presence: false` keeps a socket's user out of
+// presence (bots, backends).
 
 const DEFAULTS = {
   path: "/ws",
@@ -16,6 +24,8 @@ const DEFAULTS = {
   heartbeat: 30_000,
   // A node that has not said `connected` within this long is given up on.
   connectTimeout: 5_000,
+  // false: the server does not announce this socket's user on its channels.
+  presence: true,
 };
 
 /// Silent heartbeat intervals after which a server is taken for dead.
@@ -25,10 +35,19 @@ const REMEMBERED_IDS = 1024;
 /// WebSocket close codes that send the client to another node.
 const MOVE_ON = new Set([1001, 1006, 1012, 1013]);
 const POLICY_VIOLATION = 1008;
+/// HTTP statuses that say a node did not answer itself (a proxy in front of one that is down,
+/// or herald unable to serve for now): the request goes to the next node.
+const NOT_ANSWERED = new Set([502, 503, 504]);
+/// Presence server messages, and the type of the "presence" event each becomes.
+const PRESENCE_CHANGES = new Map([
+  ["presence_join", "join"],
+  ["presence_leave", "leave"],
+]);
 
 export class HeraldClient {
   #options;
   #WebSocket;
+  #fetch;
   #timers;
   #random;
   #listeners = new Map();
@@ -58,6 +77,10 @@ export class HeraldClient {
     if (typeof this.#WebSocket !== "function") {
       throw new TypeError("no WebSocket implementation: pass options.WebSocket");
     }
+    // Checked when first used: only the presence requests need it. Wrapped: browsers refuse
+    // fetch called as a method of another object.
+    const fetch = options.fetch ?? globalThis.fetch;
+    this.#fetch = typeof fetch === "function" ? (url, init) => fetch(url, init) : null;
     // Wrapped: browsers refuse setTimeout called as a method of another object.
     this.#timers = options.timers ?? {
       setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
@@ -85,8 +108,8 @@ export class HeraldClient {
   }
 
   /**
-   * Listens to "message", "recovered", "state", "connected" or "error"; answers a function that
-   * stops listening.
+   * Listens to "message", "presence", "recovered", "state", "connected" or "error"; answers a
+   * function that stops listening.
    */
   on(event, listener) {
     if (!this.#listeners.has(event)) this.#listeners.set(event, new Set());
@@ -110,6 +133,27 @@ export class HeraldClient {
     this.#finish("closed by the application");
   }
 
+  /**
+   * Who is on `channel`, cluster-wide: `{channel, count, users, truncated}` from
+   * `GET /api/channels/{channel}/presence`.
+   * @param {string} channel
+   */
+  async presence(channel) {
+    const body = await this.#request(presencePath(channel));
+    return presenceSnapshot(body, channel);
+  }
+
+  /**
+   * How many users are on `channel`, cluster-wide: `count` from
+   * `GET /api/channels/{channel}/presence/count`.
+   * @param {string} channel
+   */
+  async presenceCount(channel) {
+    const body = await this.#request(`${presencePath(channel)}/count`);
+    if (!Number.isFinite(body.count)) throw new Error("herald answered a presence count without one");
+    return body.count;
+  }
+
   #emit(event, value) {
     for (const listener of this.#listeners.get(event) ?? []) {
       try {
@@ -131,7 +175,7 @@ export class HeraldClient {
     this.#setState(this.#everConnected ? "reconnecting" : "connecting");
     let token;
     try {
-      token = typeof this.#options.token === "function" ? await this.#options.token() : this.#options.token;
+      token = await this.#token();
     } catch (error) {
       this.#emit("error", error);
       this.#retry(false);
@@ -160,11 +204,18 @@ export class HeraldClient {
     );
   }
 
+  /** The token as `options.token` gives it (a function is called every time: it may refresh). */
+  async #token() {
+    return typeof this.#options.token === "function" ? await this.#options.token() : this.#options.token;
+  }
+
   #socketUrl(base, token) {
     const url = new URL(this.#options.path, base.replace(/^http/, "ws"));
     if (url.protocol === "http:") url.protocol = "ws:";
     if (url.protocol === "https:") url.protocol = "wss:";
     for (const channel of this.#options.channels ?? []) url.searchParams.append("channel", channel);
+    // Only when asked: the default is the server's (announced).
+    if (this.#options.presence === false) url.searchParams.set("presence", "false");
     for (const [key, value] of Object.entries(this.#options.params ?? {})) {
       url.searchParams.set(key, value);
     }
@@ -256,6 +307,8 @@ export class HeraldClient {
       }
     }
     this.#emit("message", message);
+    const presence = presenceEvent(message);
+    if (presence) this.#emit("presence", presence);
   }
 
   #onClose(code, reason, opened) {
@@ -275,6 +328,75 @@ export class HeraldClient {
     }
     if (!opened || MOVE_ON.has(code)) this.#moveOn();
     this.#retry(true);
+  }
+
+  /**
+   * GETs `path` (`/api/...`) with the token as a bearer, from the node in use and then from the
+   * others in turn, each once, while nodes do not answer; answers herald's success body.
+   * Rejects with an Error carrying `status` when herald answers an error.
+   */
+  async #request(path) {
+    if (!this.#fetch) throw new TypeError("no fetch implementation: pass options.fetch");
+    const token = await this.#token();
+    const headers = { Accept: "application/json" };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const urls = this.#options.urls;
+    // Taken once: the socket may move on meanwhile, and each node is still asked once.
+    const first = this.#urlIndex;
+    let failure;
+    for (let i = 0; i < urls.length; i++) {
+      const url = httpUrl(urls[(first + i) % urls.length], path);
+      const answer = await this.#get(url, headers);
+      if (answer.failure) {
+        failure = answer.failure;
+        continue;
+      }
+      if (NOT_ANSWERED.has(answer.status)) {
+        failure = answerError(url, answer);
+        continue;
+      }
+      if (answer.status >= 200 && answer.status < 300 && answer.body?.status === "success") {
+        return answer.body;
+      }
+      throw answerError(url, answer);
+    }
+    // Herald's own word when the last node said one (503 "service unavailable"), else why
+    // the last node could not be reached.
+    if (failure.status !== undefined) throw failure;
+    throw new Error(`no herald node answered: ${failure.message}`, { cause: failure });
+  }
+
+  /**
+   * One GET from one node: `{status, body}` (body: the parsed JSON, or null), or `{failure}` when
+   * the node could not be reached or did not answer within `connectTimeout` (a host that drops
+   * packets would otherwise hold the request for as long as TCP retries).
+   */
+  async #get(url, headers) {
+    const controller = typeof AbortController === "function" ? new AbortController() : null;
+    let timer = null;
+    const timedOut = new Promise((resolve) => {
+      timer = this.#timers.setTimeout(() => {
+        timer = null;
+        controller?.abort();
+        const ms = this.#options.connectTimeout;
+        resolve({ failure: new Error(`${url} did not answer within ${ms} ms`) });
+      }, this.#options.connectTimeout);
+    });
+    const init = { method: "GET", headers };
+    if (controller) init.signal = controller.signal;
+    const answered = (async () => {
+      try {
+        const response = await this.#fetch(url, init);
+        return { status: response.status, body: parseJson(await response.text()) };
+      } catch (error) {
+        return { failure: error };
+      }
+    })();
+    try {
+      return await Promise.race([answered, timedOut]);
+    } finally {
+      if (timer !== null) this.#timers.clearTimeout(timer);
+    }
   }
 
   #moveOn() {
@@ -312,6 +434,66 @@ export class HeraldClient {
     }
     this.#setState("closed", reason);
   }
+}
+
+/** The presence path of `channel` (any name: it is encoded). */
+function presencePath(channel) {
+  if (typeof channel !== "string" || channel === "") {
+    throw new TypeError("presence needs a channel name");
+  }
+  return `/api/channels/${encodeURIComponent(channel)}/presence`;
+}
+
+/** `path` at node `base` over HTTP: ws: becomes http:, wss: https:; base's own path goes. */
+function httpUrl(base, path) {
+  const url = new URL(path, base);
+  if (url.protocol === "ws:") url.protocol = "http:";
+  if (url.protocol === "wss:") url.protocol = "https:";
+  return url.toString();
+}
+
+function parseJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+/** The Error of an answer that is not success: herald's message when it gave one, and status. */
+function answerError(url, { status, body }) {
+  const message =
+    body?.status === "error" && typeof body.message === "string"
+      ? body.message
+      : `${url} answered ${status} without herald's body`;
+  return Object.assign(new Error(message), { status });
+}
+
+/**
+ * A presence snapshot as the socket and the HTTP API both give it, in the shape the types
+ * promise (a list, a count, a flag) whatever a node left out.
+ */
+function presenceSnapshot(body, channel = body.channel) {
+  const users = Array.isArray(body.users) ? body.users : [];
+  return {
+    channel: typeof body.channel === "string" ? body.channel : channel,
+    count: Number.isFinite(body.count) ? body.count : users.length,
+    users,
+    truncated: body.truncated === true,
+  };
+}
+
+/**
+ * The "presence" event of a server message, or null when it is none. Presence is never stored,
+ * so it carries no cursor: a message with one is an event someone published with a presence
+ * type, and is only a "message".
+ */
+function presenceEvent(message) {
+  if (message.cursor !== undefined || typeof message.channel !== "string") return null;
+  if (message.type === "presence") return { type: "snapshot", ...presenceSnapshot(message) };
+  const type = PRESENCE_CHANGES.get(message.type);
+  if (type === undefined || message.user === null || typeof message.user !== "object") return null;
+  return { type, channel: message.channel, user: message.user };
 }
 
 /** The delay before reconnect attempt `attempt` (from 0): full jitter under an exponential cap. */
