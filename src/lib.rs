@@ -31,6 +31,7 @@
 //! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up, what a peer's frame may claim, serving peers' requests, interest routing of ephemeral events, readiness by quorum, rejoining after a stall), `redis` (streams, log-driven outbox) |
 //! | [`cluster`] | chitchat gossip membership: members, liveness, gossip keys, sealed gossip datagrams |
 //! | [`mesh`] | the QUIC endpoint, mutual TLS from the cluster secret, peer links, frames |
+//! | [`presence`] | who is on a channel cluster-wide: this node's sockets, peers' tables, the summed view, `presence_join`/`presence_leave` |
 //! | [`auth`] | user JWTs, the API key, channel permissions |
 //! | [`api`] | routes, errors, extractors, HTTP body limit and timeout, socket admission (node, user, address), WebSocket sessions (message rate, liveness) |
 //! | [`features`] | broadcasts, track comments, forum, book requests, generic channels, publish, which channels a feature owns |
@@ -49,6 +50,7 @@ pub mod event;
 pub mod features;
 pub mod hub;
 pub mod mesh;
+pub mod presence;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -19,6 +19,7 @@ use crate::dispatcher::{DispatchFaults, start_dispatcher};
 use crate::event::HybridClock;
 use crate::hub::{CloseReason, Hub};
 use crate::mesh::{LocalIdentity, Mesh};
+use crate::presence::Presence;
 use crate::store::{Store, StoreError, StoreOptions};
 
 /// Binds the mesh endpoint, joins gossip, and builds the mesh backplane (not yet running).
@@ -207,6 +208,11 @@ impl Server {
         let store = Store::open(&options, config.node_id.clone(), clock, sink)?;
         let auth = Arc::new(Authenticator::new(&config.jwt_secret, &config.api_key));
         let admission = Arc::new(Admission::new(&config.limits));
+        let presence = Presence::new(
+            config.presence.clone(),
+            config.node_id.clone(),
+            Arc::clone(&hub),
+        );
         let state = AppState::new(Services {
             config: Arc::new(config),
             store,
@@ -216,11 +222,13 @@ impl Server {
             started: Instant::now(),
             lifecycle: Arc::new(Lifecycle::default()),
             admission,
+            presence,
         });
         if let Some((mesh, inbound)) = mesh_parts {
             mesh.run(
                 state.store.clone(),
                 Arc::clone(&state.hub),
+                Arc::clone(&state.presence),
                 inbound,
                 stopped.clone(),
             );

@@ -66,6 +66,8 @@ pub struct Services {
     pub started: Instant,
     pub lifecycle: Arc<Lifecycle>,
     pub admission: Arc<admission::Admission>,
+    /// Who is on which channel, cluster-wide.
+    pub presence: Arc<crate::presence::Presence>,
 }
 
 /// Requests that end the node from inside (a graceful leave asked over HTTP).

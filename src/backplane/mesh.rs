@@ -17,6 +17,9 @@
 //! - Dialing: for each live member the node with the lower id dials; one link per pair.
 //! - Ephemeral events go only to peers that announced a subscriber of their channel, or whose
 //!   interest is unknown (`backplane/mesh_interest.rs`).
+//! - Presence (`backplane/mesh_presence.rs`): each node streams its own presence to every
+//!   linked peer (a snapshot per link, then deltas), and drops a peer's entries as soon as
+//!   gossip says it is gone or its link has been gone for a second.
 //! - Links end on authenticated facts: the QUIC connection failing (the peer acknowledged
 //!   nothing for `mesh::ACK_SILENCE`, or its idle timeout), or gossip saying the peer is gone
 //!   while its link has been silent for `SILENT_LINK`; gossip alone never closes a link that
@@ -41,6 +44,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::mesh_interest::PeerInterest;
+use super::mesh_presence::MeshPresence;
 use super::mesh_quorum::{QuorumMemory, QuorumView};
 use super::mesh_rejoin::Rejoin;
 use super::mesh_serving::Serving;
@@ -51,6 +55,7 @@ use crate::cluster::{Cluster, MemberState, MembershipChange, keys};
 use crate::event::{NodeId, SharedEvent, VersionVector};
 use crate::hub::Hub;
 use crate::mesh::{Frame, Inbound, LinkInfo, Mesh, frame};
+use crate::presence::Presence;
 use crate::store::Store;
 
 /// How often positions are exchanged, gaps looked for, peers dialed and gossip keys refreshed.
@@ -92,6 +97,8 @@ pub struct MeshBackplane {
     quorum: QuorumMemory,
     /// Catching up after this node was stalled (`mesh_rejoin`).
     rejoin: Rejoin,
+    /// Presence to and from peers (`mesh_presence`), set when the backplane starts running.
+    presence: std::sync::OnceLock<Arc<MeshPresence>>,
 }
 
 impl MeshBackplane {
@@ -109,6 +116,7 @@ impl MeshBackplane {
             interest: Arc::default(),
             quorum: QuorumMemory::default(),
             rejoin: Rejoin::default(),
+            presence: std::sync::OnceLock::new(),
         })
     }
 
@@ -120,15 +128,23 @@ impl MeshBackplane {
         &self.mesh
     }
 
-    /// Starts ingest and the periodic tick; both end when `stop` fires.
+    /// Starts ingest, presence and the periodic tick; all end when `stop` fires.
     pub fn run(
         self: &Arc<Self>,
         store: Store,
         hub: Arc<Hub>,
+        presence: Arc<Presence>,
         inbound: mpsc::Receiver<Inbound>,
         stop: watch::Receiver<bool>,
     ) {
         let _ = self.origin.set(store.origin().clone());
+        let presence = MeshPresence::new(presence);
+        let _ = self.presence.set(Arc::clone(&presence));
+        tokio::spawn(presence.run(
+            Arc::clone(&self.mesh),
+            Arc::clone(&self.cluster),
+            stop.clone(),
+        ));
         tokio::spawn(Arc::clone(self).ingest(
             store.clone(),
             Arc::clone(&hub),
@@ -246,6 +262,12 @@ impl MeshBackplane {
                 Frame::Interest(message) => {
                     let link = self.mesh.link_number(&from);
                     self.interest.on_message(&from, link, message);
+                }
+                Frame::Presence(message) => {
+                    if let Some(presence) = self.presence.get() {
+                        let link = self.mesh.link_number(&from);
+                        presence.on_message(&from, link, message);
+                    }
                 }
                 Frame::Ephemeral { events } => {
                     metrics::counter!("herald_mesh_ephemeral_received_total")

@@ -16,12 +16,15 @@
 //! - a pull asks for at most [`MAX_PULL`] events, forwards;
 //! - an interest update names at most [`MAX_INTEREST_KEYS`] channels and prefixes (each a
 //!   valid channel name, so at most 128 bytes, which the decoder already checked: about
-//!   530 KiB a frame at most), and its seq is at most [`MAX_SEQ`].
+//!   530 KiB a frame at most), and its seq is at most [`MAX_SEQ`];
+//! - a presence update carries at most `presence::wire::MAX_CHANGES_PER_MESSAGE` changes, each
+//!   user id and name at most 128 bytes (about 400 KiB a frame), and its seq is at most
+//!   [`MAX_SEQ`].
 
 use std::fmt;
 
 use crate::event::{Hlc, NodeId, SharedEvent, VersionVector};
-use crate::mesh::{Frame, InterestMessage};
+use crate::mesh::{Frame, InterestMessage, PresenceMessage};
 use crate::store::snapshot::SnapshotPart;
 
 /// The largest seq any frame may carry: far beyond any real log, far below overflow.
@@ -64,6 +67,9 @@ pub enum Violation {
     OversizedInterest {
         keys: usize,
     },
+    BadPresence {
+        reason: String,
+    },
 }
 
 impl Violation {
@@ -76,6 +82,7 @@ impl Violation {
             Self::FutureTimestamp { .. } => "future_timestamp",
             Self::OversizedPull { .. } => "oversized_pull",
             Self::OversizedInterest { .. } => "oversized_interest",
+            Self::BadPresence { .. } => "bad_presence",
         }
     }
 }
@@ -108,6 +115,7 @@ impl fmt::Display for Violation {
             Self::OversizedInterest { keys } => {
                 write!(f, "an interest update of {keys} keys")
             }
+            Self::BadPresence { reason } => write!(f, "a presence update with {reason}"),
         }
     }
 }
@@ -263,6 +271,20 @@ pub fn check(frame: &Frame, bounds: &Bounds<'_>) -> Result<(), Violation> {
                 return Err(Violation::OversizedInterest { keys });
             }
             Ok(())
+        }
+        Frame::Presence(message) => {
+            if let PresenceMessage::Update { seq, .. } = message {
+                if *seq > MAX_SEQ {
+                    return Err(Violation::SeqOutOfRange {
+                        origin: bounds.own_origin.clone(),
+                        seq: *seq,
+                    });
+                }
+            }
+            match crate::presence::wire::invalid(message) {
+                Some(reason) => Err(Violation::BadPresence { reason }),
+                None => Ok(()),
+            }
         }
         Frame::SnapshotEnd { end, .. } => {
             bounds.vector(&end.upto)?;

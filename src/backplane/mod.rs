@@ -10,6 +10,7 @@
 mod local;
 pub mod mesh;
 pub mod mesh_interest;
+pub mod mesh_presence;
 pub mod mesh_quorum;
 mod mesh_rejoin;
 mod mesh_serving;

@@ -30,6 +30,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub history: HistorySection,
     #[serde(default)]
+    pub presence: PresenceSection,
+    #[serde(default)]
     pub nodes: Vec<NodeEntry>,
 }
 
@@ -39,6 +41,15 @@ pub struct FileConfig {
 pub enum NumberOrText {
     Number(u64),
     Text(String),
+}
+
+/// `[presence]`: which channels have presence (see `crate::presence`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceSection {
+    /// Channel-name prefixes, or `"*"` for every channel.
+    pub channels: Option<Vec<String>>,
+    pub max_users_per_channel: Option<usize>,
 }
 
 /// `[history]`: what the log keeps (see `crate::store::RetentionPolicy`).

@@ -10,6 +10,7 @@ mod exposure;
 mod file;
 mod history;
 mod limits;
+mod presence;
 mod redis_url;
 mod resolve;
 
@@ -100,6 +101,8 @@ pub struct Config {
     pub limits: Limits,
     /// What the log keeps (`[history]`).
     pub history: RetentionPolicy,
+    /// Which channels have presence (`[presence]`).
+    pub presence: crate::presence::PresenceConfig,
     /// How far another node's clock may be from this one's: gossip sealed further from the
     /// local clock is refused, and so are peers' events stamped further ahead.
     pub max_clock_drift: Duration,
@@ -131,6 +134,7 @@ impl std::fmt::Debug for Config {
             .field("store_sync", &self.store_sync)
             .field("limits", &self.limits)
             .field("history", &self.history)
+            .field("presence", &self.presence)
             .field("max_clock_drift", &self.max_clock_drift)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("fault_skip_delivery", &self.fault_skip_delivery)
@@ -161,6 +165,7 @@ impl Config {
             store_sync: SyncMode::Normal,
             limits: Limits::default(),
             history: RetentionPolicy::default(),
+            presence: crate::presence::PresenceConfig::default(),
             max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
             shutdown_grace: Duration::from_secs(5),
             fault_skip_delivery: None,

@@ -173,6 +173,7 @@ pub fn resolve(
 
     let limits = super::limits::resolve_limits(&file.limits, args)?;
     let history = super::history::resolve_history(&file.history, args)?;
+    let presence = super::presence::resolve_presence(&file.presence)?;
     let max_clock_drift = match args
         .max_clock_drift
         .as_deref()
@@ -296,6 +297,7 @@ pub fn resolve(
             .unwrap_or(SyncMode::Full),
         limits,
         history,
+        presence,
         max_clock_drift,
         shutdown_grace: std::time::Duration::from_secs(10),
         fault_skip_delivery: args.fault_skip_delivery,

@@ -1,5 +1,7 @@
 //! Rendering an event into the JSON text clients receive: the payload object with `channel`
 //! (unless the payload has its own) and `cursor` appended. Done once per event per node.
+//! Ephemeral events (typing, presence) get no cursor: they are not a position in the log, and a
+//! client that drops what its cursor already covers must never drop them.
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -23,21 +25,33 @@ pub fn render_event(event: &Event, cursor: &VersionVector) -> String {
         && serde_json::from_str::<ChannelProbe>(&event.payload)
             .map(|probe| probe.channel.is_some())
             .unwrap_or(false);
-    let cursor = Cursor::encode(cursor);
+    let cursor = if event.ephemeral {
+        String::new()
+    } else {
+        Cursor::encode(cursor)
+    };
     let mut text =
         String::with_capacity(body.len() + event.channel.as_str().len() + cursor.len() + 32);
     text.push_str(body);
-    if has_fields {
-        text.push(',');
-    }
+    let mut comma = has_fields;
+    let mut field = |text: &mut String, key: &str, value: &str| {
+        if comma {
+            text.push(',');
+        }
+        comma = true;
+        text.push('"');
+        text.push_str(key);
+        text.push_str("\":\"");
+        text.push_str(value);
+        text.push('"');
+    };
     if !has_channel {
-        text.push_str("\"channel\":\"");
-        text.push_str(event.channel.as_str());
-        text.push_str("\",");
+        field(&mut text, "channel", event.channel.as_str());
     }
-    text.push_str("\"cursor\":\"");
-    text.push_str(&cursor);
-    text.push_str("\"}");
+    if !event.ephemeral {
+        field(&mut text, "cursor", &cursor);
+    }
+    text.push('}');
     text
 }
 
@@ -83,6 +97,22 @@ mod tests {
         );
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["channel"], "mine");
+    }
+
+    #[test]
+    fn ephemeral_events_carry_no_cursor() {
+        let mut typing = event(r#"{"type":"user_typing"}"#);
+        typing.ephemeral = true;
+        let value: serde_json::Value =
+            serde_json::from_str(&render_event(&typing, &VersionVector::new())).unwrap();
+        assert_eq!(value["channel"], "forum");
+        assert!(value.get("cursor").is_none(), "{value}");
+        let presence = Event {
+            payload: r#"{"type":"presence_join","channel":"forum"}"#.into(),
+            ..typing
+        };
+        let text = render_event(&presence, &VersionVector::new());
+        assert_eq!(text, r#"{"type":"presence_join","channel":"forum"}"#);
     }
 
     #[test]

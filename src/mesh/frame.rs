@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{NodeId, SharedEvent, VersionVector};
 pub use crate::hub::interest::InterestKey;
+pub use crate::presence::PresenceMessage;
 use crate::store::snapshot::{SnapshotBasis, SnapshotEnd, SnapshotPart};
 
 pub const MAGIC: [u8; 4] = *b"HRLD";
-/// 2: events carry their idempotency key.
-pub const FORMAT_VERSION: u8 = 2;
+/// 2: events carry their idempotency key. 3: presence.
+pub const FORMAT_VERSION: u8 = 3;
 pub const HEADER_LEN: usize = 9;
 /// The largest frame body accepted or produced.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
@@ -59,6 +60,8 @@ pub enum Frame {
     SnapshotEnd { id: u64, end: SnapshotEnd },
     /// Which channels the sender has local subscribers of (`crate::backplane::mesh_interest`).
     Interest(InterestMessage),
+    /// Who the sender holds on presence channels (`crate::backplane::mesh_presence`).
+    Presence(PresenceMessage),
 }
 
 /// The interest protocol: a snapshot when a link comes up, then numbered deltas.

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-pub use frame::{Frame, FrameError, InterestMessage};
+pub use frame::{Frame, FrameError, InterestMessage, PresenceMessage};
 use link::Link;
 pub use link::LinkInfo;
 use tls::{ClusterIdentity, TlsError};

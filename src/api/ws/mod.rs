@@ -60,6 +60,8 @@ pub enum Heartbeat {
 pub struct SessionInfo {
     pub user: User,
     pub spec: SubscriptionSpec,
+    /// Whether the socket enters its user in presence (`?presence=false` does not).
+    pub announce: bool,
 }
 
 /// One socket endpoint's behaviour.
@@ -89,22 +91,29 @@ pub trait SocketEndpoint: Send + Sync + 'static {
 }
 
 /// The credentials and resume point of a socket request: the token from the header, `?token=`
-/// or cookie, `?since=`, and the peer's address (when the server records it).
+/// or cookie, `?since=`, `?presence=false`, and the peer's address (when the server records
+/// it).
 pub struct SocketRequest {
     pub token: Option<String>,
     pub since: Option<String>,
     pub peer: Option<IpAddr>,
+    /// False with `?presence=false`: the socket does not announce its user (backends, bots).
+    pub announce: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for SocketRequest {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let since = parts.uri.query().and_then(|query| {
-            form_urlencoded::parse(query.as_bytes())
-                .find(|(key, _)| key == "since")
-                .map(|(_, value)| value.into_owned())
-        });
+        let query = |name: &str| {
+            parts.uri.query().and_then(|query| {
+                form_urlencoded::parse(query.as_bytes())
+                    .find(|(key, _)| key == name)
+                    .map(|(_, value)| value.into_owned())
+            })
+        };
+        let since = query("since");
+        let announce = query("presence").is_none_or(|value| value != "false");
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -113,6 +122,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SocketRequest {
             token: find_user_token(parts),
             since,
             peer,
+            announce,
         })
     }
 }
@@ -186,7 +196,11 @@ where
         session::start(
             state,
             socket,
-            SessionInfo { user, spec },
+            SessionInfo {
+                user,
+                spec,
+                announce: request.announce,
+            },
             since,
             endpoint,
             permit,

@@ -25,6 +25,7 @@ use crate::api::AppState;
 use crate::api::admission::ConnectionPermit;
 use crate::event::{Cursor, VersionVector};
 use crate::hub::{CloseReason, Delivery, render_event};
+use crate::presence::PresenceGuard;
 use crate::store::state::channels_lost;
 use crate::store::{LogQuery, StoreError};
 
@@ -60,6 +61,8 @@ struct Live {
     floor: Option<VersionVector>,
     reader: tokio::task::JoinHandle<()>,
     permit: ConnectionPermit,
+    /// The socket's presence on its channels, left when the connection ends.
+    presence: Option<PresenceGuard>,
 }
 
 /// Starts the connection's task. Memory per idle connection (BENCHMARKS.md, connections at
@@ -102,6 +105,14 @@ async fn set_up<E: SocketEndpoint>(start: Box<Start<E>>) -> Option<Box<Live>> {
         permit,
     } = *start;
     let subscription = state.hub.subscribe(info.spec.clone());
+    // Entered after subscribing, so that the socket hears its own join like everyone else.
+    let presence = if info.announce {
+        state
+            .presence
+            .enter(&info.user.id, &info.user.name, &info.spec.channels)
+    } else {
+        None
+    };
     let (mut sink, stream) = socket.split();
     metrics::gauge!("herald_connections").increment(1.0);
     let endpoint = Arc::new(endpoint);
@@ -156,6 +167,7 @@ async fn set_up<E: SocketEndpoint>(start: Box<Start<E>>) -> Option<Box<Live>> {
         floor,
         reader,
         permit,
+        presence,
     }))
 }
 
@@ -169,8 +181,10 @@ async fn run_live(live: Box<Live>) {
         floor,
         reader,
         permit,
+        presence,
     } = *live;
     write_live(&mut sink, &mut subscription, control, floor).await;
+    drop(presence);
     drop(subscription);
     // The closing handshake: the reader goes on until the client answers the close frame, so
     // the socket is not dropped with the client's last messages unread (see the reader).
@@ -444,8 +458,10 @@ async fn write_deliveries(
     for delivery in batch.iter() {
         let text = match floor {
             None => delivery.text.clone(),
+            // Ephemeral events carry no cursor: nothing to skip or raise.
+            Some(_) if delivery.seq == 0 => delivery.text.clone(),
             Some(vector) => {
-                if delivery.seq != 0 && vector.covers(&delivery.origin, delivery.seq) {
+                if vector.covers(&delivery.origin, delivery.seq) {
                     continue;
                 }
                 if delivery.cursor.dominates(vector) {
