@@ -97,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .merge(snapshot::routes())
         .merge(crate::features::broadcasts::routes())
         .merge(crate::features::channels::routes())
+        .merge(crate::features::presence::routes())
         .merge(crate::features::comments::routes())
         .merge(crate::features::forum::routes())
         .merge(crate::features::book_requests::routes())

@@ -6,8 +6,8 @@
 //! `herald:acks` channel (a grow-only set). Materialization is the store's; this module
 //! validates, publishes, and reads.
 //!
-//! The stats' `connected_users` is cluster-wide (this node's count plus what each live peer
-//! last gossiped); next to it, `unreachable` names the known peers this node cannot reach
+//! The stats' `connected_users` is cluster-wide, from presence (`crate::presence`: the
+//! broadcast channel is always counted, never announced); next to it, `unreachable` names the known peers this node cannot reach
 //! right now (a partition: their figures may be stale, or missing once gossip marks them dead).
 
 use axum::extract::State;
@@ -24,7 +24,6 @@ use crate::api::ws::{
 };
 use crate::api::{ApiError, AppState, AuthUser, JsonObject};
 use crate::auth::User;
-use crate::cluster::MemberState;
 use crate::event::ChannelName;
 use crate::hub::SubscriptionSpec;
 use crate::store::BroadcastRecord;
@@ -281,32 +280,23 @@ async fn stats(
             ))
         })
         .await?;
-    let local = state.hub.channel_users(kinds::BROADCASTS_CHANNEL);
+    let channel = broadcasts_channel();
     Ok(Json(json!({
         "status": "success",
         "stats": {
             "broadcasts_today": broadcasts_today,
             "active_broadcast": active,
             "connected_users": broadcast_listeners(&state),
-            "connected_users_local": local,
+            "connected_users_local": state.presence.local_count(&channel),
             "unreachable": unreachable_peers(&state),
             "max_characters": MAX_BROADCAST_CHARS,
         }
     })))
 }
 
-/// Users connected to the broadcast socket across the cluster: this node's count, live, plus
-/// what every other live node last reported (gossip for the mesh, the registry for Redis).
-fn broadcast_listeners(state: &AppState) -> usize {
-    let local = state.hub.channel_users(kinds::BROADCASTS_CHANNEL);
-    let peers: u64 = state
-        .backplane
-        .peers()
-        .iter()
-        .filter(|peer| peer.state == MemberState::Alive)
-        .map(|peer| peer.broadcast_users)
-        .sum();
-    local + peers as usize
+/// Users connected to the broadcast socket across the cluster (presence's count).
+fn broadcast_listeners(state: &AppState) -> u64 {
+    state.presence.count(&broadcasts_channel())
 }
 
 /// The known peers this node cannot reach (see `backplane::mesh_quorum`); empty for a

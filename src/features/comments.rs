@@ -289,10 +289,11 @@ async fn socket(
         let spec = SubscriptionSpec::new(&user.id, channels, Vec::new());
         let connected = json!({ "track_id": track_id, "message": "Connected to comment updates" });
         let typing = TypingRoute {
-            channel,
+            channel: channel.clone(),
             context: ("track_id", Value::String(track_id.clone())),
         };
-        Ok((spec, FeatureSocket::new(connected, Some(typing))))
+        let socket = FeatureSocket::new(connected, Some(typing)).with_presence_snapshot(channel);
+        Ok((spec, socket))
     })
 }
 

@@ -8,6 +8,7 @@ pub mod channels;
 pub mod comments;
 pub mod forum;
 pub mod owned;
+pub mod presence;
 mod publish;
 pub mod publish_input;
 pub mod socket;

@@ -1,5 +1,6 @@
-//! The socket endpoint most features use, described by data: what `connected` says and where
-//! the client's typing indicators go. Plus the channels every user's sockets share.
+//! The socket endpoint most features use, described by data: what `connected` says, where
+//! the client's typing indicators go, and which channel's presence it sends after `connected`
+//! (the track socket's "who is listening"). Plus the channels every user's sockets share.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ pub struct TypingRoute {
 pub struct FeatureSocket {
     pub connected: Map<String, Value>,
     pub typing: Option<TypingRoute>,
+    /// A channel whose presence is sent after `connected` (`{"type":"presence",...}`).
+    pub presence: Option<ChannelName>,
     last_typing: Mutex<Option<Instant>>,
 }
 
@@ -36,8 +39,16 @@ impl FeatureSocket {
                 _ => Map::new(),
             },
             typing,
+            presence: None,
             last_typing: Mutex::new(None),
         }
+    }
+
+    /// Sends `channel`'s presence right after `connected`; the socket's own user is in it
+    /// (it entered before the greeting), and joins and leaves follow as events.
+    pub fn with_presence_snapshot(mut self, channel: ChannelName) -> Self {
+        self.presence = Some(channel);
+        self
     }
 
     fn typing_allowed(&self) -> bool {
@@ -56,8 +67,13 @@ impl SocketEndpoint for FeatureSocket {
         self.connected.clone()
     }
 
-    async fn on_connect(&self, _state: &AppState, _session: &SessionInfo) -> Vec<String> {
-        Vec::new()
+    async fn on_connect(&self, state: &AppState, _session: &SessionInfo) -> Vec<String> {
+        match &self.presence {
+            Some(channel) if state.presence.config().tracks(channel.as_str()) => {
+                vec![super::presence::snapshot_message(state, channel)]
+            }
+            _ => Vec::new(),
+        }
     }
 
     async fn on_client_message(
