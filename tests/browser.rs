@@ -13,6 +13,10 @@
 //! warning an admin broadcasts on another node, and its acknowledge button records the
 //! acknowledgement (the user's active broadcast is then none, on every node).
 //!
+//! Presence (`tests/browser/presence.mjs`): a page on one node's origin connects the client to
+//! another node's track socket, gets who is listening, asks `presence()` across origins (CORS,
+//! bearer token), and hears a third node's user join and leave.
+//!
 //! Needs `/usr/bin/chromium` and `npm ci` in `tests/browser`; without them the test says why
 //! and passes, unless `HERALD_REQUIRE_BROWSER=1` (set by `.ci/run`, which installs both).
 
@@ -337,4 +341,43 @@ async fn the_demo_shows_a_broadcast_from_another_node_and_acknowledges_it() {
         .await;
     }
     assert!(screenshots().join("demo-banner.png").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_another_origin_sees_who_listens_and_hears_joins_and_leaves() {
+    let Some(dir) = driver_dir() else {
+        return;
+    };
+    let cluster = TestCluster::start_linked(3).await;
+    let listener = cluster.token("listener", &[]);
+    let config = json!({
+        "page": format!("http://{}", cluster.http(0)),
+        "node": format!("http://{}", cluster.http(1)),
+        "token": listener,
+        "track": "42",
+        "screenshots": screenshots(),
+    });
+    let mut driver = Driver::start(&dir, "presence.mjs", &config);
+    let first = driver.next().await;
+    assert_eq!(first["snapshot"]["channel"], "track:42", "{first}");
+    assert_eq!(
+        first["snapshot"]["users"][0]["user_id"], "listener",
+        "{first}"
+    );
+    // presence() went from origin n1 to n2, through CORS, with the token as a bearer.
+    assert_eq!(first["presence"]["count"], 1, "{first}");
+    assert_eq!(first["presence"]["users"][0]["name"], "userlistener");
+    // Someone opens the track on a third node: the page hears the join, then the leave.
+    let other = cluster.token("other", &[]);
+    let socket = cluster_support::client::open(&cluster, 2, "/api/ws/track/42", &other).await;
+    driver.tell("joined").await;
+    let joined = driver.next().await;
+    assert_eq!(joined["join"]["user_id"], "other", "{joined}");
+    drop(socket);
+    driver.tell("left").await;
+    let left = driver.next().await;
+    assert_eq!(left["leave"]["user_id"], "other", "{left}");
+    assert_eq!(left["count"], 1, "{left}");
+    driver.finish().await;
+    assert!(screenshots().join("presence.png").exists());
 }

@@ -5,7 +5,8 @@
 //! namespaces of their own, publishes through all of them, subscribes on all of them, injects
 //! one kind of fault on a fixed seed, heals, and reports a verdict; the test asserts all of it:
 //! acknowledged publishes, nothing lost from any log or subscriber, no duplicate, nothing out
-//! of per-origin order, convergence after every heal, identical logs and state.
+//! of per-origin order, convergence after every heal, identical logs and state, and presence
+//! that lists exactly the connected subscribers on every node, then nobody.
 //!
 //! Partitions and loss run the nodes in namespaces, which need root, `ip` and `nft`. Without
 //! them such a test prints why and passes, unless `HERALD_REQUIRE_NETNS=1` (set by `.ci/run`,
@@ -80,6 +81,13 @@ fn assert_clean_of(passed: bool, verdict: &Value, kinds: &[&str], episodes: usiz
     assert!(verdict["convergence"]["final_ms"].is_u64());
     assert_eq!(verdict["convergence"]["not_converged"], 0);
     assert_eq!(count_in(verdict, "clients", "without_markers"), 0);
+    // Presence: after the faults every node listed exactly the connected subscribers (no
+    // ghost of a killed, paused, cut-off or wiped node, nobody missing), then nobody.
+    let presence = &verdict["presence"];
+    assert_eq!(presence["checked"], true, "{presence}");
+    assert!(presence["disagreement"].is_null(), "{presence}");
+    assert!(presence["agreed_after_ms"].is_u64(), "{presence}");
+    assert!(presence["emptied_after_ms"].is_u64(), "{presence}");
     let faults = verdict["faults"].as_array().expect("faults");
     assert_eq!(faults.len(), episodes, "{faults:?}");
     for fault in faults {

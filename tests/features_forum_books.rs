@@ -68,10 +68,30 @@ async fn forum_routing(count: usize) {
     let cluster = TestCluster::start_linked(count).await;
     let node = |i: usize| i % count;
     let (u1, u2) = (cluster.token("1", &[]), cluster.token("2", &[]));
-    let mut thread5 = open(&cluster, node(0), "/api/forum/ws/thread/5", &u1).await;
-    let mut thread6 = open(&cluster, node(1), "/api/forum/ws/thread/6", &u2).await;
-    let mut global = open(&cluster, node(2), "/api/forum/ws/global", &u2).await;
-    let mut v2 = open(&cluster, node(1), "/api/forum/ws/v2", &u1).await;
+    // Routing only: the sockets do not announce their users (presence has its own tests,
+    // and its joins would race the events here across nodes).
+    let mut thread5 = open(
+        &cluster,
+        node(0),
+        "/api/forum/ws/thread/5?presence=false",
+        &u1,
+    )
+    .await;
+    let mut thread6 = open(
+        &cluster,
+        node(1),
+        "/api/forum/ws/thread/6?presence=false",
+        &u2,
+    )
+    .await;
+    let mut global = open(
+        &cluster,
+        node(2),
+        "/api/forum/ws/global?presence=false",
+        &u2,
+    )
+    .await;
+    let mut v2 = open(&cluster, node(1), "/api/forum/ws/v2?presence=false", &u1).await;
 
     publish(
         &cluster,

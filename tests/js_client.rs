@@ -1,6 +1,7 @@
 //! The JavaScript client (`clients/js`): its own unit tests under node's test runner (a fake
 //! WebSocket and clock: backoff and jitter, failover order, cursor kept and sent, duplicates
-//! dropped, heartbeat and dead-server timeouts, token refresh on 1008, `recovered:false`), and
+//! dropped, heartbeat and dead-server timeouts, token refresh on 1008, `recovered:false`,
+//! presence events and `presence()`/`presenceCount()` with a fake fetch), and
 //! what herald serves of it: the same file at `GET /client/herald.js`, and the `heartbeat_ms`
 //! the client reads from `connected`.
 //!

@@ -71,6 +71,46 @@ async fn the_endpoints_list_and_count_users_for_the_api_key_and_allowed_users() 
 }
 
 #[tokio::test]
+async fn browsers_on_another_origin_may_ask_with_a_bearer_token() {
+    let node = TestNode::start().await;
+    let preflight = node
+        .http()
+        .request(
+            reqwest::Method::OPTIONS,
+            node.http_url("/api/channels/forum/presence"),
+        )
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let answer = node
+        .http()
+        .get(node.http_url("/api/channels/forum/presence/count"))
+        .header("origin", "https://app.example")
+        .bearer_auth(node.token("u1", "Ann", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["access-control-allow-origin"], "*");
+    assert!(
+        answer
+            .headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn joins_and_leaves_reach_subscribers_without_a_cursor_and_are_never_replayed() {
     let node = TestNode::start().await;
     let watcher_token = node.token("w", "Watcher", &[]);

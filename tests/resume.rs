@@ -219,19 +219,20 @@ async fn no_gap_and_no_duplicate_when_resuming_during_a_stream() {
 
 #[tokio::test]
 async fn targeted_events_reach_only_the_listed_users() {
+    // A channel without presence, so that the three users do not hear of each other.
     let node = TestNode::start().await;
     let mut user1 = node
-        .channel_socket(&["forum"], &node.token("1", "one", &[]))
+        .channel_socket(&["news"], &node.token("1", "one", &[]))
         .await;
     let mut user2 = node
-        .channel_socket(&["forum"], &node.token("2", "two", &[]))
+        .channel_socket(&["news"], &node.token("2", "two", &[]))
         .await;
     let mut user3 = node
-        .channel_socket(&["forum"], &node.token("3", "three", &[]))
+        .channel_socket(&["news"], &node.token("3", "three", &[]))
         .await;
 
     node.publish_to(
-        "forum",
+        "news",
         json!({ "type": "forum_notification", "n": 1 }),
         &["2"],
     )
@@ -240,11 +241,11 @@ async fn targeted_events_reach_only_the_listed_users() {
     node.post(
         "/api/publish",
         Some(node.api_key()),
-        &json!({ "channel": "forum", "data": { "type": "forum_notification", "n": 2 }, "users": [3] }),
+        &json!({ "channel": "news", "data": { "type": "forum_notification", "n": 2 }, "users": [3] }),
     )
     .await
     .expect_status(reqwest::StatusCode::OK);
-    node.publish("forum", json!({ "type": "new_message", "n": 3 }))
+    node.publish("news", json!({ "type": "new_message", "n": 3 }))
         .await;
 
     // Per channel, events arrive in order: the untargeted one is the barrier.

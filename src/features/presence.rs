@@ -3,20 +3,30 @@
 //! `GET /api/channels/{channel}/presence/count`. For the API key, or a user allowed on the
 //! channel. Every node answers the same, within the time presence takes to reach it (a few
 //! milliseconds on the mesh). What presence is and how it spreads: `crate::presence`.
+//!
+//! Browsers on any origin may call them with a bearer token (CORS allows any origin, `GET`
+//! and `Authorization`, without credentials, so a cookie never authorizes a cross-origin read).
 
 use axum::extract::{Path, State};
+use axum::http::{Method, header};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use tower_http::cors::{Any, CorsLayer};
 
 use crate::api::{ApiError, AppState, Caller};
 use crate::auth::{ChannelAccess, may_subscribe};
 use crate::event::ChannelName;
 
 pub fn routes() -> Router<AppState> {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET])
+        .allow_headers([header::AUTHORIZATION]);
     Router::new()
         .route("/api/channels/{channel}/presence", get(presence))
         .route("/api/channels/{channel}/presence/count", get(count))
+        .layer(cors)
 }
 
 async fn presence(

@@ -12,7 +12,8 @@
 //!   hands the event to its own local subscribers of the channel. Every node does so for its
 //!   own subscribers only, from its own view, so each subscriber gets each transition once;
 //!   and when a node dies, every survivor removes its entries and tells its own subscribers.
-//!   They are ephemeral: never stored, never replayed, without a cursor.
+//!   They are ephemeral: never stored, never replayed, without a cursor. A socket enters
+//!   before it subscribes, so it is not told of its own user's join.
 //!
 //! What it does not own: how peers' presence arrives (the backplane: `mesh_presence` on the
 //! mesh, `redis::presence` through Redis), and when a peer counts as gone (the backplane

@@ -104,8 +104,8 @@ async fn set_up<E: SocketEndpoint>(start: Box<Start<E>>) -> Option<Box<Live>> {
         endpoint,
         permit,
     } = *start;
-    let subscription = state.hub.subscribe(info.spec.clone());
-    // Entered after subscribing, so that the socket hears its own join like everyone else.
+    // Entered before subscribing: the socket does not hear its own user's join (it is in the
+    // presence snapshot a socket may send after `connected`); everyone else does.
     let presence = if info.announce {
         state
             .presence
@@ -113,6 +113,7 @@ async fn set_up<E: SocketEndpoint>(start: Box<Start<E>>) -> Option<Box<Live>> {
     } else {
         None
     };
+    let subscription = state.hub.subscribe(info.spec.clone());
     let (mut sink, stream) = socket.split();
     metrics::gauge!("herald_connections").increment(1.0);
     let endpoint = Arc::new(endpoint);

@@ -1,6 +1,7 @@
 //! Subscribers that survive their node: a WebSocket client that resumes elsewhere.
 //!
-//! A [`Subscriber`] connects to its home node, subscribes to every chaos channel and records
+//! A [`Subscriber`] connects to its home node, subscribes to every chaos channel (and, under
+//! a user of its own, to the presence channel of `super::presence`) and records
 //! each event it receives, in arrival order, into its [`Arrivals`]. It keeps the newest
 //! cursor. When its connection ends (the node was killed or wiped), or the node stays silent
 //! for [`SILENCE`] (paused: the client pings every second and any answer counts), it
@@ -43,6 +44,8 @@ pub struct SubscriberState {
     pub markers: BTreeSet<(u32, u32)>,
     pub cursor: Option<String>,
     pub connected: bool,
+    /// Connected right now (for the presence check).
+    pub online: bool,
     pub resumes: u64,
     /// Events a resumed connection delivered that were published before it connected.
     pub replayed: u64,
@@ -90,11 +93,14 @@ impl Subscriber {
                 {
                     let mut state = lock(&self.state);
                     state.connected = true;
+                    state.online = true;
                     if resumed {
                         state.resumes += 1;
                     }
                 }
-                if self.read(socket, resumed).await {
+                let stopped = self.read(socket, resumed).await;
+                lock(&self.state).online = false;
+                if stopped {
                     return;
                 }
             } else {
@@ -109,6 +115,7 @@ impl Subscriber {
         for channel in &self.channels {
             url.push_str(&format!("channel={}&", channel_name(*channel)));
         }
+        url.push_str(&format!("channel={}&", super::presence::CHANNEL));
         url.push_str("token=");
         url.push_str(&self.token);
         if let Some(cursor) = since {

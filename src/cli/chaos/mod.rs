@@ -35,11 +35,13 @@ mod client;
 mod ledger;
 mod loopback;
 mod network;
+mod presence;
 mod publisher;
 mod redis;
 mod schedule;
 mod verdict;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -492,7 +494,6 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
             Duration::from_secs(24 * 3600),
         )
     };
-    let reader_token = token("chaos-reader", Vec::new());
     let admin_token = token("chaos-admin", vec![Role::Admin]);
     let (stop_publishing, publishing_stopped) = watch::channel(false);
     let (stop_subscribers, subscribers_stopped) = watch::channel(false);
@@ -505,7 +506,7 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
         let job = Subscriber {
             home: index % node_count,
             channels: all_channels.clone(),
-            token: reader_token.clone(),
+            token: token(&presence::user(index), Vec::new()),
             directory: cluster.directory(),
             state: Arc::clone(&state),
             stop: subscribers_stopped.clone(),
@@ -654,6 +655,16 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
     })
     .await
     .is_ok();
+    let addresses: Vec<SocketAddr> = cluster.nodes.iter().map(|node| node.http).collect();
+    let online = || {
+        subscribers
+            .iter()
+            .enumerate()
+            .filter(|(_, (state, _))| client::lock(state).online)
+            .map(|(index, _)| presence::user(index))
+            .collect()
+    };
+    let agreed = presence::wait_agreed(&addresses, &api_key, online).await;
     let _ = stop_subscribers.send(true);
     for (_, task) in &mut subscribers {
         if tokio::time::timeout(Duration::from_secs(5), &mut *task)
@@ -663,6 +674,8 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
             task.abort();
         }
     }
+    let emptied = presence::wait_agreed(&addresses, &api_key, BTreeSet::new).await;
+    let presence = presence_report(agreed, emptied, &mut problems);
 
     // Subscribers.
     let mut verdict = Verdict {
@@ -676,6 +689,7 @@ async fn check(args: &ChaosArgs, cluster: &mut Cluster) -> anyhow::Result<Verdic
         network: cluster.network.clone(),
         delay: delay_note(cluster, args),
         duration_secs,
+        presence,
         ..Verdict::default()
     };
     for (state, _) in &subscribers {
@@ -852,6 +866,43 @@ impl Progress {
             }
         }
     }
+}
+
+/// The verdict's presence part, with a problem for each check that failed.
+fn presence_report(
+    agreed: anyhow::Result<Option<Result<Duration, String>>>,
+    emptied: anyhow::Result<Option<Result<Duration, String>>>,
+    problems: &mut Vec<String>,
+) -> presence::PresenceReport {
+    let mut report = presence::PresenceReport::default();
+    for (what, outcome) in [("connected", agreed), ("stopped", emptied)] {
+        match outcome {
+            Ok(None) => return presence::PresenceReport::default(),
+            Ok(Some(Ok(after))) => {
+                report.checked = true;
+                let ms = Some(after.as_millis() as u64);
+                if what == "connected" {
+                    report.agreed_after_ms = ms;
+                } else {
+                    report.emptied_after_ms = ms;
+                }
+            }
+            Ok(Some(Err(described))) => {
+                report.checked = true;
+                problems.push(format!(
+                    "presence with the subscribers {what}: the nodes did not agree within \
+                     {:?}: {described}",
+                    presence::AGREE_TIMEOUT
+                ));
+                report.disagreement.get_or_insert(described);
+            }
+            Err(error) => {
+                report.checked = true;
+                problems.push(format!("presence could not be read: {error:#}"));
+            }
+        }
+    }
+    report
 }
 
 #[cfg(test)]

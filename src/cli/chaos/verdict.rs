@@ -97,6 +97,8 @@ pub struct Verdict {
     pub detection: Detection,
     pub logs_identical: bool,
     pub state_identical: bool,
+    /// Whether every node listed exactly the connected subscribers, then nobody.
+    pub presence: super::presence::PresenceReport,
     /// Everything that made the run fail, in words.
     pub problems: Vec<String>,
 }
@@ -225,6 +227,19 @@ impl Verdict {
                 self.logs_identical, self.state_identical
             ),
         );
+        let presence = if !self.presence.checked {
+            "not checked (the channel has no presence on these nodes)".to_string()
+        } else if self.presence.disagreement.is_some() {
+            "the nodes disagreed".to_string()
+        } else {
+            format!(
+                "every node listed exactly the connected subscribers after {}, and nobody {} \
+                 after they left",
+                ms(self.presence.agreed_after_ms),
+                ms(self.presence.emptied_after_ms)
+            )
+        };
+        line(&mut text, format!("  presence: {presence}"));
         if self.passed {
             line(
                 &mut text,
