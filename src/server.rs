@@ -235,7 +235,12 @@ impl Server {
         }
         #[cfg(feature = "redis")]
         if let Some(redis) = redis_part {
-            redis.run(state.store.clone(), Arc::clone(&state.hub), stopped.clone());
+            redis.run(
+                state.store.clone(),
+                Arc::clone(&state.hub),
+                Arc::clone(&state.presence),
+                stopped.clone(),
+            );
         }
         let mut stopped = stopped;
         let app = api::router(state.clone());

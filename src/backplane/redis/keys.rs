@@ -12,6 +12,7 @@
 //! | `herald:{cluster}:shipped` | hash | origin -> the highest seq its node has shipped into its stream |
 //! | `herald:{cluster}:probe:{node}` | stream, `MAXLEN ~ 16` | the node's reader probes |
 //! | `herald:{cluster}:ephemeral` | stream, `MAXLEN ~` [`EPHEMERAL_STREAM_CAP`] | typing indicators |
+//! | `herald:{cluster}:presence:{node}` | string, `PX` (refreshed every tick) | the node's whole presence snapshot (`super::presence`), numbered by its record's `presence_version` |
 //!
 //! An entry's `ev` field is the mesh codec's versioned [`Frame::Events`] (or
 //! [`Frame::Ephemeral`]) holding exactly one event, so that the wire format of an event lives in
@@ -78,6 +79,10 @@ impl Keys {
     pub fn ephemeral(&self) -> String {
         format!("{}:ephemeral", self.prefix)
     }
+
+    pub fn presence(&self, node: &NodeId) -> String {
+        format!("{}:presence:{node}", self.prefix)
+    }
 }
 
 /// What each node writes into the registry hash every tick.
@@ -102,6 +107,10 @@ pub struct NodeRecord {
     /// The highest seq of each origin it pruned: below that it cannot repair anyone.
     #[serde(default)]
     pub pruned: VersionVector,
+    /// The version of the presence snapshot the node last wrote to its presence key (written
+    /// before this record); 0: none (a node without presence through Redis).
+    #[serde(default)]
+    pub presence_version: u64,
 }
 
 impl NodeRecord {
@@ -195,5 +204,18 @@ mod tests {
         };
         assert_eq!(NodeRecord::from_json(&record.to_json()), Some(record));
         assert_eq!(NodeRecord::from_json("{"), None);
+    }
+
+    #[test]
+    fn records_of_older_nodes_have_presence_version_zero() {
+        let old = r#"{"vector":{},"connections":0,"users":0,"broadcast_users":0,"http":null,"at_ms":1,"beat":2}"#;
+        let record = NodeRecord::from_json(old).expect("an older record still reads");
+        assert_eq!(record.presence_version, 0);
+        assert_eq!(record.beat, 2);
+        let keys = Keys::new("c1");
+        assert_eq!(
+            keys.presence(&NodeId::new("n2").unwrap()),
+            "herald:{c1}:presence:n2"
+        );
     }
 }

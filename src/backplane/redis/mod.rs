@@ -48,6 +48,13 @@
 //!   probe stream, which its reader also reads; when the nonce is not back within
 //!   [`PROBE_DEADLINE`] while Redis answers, the reader and its connection are rebuilt
 //!   (`herald_redis_reader_repairs_total`).
+//! - **Presence** (`presence`): each node writes its whole presence snapshot to
+//!   `herald:{cluster}:presence:{node}` (expiring unless refreshed) when it changed, at most
+//!   every 100 ms, and then names its version in its registry record (`presence_version`);
+//!   every node reads the snapshots of live peers whose version changed and replaces what it
+//!   held of them. A peer the registry calls dead loses its users at the next tick (within
+//!   [`DEAD_AFTER`] and a tick of its last heartbeat); a node that cannot reach Redis for
+//!   [`DEAD_AFTER`] drops every peer's presence until it can.
 //!
 //! Connections use fred's explicit reconnect policy (its default never reconnects): exponential
 //! back-off from 100 ms to 500 ms, forever, with connection and command timeouts, and `connect()`
@@ -66,6 +73,7 @@
 mod catchup;
 mod client;
 mod keys;
+mod presence;
 mod reader;
 mod registry;
 mod repair;
@@ -86,6 +94,7 @@ use crate::cluster::MemberState;
 use crate::config::RedisUrl;
 use crate::event::{Event, NodeId, SharedEvent};
 use crate::hub::Hub;
+use crate::presence::Presence;
 use crate::store::Store;
 use client::{Backoff, QUIT_TIMEOUT, disconnect, new_client, unless_stopped};
 use keys::{Keys, NodeRecord};
@@ -172,6 +181,9 @@ struct Shared {
     own_record: Option<NodeRecord>,
     /// Whether the last registry round trip succeeded (for logging the transitions).
     registry_answered: bool,
+    /// The version of this node's presence snapshot in Redis, for its record (written only
+    /// once the snapshot itself is).
+    presence_version: u64,
 }
 
 pub struct RedisBackplane {
@@ -191,6 +203,8 @@ pub struct RedisBackplane {
     origin: OnceLock<NodeId>,
     wake_shipper: Notify,
     nudge_registry: Notify,
+    /// A registry read brought a peer's new presence version.
+    presence_wake: Notify,
     /// The highest seq of this node's origin written to its stream.
     shipped: AtomicU64,
     /// The highest seq of this node's origin that another live node holds.
@@ -227,6 +241,7 @@ impl RedisBackplane {
             origin: OnceLock::new(),
             wake_shipper: Notify::new(),
             nudge_registry: Notify::new(),
+            presence_wake: Notify::new(),
             shipped: AtomicU64::new(0),
             replicated: watch::channel(0).0,
             shared: Mutex::new(Shared::default()),
@@ -241,9 +256,15 @@ impl RedisBackplane {
         }))
     }
 
-    /// Starts the shipper, the registry (which runs the reader) and the ephemeral sender; all
-    /// end when `stop` fires. Call before the node accepts publishes.
-    pub fn run(self: &Arc<Self>, store: Store, hub: Arc<Hub>, stop: watch::Receiver<bool>) {
+    /// Starts the shipper, the registry (which runs the reader), the ephemeral sender and
+    /// presence; all end when `stop` fires. Call before the node accepts publishes.
+    pub fn run(
+        self: &Arc<Self>,
+        store: Store,
+        hub: Arc<Hub>,
+        presence: Arc<Presence>,
+        stop: watch::Receiver<bool>,
+    ) {
         let _ = self.origin.set(store.origin().clone());
         let committed_at_start = hub.delivered().get(store.origin());
         tokio::spawn(shipper::run(
@@ -261,6 +282,7 @@ impl RedisBackplane {
             ));
         }
         tokio::spawn(watch_connection_errors(Arc::downgrade(self), stop.clone()));
+        tokio::spawn(presence::run(Arc::clone(self), presence, stop.clone()));
         tokio::spawn(registry::run(Arc::clone(self), store, hub, stop));
     }
 

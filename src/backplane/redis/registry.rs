@@ -35,6 +35,8 @@ const FORGET_EVERY: Duration = Duration::from_secs(60);
 struct Absorbed {
     epoch_changed: bool,
     new_origins: bool,
+    /// A peer's record names a presence version this node had not seen in it.
+    presence_changed: bool,
 }
 
 pub(super) async fn run(
@@ -87,6 +89,9 @@ pub(super) async fn run(
                 continue;
             }
         };
+        if absorbed.presence_changed {
+            backplane.presence_wake.notify_one();
+        }
         if absorbed.epoch_changed || absorbed.new_origins {
             // The reader re-plans its streams when its blocking read returns: wake it.
             if unless_stopped(&mut stop, backplane.wake_reader())
@@ -187,7 +192,11 @@ impl RedisBackplane {
             .read(crate::store::state::pruned_positions)
             .await
             .unwrap_or_default();
-        self.shared().own_pruned = pruned.clone();
+        let presence_version = {
+            let mut shared = self.shared();
+            shared.own_pruned = pruned.clone();
+            shared.presence_version
+        };
         let record = NodeRecord {
             pruned,
             origin: Some(store.origin().clone()),
@@ -199,6 +208,7 @@ impl RedisBackplane {
             at_ms: keys::now_ms(),
             beat,
             left: false,
+            presence_version,
         };
         let epoch_key = self.keys.epoch();
         let nodes_key = self.keys.nodes();
@@ -287,9 +297,12 @@ impl RedisBackplane {
                     if peer.record.beat != record.beat {
                         peer.beat_changed = Some(now);
                     }
+                    absorbed.presence_changed |=
+                        peer.record.presence_version != record.presence_version;
                     peer.record = record;
                 }
                 None => {
+                    absorbed.presence_changed |= record.presence_version != 0;
                     let age = Duration::from_millis(now_ms.saturating_sub(record.at_ms));
                     let beat_changed = (age < DEAD_AFTER).then(|| now.checked_sub(age)).flatten();
                     shared.peers.insert(
