@@ -100,6 +100,16 @@ async fn join(cluster: &TestCluster, index: usize, user: &str, query: &str) -> S
     .await
 }
 
+/// A subscriber of the channel on each of `nodes` that does not announce itself.
+async fn watchers(cluster: &TestCluster, nodes: &[usize]) -> Vec<Socket> {
+    let mut sockets = Vec::new();
+    for &index in nodes {
+        let user = format!("watcher{index}");
+        sockets.push(join(cluster, index, &user, "&presence=false").await);
+    }
+    sockets
+}
+
 /// Presence events read from `socket` until the committed event `marker` arrives.
 async fn presence_events_until(socket: &mut Socket, marker: &str) -> Vec<(String, String)> {
     let mut events = Vec::new();
@@ -204,18 +214,7 @@ async fn a_killed_nodes_users_are_gone_everywhere_within_two_seconds_and_come_ba
         .unwrap_or(3);
     let mut cluster = TestCluster::start_linked(3).await;
     let survivors = [0, 1];
-    let mut watchers = Vec::new();
-    for &index in &survivors {
-        watchers.push(
-            join(
-                &cluster,
-                index,
-                &format!("watcher{index}"),
-                "&presence=false",
-            )
-            .await,
-        );
-    }
+    let mut watchers = watchers(&cluster, &survivors).await;
     // A user on a survivor too, who must stay.
     let _stays = join(&cluster, 0, "stays", "").await;
     let mut times = Vec::new();
@@ -297,18 +296,7 @@ async fn churn_leaves_no_ghosts() {
     let tokens: Vec<String> = (0..30)
         .map(|n| cluster.token(&format!("c{n}"), &[]))
         .collect();
-    let mut watchers = Vec::new();
-    for index in all {
-        watchers.push(
-            join(
-                &cluster,
-                index,
-                &format!("watcher{index}"),
-                "&presence=false",
-            )
-            .await,
-        );
-    }
+    let mut watchers = watchers(&cluster, &all).await;
     let _stays = join(&cluster, 1, "stays", "").await;
     let started = Instant::now();
     let churn = Duration::from_secs(4);
@@ -391,26 +379,6 @@ async fn churn_leaves_no_ghosts() {
     .await;
 }
 
-/// The gossip and mesh ports of node `index`, from its own `/api/cluster` row.
-async fn ports(cluster: &TestCluster, index: usize) -> Vec<u16> {
-    let view = cluster.cluster_view(index).await;
-    let own = view["members"]
-        .as_array()
-        .and_then(|members| members.iter().find(|m| m["is_self"] == true))
-        .cloned()
-        .expect("own member row");
-    ["gossip_addr", "mesh_addr"]
-        .iter()
-        .map(|key| {
-            own[*key]
-                .as_str()
-                .and_then(|addr| addr.parse::<SocketAddr>().ok())
-                .map(|addr| addr.port())
-                .unwrap_or_else(|| panic!("no {key} in {own}"))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_heals_to_the_right_set() {
     if firewall::skip_unless_available("a_partition_heals_to_the_right_set") {
@@ -422,8 +390,8 @@ async fn a_partition_heals_to_the_right_set() {
     let _bob = join(&cluster, 2, "bob", "").await;
     wait_listed_everywhere(&cluster, &all, CHANNEL, &["ann", "bob"], SPREAD_BOUND).await;
 
-    let majority: Vec<u16> = [ports(&cluster, 0).await, ports(&cluster, 1).await].concat();
-    let minority = ports(&cluster, 2).await;
+    let majority: Vec<u16> = [cluster.ports(0).await, cluster.ports(1).await].concat();
+    let minority = cluster.ports(2).await;
     let firewall = Firewall::new();
     firewall.drop_udp(&majority, &minority);
     firewall.drop_udp(&minority, &majority);

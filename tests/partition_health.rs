@@ -36,24 +36,6 @@ const LOOK_FOR: Duration = Duration::from_secs(8);
 const PUBLISH_EVERY: Duration = Duration::from_millis(12);
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The gossip and mesh ports of node `index`, from its own `/api/cluster` row.
-async fn ports(cluster: &TestCluster, index: usize) -> Vec<u16> {
-    let view = cluster.cluster_view(index).await;
-    let own = view["members"]
-        .as_array()
-        .and_then(|members| members.iter().find(|m| m["is_self"] == true))
-        .cloned()
-        .expect("own member row");
-    let port = |key: &str| {
-        own[key]
-            .as_str()
-            .and_then(|addr| addr.parse::<SocketAddr>().ok())
-            .map(|addr| addr.port())
-            .unwrap_or_else(|| panic!("no {key} in {own}"))
-    };
-    vec![port("gossip_addr"), port("mesh_addr")]
-}
-
 /// The node ids `/api/cluster` of node `index` lists as unreachable.
 async fn unreachable(cluster: &TestCluster, index: usize) -> BTreeSet<String> {
     let view = cluster.cluster_view(index).await;
@@ -314,9 +296,9 @@ async fn an_isolated_node_turns_unready_and_the_majority_stays_ready() {
     }
     let (isolated, majority) = (2, [0, 1]);
     let (cluster, client) = start(isolated).await;
-    let isolated_ports = ports(&cluster, isolated).await;
-    let mut majority_ports = ports(&cluster, majority[0]).await;
-    majority_ports.extend(ports(&cluster, majority[1]).await);
+    let isolated_ports = cluster.ports(isolated).await;
+    let mut majority_ports = cluster.ports(majority[0]).await;
+    majority_ports.extend(cluster.ports(majority[1]).await);
     let (ready, _) = replicated_publish(&client, cluster.http(isolated), "before").await;
     assert!(ready, "a linked node with --replication 2 replicates");
 
@@ -372,9 +354,9 @@ async fn a_one_way_cut_is_noticed_on_both_sides() {
     // n1 dials both others: its datagrams are lost, theirs still reach it.
     let (isolated, majority) = (0, [1, 2]);
     let (cluster, client) = start(isolated).await;
-    let isolated_ports = ports(&cluster, isolated).await;
-    let mut majority_ports = ports(&cluster, majority[0]).await;
-    majority_ports.extend(ports(&cluster, majority[1]).await);
+    let isolated_ports = cluster.ports(isolated).await;
+    let mut majority_ports = cluster.ports(majority[0]).await;
+    majority_ports.extend(cluster.ports(majority[1]).await);
 
     let load = Load::start((0..NODES).map(|i| cluster.http(i)).collect());
     no_false_alarm_under_load(&cluster).await;

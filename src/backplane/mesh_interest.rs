@@ -431,16 +431,10 @@ fn delta_frames(
 
 /// Queues `frames` for `peer`, each waiting at most [`SEND_TIMEOUT`]; answers whether all were.
 async fn send_frames(mesh: &Mesh, peer: &NodeId, frames: Vec<InterestMessage>) -> bool {
-    for message in frames {
-        let Ok(bytes) = frame::encode(&Frame::Interest(message)) else {
-            return false;
-        };
-        match tokio::time::timeout(SEND_TIMEOUT, mesh.send_to(peer, Arc::from(bytes))).await {
-            Ok(Ok(())) => {}
-            _ => return false,
-        }
-    }
-    true
+    let frames = frames.into_iter().map(Frame::Interest);
+    mesh.send_frames_within(peer, frames, SEND_TIMEOUT)
+        .await
+        .is_some()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -370,18 +370,11 @@ fn delta_frames(generation: u64, first_seq: u64, delta: &[PresenceChange]) -> Ve
 
 /// Queues `frames` for `peer`, each waiting at most [`SEND_TIMEOUT`]; answers whether all were.
 async fn send_frames(mesh: &Mesh, peer: &NodeId, frames: Vec<PresenceMessage>) -> bool {
-    for message in frames {
-        let Ok(bytes) = frame::encode(&Frame::Presence(message)) else {
-            return false;
-        };
-        let length = bytes.len() as u64;
-        match tokio::time::timeout(SEND_TIMEOUT, mesh.send_to(peer, Arc::from(bytes))).await {
-            Ok(Ok(())) => {
-                metrics::counter!("herald_mesh_presence_bytes_sent_total").increment(length);
-            }
-            _ => return false,
-        }
-    }
+    let frames = frames.into_iter().map(Frame::Presence);
+    let Some(sent) = mesh.send_frames_within(peer, frames, SEND_TIMEOUT).await else {
+        return false;
+    };
+    metrics::counter!("herald_mesh_presence_bytes_sent_total").increment(sent as u64);
     true
 }
 

@@ -356,6 +356,27 @@ impl Mesh {
             .map_err(|_| MeshError::NoLink(peer.clone()))
     }
 
+    /// Encodes `frames` and queues them for `peer` in order, each waiting at most `timeout` for
+    /// queue space; answers the bytes queued, or `None` as soon as one could not be (no link,
+    /// full for too long, or a frame that does not encode).
+    pub async fn send_frames_within(
+        &self,
+        peer: &NodeId,
+        frames: impl IntoIterator<Item = Frame>,
+        timeout: std::time::Duration,
+    ) -> Option<usize> {
+        let mut sent = 0;
+        for frame in frames {
+            let bytes = frame::encode(&frame).ok()?;
+            let length = bytes.len();
+            match tokio::time::timeout(timeout, self.send_to(peer, Arc::from(bytes))).await {
+                Ok(Ok(())) => sent += length,
+                _ => return None,
+            }
+        }
+        Some(sent)
+    }
+
     /// Closes the links whose peer acknowledged nothing new for [`ACK_SILENCE`]. `seen` is the
     /// watchdog's memory: per link number, the last RTT mark and when it last moved; it keeps
     /// only links that exist.

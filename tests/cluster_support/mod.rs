@@ -400,6 +400,27 @@ impl TestCluster {
         .await;
     }
 
+    /// The gossip and mesh ports of node `index`, from its own `/api/cluster` row (what a
+    /// firewall rule cuts).
+    pub async fn ports(&self, index: usize) -> Vec<u16> {
+        let view = self.cluster_view(index).await;
+        let own = view["members"]
+            .as_array()
+            .and_then(|members| members.iter().find(|m| m["is_self"] == true))
+            .cloned()
+            .expect("own member row");
+        ["gossip_addr", "mesh_addr"]
+            .iter()
+            .map(|key| {
+                own[*key]
+                    .as_str()
+                    .and_then(|addr| addr.parse::<SocketAddr>().ok())
+                    .map(|addr| addr.port())
+                    .unwrap_or_else(|| panic!("no {key} in {own}"))
+            })
+            .collect()
+    }
+
     pub fn token(&self, user: &str, roles: &[herald::auth::Role]) -> String {
         let auth = herald::auth::Authenticator::new(JWT_SECRET, API_KEY);
         let user = herald::auth::User {

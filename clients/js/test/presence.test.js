@@ -1,78 +1,12 @@
 // herald-client's presence under node's test runner: the presence messages of the socket, and
-// presence() / presenceCount() against a fake fetch. A fake WebSocket and clock, as in
-// client.test.js.
+// presence() / presenceCount() against a fake fetch, with the fakes of fakes.js.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { HeraldClient, encodeCursor } from "../herald.js";
+import * as shared from "../testing/fakes.js";
 
-/** Timers that run only when the test advances the clock. */
-class Clock {
-  now = 0;
-  #next = 1;
-  #timers = new Map();
-
-  setTimeout = (fn, ms) => {
-    const id = this.#next++;
-    this.#timers.set(id, { at: this.now + ms, fn });
-    return id;
-  };
-
-  clearTimeout = (id) => {
-    this.#timers.delete(id);
-  };
-
-  /** Runs every timer due within `ms`, in order. */
-  async advance(ms) {
-    const end = this.now + ms;
-    for (;;) {
-      const due = [...this.#timers].filter(([, t]) => t.at <= end).sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.#timers.delete(due[0]);
-      this.now = due[1].at;
-      due[1].fn();
-      await flush();
-    }
-    this.now = end;
-  }
-}
-
-const flush = () => new Promise((resolve) => setImmediate(resolve));
-
-const cursor = (entries) => encodeCursor(new Map(Object.entries(entries)));
-
-/** Every socket the client opened, newest last. */
-function fakeWebSocket() {
-  const sockets = [];
-  class FakeSocket {
-    onopen = null;
-    onmessage = null;
-    onerror = null;
-    onclose = null;
-    sent = [];
-    constructor(url) {
-      this.url = new URL(url);
-      sockets.push(this);
-    }
-    send(data) {
-      this.sent.push(data);
-    }
-    close() {}
-    receive(message) {
-      this.onmessage?.({ data: JSON.stringify(message) });
-    }
-    drop(code = 1006) {
-      this.onclose?.({ code, reason: "" });
-    }
-    /** Opens and says `connected`. */
-    accept(extra = {}) {
-      this.onopen?.({});
-      this.receive({ type: "connected", cursor: cursor({}), ...extra });
-    }
-  }
-  return { FakeSocket, sockets };
-}
+const { cursor, flush } = shared;
 
 /**
  * A fetch that answers from `answer(url)`: `{status, body}` (body as JSON, or a string as it
@@ -94,21 +28,8 @@ function fakeFetch(answer) {
   return { fetch, calls };
 }
 
-async function client(options = {}) {
-  const clock = new Clock();
-  const { FakeSocket, sockets } = fakeWebSocket();
-  const herald = new HeraldClient({
-    urls: ["http://a:1", "http://b:2", "http://c:3"],
-    channels: ["track:42"],
-    token: "t0",
-    WebSocket: FakeSocket,
-    timers: clock,
-    random: () => 0.5,
-    ...options,
-  });
-  await flush();
-  return { herald, clock, sockets };
-}
+/** A client on three fake nodes, on a presence channel. */
+const client = (options = {}) => shared.client({ channels: ["track:42"], ...options });
 
 /** Both streams of a client: every "message" type and every "presence" event. */
 function record(herald) {
