@@ -23,6 +23,8 @@ pub struct FileConfig {
     pub cluster_secret: Option<String>,
     /// For example `"1m"`.
     pub max_clock_drift: Option<String>,
+    /// Address of a listener serving only `/metrics`.
+    pub metrics: Option<String>,
     #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]
@@ -116,6 +118,8 @@ pub struct NodeEntry {
     pub advertise_mesh: Option<String>,
     pub data: Option<String>,
     pub seeds: Option<Vec<String>>,
+    /// Address of this node's listener serving only `/metrics`.
+    pub metrics: Option<String>,
 }
 
 impl FileConfig {
