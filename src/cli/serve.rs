@@ -20,15 +20,44 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .set(tokio::runtime::Handle::current().metrics().num_workers() as f64);
     // One line on stdout that harnesses (and people) can wait for.
     println!(
-        "herald listening node_id={} http={}",
+        "herald listening node_id={} http={} scheme={}",
         server.state().config.node_id,
-        server.http_addr()
+        server.http_addr(),
+        if server.serves_tls() { "https" } else { "http" }
     );
     tokio::select! {
         _ = wait_for_signal() => server.shutdown().await,
         _ = server.leave_requested() => server.leave().await,
+        _ = reload_tls_on_hangup(&server) => {}
     }
     Ok(())
+}
+
+/// On every SIGHUP, reads the TLS certificate and key again (open connections keep theirs).
+/// Never returns.
+async fn reload_tls_on_hangup(server: &Server) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                while hangups.recv().await.is_some() {
+                    if !server.serves_tls() {
+                        tracing::info!("SIGHUP: no TLS certificate to reload");
+                        continue;
+                    }
+                    match server.reload_tls() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Err(error) => {
+                            tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; the old one stays")
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP"),
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 /// Every socket is a file descriptor: raises the soft open-file limit to the hard one, and says

@@ -23,6 +23,9 @@ pub struct FileConfig {
     pub cluster_secret: Option<String>,
     /// For example `"1m"`.
     pub max_clock_drift: Option<String>,
+    /// PEM certificate chain and key for HTTPS and wss://, relative to the file's directory.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
     #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]

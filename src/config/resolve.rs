@@ -115,6 +115,13 @@ pub struct ServeArgs {
     /// timestamps beyond it are refused), for example 1m.
     #[arg(long, env = "HERALD_MAX_CLOCK_DRIFT")]
     pub max_clock_drift: Option<String>,
+    /// PEM certificate chain: serve HTTPS and wss:// on the HTTP address (with --tls-key;
+    /// reloaded from disk on SIGHUP).
+    #[arg(long, env = "HERALD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HERALD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl clap::ValueEnum for SyncMode {
@@ -214,6 +221,7 @@ pub fn resolve(
             "needs a rediss:// (TLS) redis_url",
         ));
     }
+    let tls = resolve_tls(args, &file, &base_dir, backplane)?;
     let seeds = if !args.seeds.is_empty() {
         args.seeds.clone()
     } else {
@@ -277,6 +285,7 @@ pub fn resolve(
         backplane,
         redis_url,
         redis_ca,
+        tls,
         replication,
         jwt_secret: secret(
             "jwt_secret",
@@ -304,6 +313,43 @@ pub fn resolve(
     };
     super::exposure::check(&config)?;
     Ok(config)
+}
+
+/// `--tls-cert` and `--tls-key` (or the file's `tls_cert` and `tls_key`, relative to it):
+/// both or neither.
+fn resolve_tls(
+    args: &ServeArgs,
+    file: &FileConfig,
+    base_dir: &std::path::Path,
+    backplane: BackplaneKind,
+) -> Result<Option<super::TlsFiles>, ConfigError> {
+    let cert = args
+        .tls_cert
+        .clone()
+        .or_else(|| file.tls_cert.as_ref().map(|path| base_dir.join(path)));
+    let key = args
+        .tls_key
+        .clone()
+        .or_else(|| file.tls_key.as_ref().map(|path| base_dir.join(path)));
+    let files = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => super::TlsFiles { cert, key },
+        (Some(_), None) => {
+            return Err(ConfigError::invalid("tls_key", "required with tls_cert"));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid("tls_cert", "required with tls_key"));
+        }
+    };
+    if backplane == BackplaneKind::Redis {
+        // Peers fetch snapshots from each other over plain HTTP on the Redis backplane.
+        return Err(ConfigError::invalid(
+            "tls_cert",
+            "native TLS needs backplane = mesh (on the Redis backplane peers fetch snapshots \
+             over plain HTTP): terminate TLS in a proxy there",
+        ));
+    }
+    Ok(Some(files))
 }
 
 fn address(
