@@ -526,6 +526,41 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_come_in_pairs_relative_to_the_file_and_need_the_mesh() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "tls_cert = \"certs/a.pem\"\ntls_key = \"certs/a.key\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(file.clone()),
+            data: Some(dir.path().join("data")),
+            ..ServeArgs::default()
+        };
+        let config = resolve(&args, |_| None).unwrap();
+        assert_eq!(
+            config.tls,
+            Some(crate::config::TlsFiles {
+                cert: dir.path().join("certs/a.pem"),
+                key: dir.path().join("certs/a.key"),
+            })
+        );
+        args.backplane = Some(BackplaneKind::Redis);
+        args.redis_url = Some("redis://127.0.0.1:6379".parse().unwrap());
+        let error = resolve(&args, |_| None).unwrap_err().to_string();
+        assert!(
+            error.contains("tls_cert") && error.contains("mesh"),
+            "{error}"
+        );
+        std::fs::write(&file, "tls_cert = \"certs/a.pem\"\n").unwrap();
+        args.backplane = None;
+        let error = resolve(&args, |_| None).unwrap_err().to_string();
+        assert!(error.contains("tls_key"), "{error}");
+    }
+
+    #[test]
     fn the_redis_ca_comes_from_the_file_relative_to_it_and_needs_tls() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
