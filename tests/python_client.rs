@@ -35,7 +35,10 @@ fn python_unavailable(python: &Path) -> Option<String> {
         Ok(output) if !output.status.success() => Some(format!(
             "{} lacks pytest, httpx or PyJWT (pip install -e 'clients/python[test]'): {}",
             python.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
         )),
         Ok(_) => None,
     }
