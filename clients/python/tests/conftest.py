@@ -22,7 +22,7 @@ from herald_client import Herald
 API_KEY = "python-client-test-key"
 JWT_SECRET = "python-client-test-jwt-secret-of-32-bytes-or-more"
 START_TIMEOUT = 30.0
-LISTENING = re.compile(r"^herald listening node_id=(\S+) http=(\S+)")
+LISTENING = re.compile(r"^herald listening node_id=(\S+) http=(\S+)(?: scheme=(\w+))?")
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
             if line is None:
                 pytest.fail(f"herald exited ({process.wait()}):\n{log.read_text()[-3000:]}")
             found = LISTENING.match(line)
-        node_id, address = found.group(1), found.group(2)
-        yield Node(f"http://{address}", node_id, API_KEY, JWT_SECRET, log)
+        node_id, address, scheme = found.group(1), found.group(2), found.group(3) or "http"
+        yield Node(f"{scheme}://{address}", node_id, API_KEY, JWT_SECRET, log)
     finally:
         process.kill()
         process.wait(timeout=10)
