@@ -24,11 +24,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         server.state().config.node_id,
         server.http_addr()
     );
+    notify_systemd(
+        sd_notify::NotifyState::Ready,
+        &format!("listening on {}", server.http_addr()),
+    );
     tokio::select! {
-        _ = wait_for_signal() => server.shutdown().await,
-        _ = server.leave_requested() => server.leave().await,
+        _ = wait_for_signal() => {
+            notify_systemd(sd_notify::NotifyState::Stopping, "shutting down");
+            server.shutdown().await
+        }
+        _ = server.leave_requested() => {
+            notify_systemd(sd_notify::NotifyState::Stopping, "leaving the cluster");
+            server.leave().await
+        }
     }
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`; nothing without `NOTIFY_SOCKET`) what the node is doing:
+/// `READY=1` once it listens, `STOPPING=1` when a shutdown begins, each with a `STATUS=`.
+fn notify_systemd(state: sd_notify::NotifyState<'_>, status: &str) {
+    if let Err(error) = sd_notify::notify(&[state, sd_notify::NotifyState::Status(status)]) {
+        tracing::warn!(%error, "cannot notify systemd");
+    }
 }
 
 /// Every socket is a file descriptor: raises the soft open-file limit to the hard one, and says
