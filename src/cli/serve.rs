@@ -25,9 +25,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         server.http_addr(),
         if server.serves_tls() { "https" } else { "http" }
     );
+    notify_systemd(
+        sd_notify::NotifyState::Ready,
+        &format!("listening on {}", server.http_addr()),
+    );
     tokio::select! {
-        _ = wait_for_signal() => server.shutdown().await,
-        _ = server.leave_requested() => server.leave().await,
+        _ = wait_for_signal() => {
+            notify_systemd(sd_notify::NotifyState::Stopping, "shutting down");
+            server.shutdown().await
+        }
+        _ = server.leave_requested() => {
+            notify_systemd(sd_notify::NotifyState::Stopping, "leaving the cluster");
+            server.leave().await
+        }
         _ = reload_tls_on_hangup(&server) => {}
     }
     Ok(())
@@ -58,6 +68,14 @@ async fn reload_tls_on_hangup(server: &Server) {
         }
     }
     std::future::pending::<()>().await
+}
+
+/// Tells systemd (`Type=notify`; nothing without `NOTIFY_SOCKET`) what the node is doing:
+/// `READY=1` once it listens, `STOPPING=1` when a shutdown begins, each with a `STATUS=`.
+fn notify_systemd(state: sd_notify::NotifyState<'_>, status: &str) {
+    if let Err(error) = sd_notify::notify(&[state, sd_notify::NotifyState::Status(status)]) {
+        tracing::warn!(%error, "cannot notify systemd");
+    }
 }
 
 /// Every socket is a file descriptor: raises the soft open-file limit to the hard one, and says
