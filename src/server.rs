@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::admission::Admission;
+use crate::api::tls::{TlsConfig, TlsError};
 use crate::api::{self, AppState, Lifecycle, Services};
 use crate::auth::Authenticator;
 use crate::backplane::{Backplane, LocalBackplane, MeshBackplane};
@@ -130,6 +131,8 @@ pub enum ServerError {
     },
     #[error("redis: {0}")]
     Redis(String),
+    #[error("tls: {0}")]
+    Tls(TlsError),
     #[error("backplane {0:?} is not available in this build")]
     BackplaneUnavailable(BackplaneKind),
 }
@@ -180,6 +183,54 @@ pub struct Server {
     http_task: JoinHandle<()>,
     /// The `/metrics` listener of `--metrics ADDR`.
     metrics: Option<(SocketAddr, JoinHandle<()>)>,
+    tls: Option<TlsConfig>,
+}
+
+/// Serves `app` on `listener`, over TLS when `tls` is given, until `stopped` fires; then lets
+/// open connections finish (TLS: for at most `grace`, after which they are cut).
+fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<TlsConfig>,
+    mut stopped: watch::Receiver<bool>,
+    grace: std::time::Duration,
+) -> Result<JoinHandle<()>, ServerError> {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let Some(tls) = tls else {
+        return Ok(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(%error, "http server failed");
+            }
+        }));
+    };
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    let listener = listener
+        .into_std()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let handle = axum_server::Handle::new();
+    let stopping = handle.clone();
+    tokio::spawn(async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+        stopping.graceful_shutdown(Some(grace));
+    });
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum_server::from_tcp_rustls(listener, tls.rustls())
+            .handle(handle)
+            .serve(app)
+            .await
+        {
+            tracing::error!(%error, "https server failed");
+        }
+    }))
 }
 
 impl Server {
@@ -284,20 +335,18 @@ impl Server {
         }
         let metrics =
             metrics_listener.map(|listener| serve_metrics(listener, &state, stopped.clone()));
-        let mut stopped = stopped;
+        let tls = match &state.config.tls {
+            Some(files) => Some(TlsConfig::load(files).map_err(ServerError::Tls)?),
+            None => None,
+        };
         let app = api::router(state.clone());
-        let http_task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            };
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(error) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(%error, "http server failed");
-            }
-        });
+        let http_task = serve_http(
+            listener,
+            app,
+            tls.clone(),
+            stopped,
+            state.config.shutdown_grace,
+        )?;
         tracing::info!(node_id = %state.config.node_id, http = %http_addr, data = %state.config.data_dir.display(), "node started");
         Ok(Self {
             http_addr,
@@ -305,7 +354,22 @@ impl Server {
             stop,
             http_task,
             metrics,
+            tls,
         })
+    }
+
+    /// Whether the HTTP address serves HTTPS.
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Reads the TLS certificate and key again (SIGHUP): new handshakes get them, open
+    /// connections stay as they are. Does nothing without TLS.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
     }
 
     pub fn http_addr(&self) -> SocketAddr {

@@ -1,5 +1,5 @@
 //! `herald bench` end to end, small: it starts its own node, loads it briefly, and reports
-//! every acknowledged publish delivered once and in order, as JSON.
+//! every acknowledged publish delivered once and in order, as JSON; also over TLS.
 
 use std::process::Command;
 
@@ -49,6 +49,33 @@ fn fanout_delivers_every_publish_once_in_order() {
     }
     assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     assert!(report["cpu"]["server_seconds"].as_f64().is_some());
+}
+
+#[test]
+fn fanout_over_tls_delivers_every_publish_once() {
+    // The nodes serve HTTPS and wss:// with a certificate generated for the run, and every
+    // bench connection (sockets, publishes, /metrics) speaks TLS to them.
+    let report = bench(&[
+        "fanout",
+        "--tls",
+        "--clients",
+        "20",
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--store-sync",
+        "normal",
+    ]);
+    let acked = report["publishes"]["acked"].as_u64().unwrap();
+    assert!(acked > 0, "{report:#}");
+    assert_eq!(
+        report["deliveries"]["received"].as_u64().unwrap(),
+        acked * 20
+    );
+    for field in ["missing", "duplicates", "out_of_order"] {
+        assert_eq!(report["correctness"][field], 0, "{field}: {report:#}");
+    }
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod error;
 mod extract;
 mod health;
 mod snapshot;
+pub mod tls;
 pub mod ws;
 
 use std::sync::Arc;

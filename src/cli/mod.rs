@@ -1,5 +1,5 @@
-//! The command line: `herald serve`, `herald cluster`, `herald token`, `herald secret`,
-//! `herald publish`, and the toolkit beside the server: `herald bench` (load) and
+//! The command line: `herald serve`, `herald init`, `herald cluster`, `herald token`,
+//! `herald secret`, `herald publish`, and the toolkit beside the server: `herald bench` (load) and
 //! `herald chaos` (correctness under faults), which share nodes, clients and the HTTP client.
 //!
 //! Each subcommand is a small module; errors reach the user as one line on stderr and a
@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod chaos;
 mod cluster;
+pub mod init;
 mod publish;
 mod secret;
 mod serve;
@@ -32,6 +33,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a node (a single node on 127.0.0.1:8000 with no arguments).
     Serve(Box<crate::config::ServeArgs>),
+    /// Write a commented configuration file for a production node, with fresh secrets.
+    Init(Box<init::InitArgs>),
     /// Join, inspect or leave a cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -67,6 +70,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
+            Command::Init(args) => init::run(*args),
             Command::Cluster(command) => cluster::run(command).await,
             Command::Token(args) => token::run(args),
             Command::Secret => secret::run(),

@@ -25,6 +25,9 @@ pub struct FileConfig {
     pub max_clock_drift: Option<String>,
     /// Address of a listener serving only `/metrics`.
     pub metrics: Option<String>,
+    /// PEM certificate chain and key for HTTPS and wss://, relative to the file's directory.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
     #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]

@@ -75,6 +75,14 @@ pub struct Advertised {
     pub mesh: Option<SocketAddr>,
 }
 
+/// The certificate chain and private key a node serves HTTPS with (PEM files, read at start
+/// and again on SIGHUP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// A validated configuration for one node. Its `Debug` form shows no secret.
 #[derive(Clone)]
 pub struct Config {
@@ -93,6 +101,8 @@ pub struct Config {
     /// PEM file with the CA certificate(s) a `rediss://` server's certificate must chain to
     /// (default: the system's roots).
     pub redis_ca: Option<PathBuf>,
+    /// HTTPS and wss:// on the HTTP address (plain HTTP without).
+    pub tls: Option<TlsFiles>,
     pub replication: u8,
     pub jwt_secret: String,
     pub api_key: String,
@@ -129,6 +139,7 @@ impl std::fmt::Debug for Config {
             .field("backplane", &self.backplane)
             .field("redis_url", &self.redis_url)
             .field("redis_ca", &self.redis_ca)
+            .field("tls", &self.tls)
             .field("replication", &self.replication)
             .field("jwt_secret", &HIDDEN)
             .field("api_key", &HIDDEN)
@@ -161,6 +172,7 @@ impl Config {
             backplane: BackplaneKind::Local,
             redis_url: None,
             redis_ca: None,
+            tls: None,
             replication: 1,
             jwt_secret: DEV_JWT_SECRET.into(),
             api_key: DEV_API_KEY.into(),

@@ -115,6 +115,13 @@ pub struct ServeArgs {
     /// timestamps beyond it are refused), for example 1m.
     #[arg(long, env = "HERALD_MAX_CLOCK_DRIFT")]
     pub max_clock_drift: Option<String>,
+    /// PEM certificate chain: serve HTTPS and wss:// on the HTTP address (with --tls-key;
+    /// reloaded from disk on SIGHUP).
+    #[arg(long, env = "HERALD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HERALD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Log lines as text (default) or JSON (one object a line, with the node id).
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum)]
     pub log_format: Option<crate::telemetry::LogFormat>,
@@ -221,6 +228,7 @@ pub fn resolve(
             "needs a rediss:// (TLS) redis_url",
         ));
     }
+    let tls = resolve_tls(args, &file, &base_dir, backplane)?;
     let seeds = if !args.seeds.is_empty() {
         args.seeds.clone()
     } else {
@@ -284,6 +292,7 @@ pub fn resolve(
         backplane,
         redis_url,
         redis_ca,
+        tls,
         replication,
         jwt_secret: secret(
             "jwt_secret",
@@ -312,6 +321,43 @@ pub fn resolve(
     };
     super::exposure::check(&config)?;
     Ok(config)
+}
+
+/// `--tls-cert` and `--tls-key` (or the file's `tls_cert` and `tls_key`, relative to it):
+/// both or neither.
+fn resolve_tls(
+    args: &ServeArgs,
+    file: &FileConfig,
+    base_dir: &std::path::Path,
+    backplane: BackplaneKind,
+) -> Result<Option<super::TlsFiles>, ConfigError> {
+    let cert = args
+        .tls_cert
+        .clone()
+        .or_else(|| file.tls_cert.as_ref().map(|path| base_dir.join(path)));
+    let key = args
+        .tls_key
+        .clone()
+        .or_else(|| file.tls_key.as_ref().map(|path| base_dir.join(path)));
+    let files = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => super::TlsFiles { cert, key },
+        (Some(_), None) => {
+            return Err(ConfigError::invalid("tls_key", "required with tls_cert"));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid("tls_cert", "required with tls_key"));
+        }
+    };
+    if backplane == BackplaneKind::Redis {
+        // Peers fetch snapshots from each other over plain HTTP on the Redis backplane.
+        return Err(ConfigError::invalid(
+            "tls_cert",
+            "native TLS needs backplane = mesh (on the Redis backplane peers fetch snapshots \
+             over plain HTTP): terminate TLS in a proxy there",
+        ));
+    }
+    Ok(Some(files))
 }
 
 /// The metrics listener: flag or environment, then the node's entry, then the file's top level.
@@ -500,6 +546,41 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.starts_with("invalid api_key"), "{error}");
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_relative_to_the_file_and_need_the_mesh() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "tls_cert = \"certs/a.pem\"\ntls_key = \"certs/a.key\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(file.clone()),
+            data: Some(dir.path().join("data")),
+            ..ServeArgs::default()
+        };
+        let config = resolve(&args, |_| None).unwrap();
+        assert_eq!(
+            config.tls,
+            Some(crate::config::TlsFiles {
+                cert: dir.path().join("certs/a.pem"),
+                key: dir.path().join("certs/a.key"),
+            })
+        );
+        args.backplane = Some(BackplaneKind::Redis);
+        args.redis_url = Some("redis://127.0.0.1:6379".parse().unwrap());
+        let error = resolve(&args, |_| None).unwrap_err().to_string();
+        assert!(
+            error.contains("tls_cert") && error.contains("mesh"),
+            "{error}"
+        );
+        std::fs::write(&file, "tls_cert = \"certs/a.pem\"\n").unwrap();
+        args.backplane = None;
+        let error = resolve(&args, |_| None).unwrap_err().to_string();
+        assert!(error.contains("tls_key"), "{error}");
     }
 
     #[test]

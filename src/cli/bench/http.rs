@@ -22,7 +22,7 @@ pub struct HttpConnection {
     addr: SocketAddr,
     /// Sent as `Authorization: Bearer`: the API key, or a user token for feature endpoints.
     bearer: String,
-    stream: Option<BufReader<TcpStream>>,
+    stream: Option<BufReader<super::tls::Stream>>,
     request: Vec<u8>,
     line: String,
 }
@@ -69,6 +69,9 @@ impl HttpConnection {
                 .await
                 .with_context(|| format!("cannot connect to {}", self.addr))?;
             stream.set_nodelay(true)?;
+            let stream = super::tls::wrap(stream)
+                .await
+                .with_context(|| format!("TLS with {}", self.addr))?;
             self.stream = Some(BufReader::with_capacity(4096, stream));
         }
         let Some(stream) = self.stream.as_mut() else {

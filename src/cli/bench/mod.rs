@@ -48,6 +48,7 @@ mod retention;
 pub(crate) mod scenario;
 mod server_metrics;
 mod subscriber;
+pub(crate) mod tls;
 mod tracker;
 mod workers;
 
@@ -165,6 +166,10 @@ pub struct BenchArgs {
     /// on herald, and print both and the ratios (herald / floor).
     #[arg(long, conflicts_with = "http")]
     pub compare_bare: bool,
+    /// Spawned nodes serve HTTPS and wss:// with a certificate generated for the run, and
+    /// every bench connection speaks TLS (what TLS costs, against a run without).
+    #[arg(long, conflicts_with_all = ["http", "compare_bare"])]
+    pub tls: bool,
     /// Most clients this process holds itself; more are spread over worker processes of this
     /// executable (default: what the open-file limit allows, at most 19,000).
     #[arg(long)]
@@ -213,10 +218,20 @@ async fn load_nodes_and_measure(args: &BenchArgs) -> anyhow::Result<Report> {
         let planned = Plan::new(args.scenario, count, Routing::Cluster, &overrides(args));
         let per_node = planned.clients.div_ceil(count) + 1_000;
         let max_connections = per_node.max(crate::config::Limits::default().max_connections);
+        let certificate = if args.tls { Some(tls::enable()?) } else { None };
         let (nodes, spawned) = nodes::spawn_with(count, args.store_sync, args.cluster, |_| {
-            vec!["--max-connections".into(), max_connections.to_string()]
+            let mut flags = vec!["--max-connections".into(), max_connections.to_string()];
+            if let Some(files) = &certificate {
+                flags.push("--tls-cert".into());
+                flags.push(files.cert.display().to_string());
+                flags.push("--tls-key".into());
+                flags.push(files.key.display().to_string());
+            }
+            flags
         })
         .await?;
+        // The nodes read the files at start (and on SIGHUP, which the bench never sends).
+        drop(certificate);
         if args.cluster {
             cluster_timings::wait_linked(&nodes).await?;
         }

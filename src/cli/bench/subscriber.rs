@@ -83,7 +83,7 @@ struct Incoming<'a> {
     n: Option<u64>,
 }
 
-type Socket = WebSocketStream<TcpStream>;
+type Socket = WebSocketStream<super::tls::Stream>;
 
 /// Opens `specs`, reports progress in `counters`, and reads until `stop` turns true.
 pub async fn run_group(
@@ -234,7 +234,10 @@ async fn connect(spec: &ClientSpec) -> anyhow::Result<Socket> {
     }
     .with_context(|| format!("cannot connect to {}", spec.node))?;
     stream.set_nodelay(true)?;
-    let mut url = format!("ws://{}/ws?", spec.node);
+    let stream = super::tls::wrap(stream)
+        .await
+        .with_context(|| format!("TLS with {}", spec.node))?;
+    let mut url = format!("{}://{}/ws?", super::tls::websocket_scheme(), spec.node);
     for channel in &spec.channels {
         url.push_str("channel=");
         url.push_str(&channel_name(*channel));
