@@ -28,7 +28,7 @@
 //! | [`store`] | SQLite: schema, writer thread with group commit, log queries, materialized state, retention (pruning, channel floors, retired origins), snapshots |
 //! | [`hub`] | local subscriptions, server-side routing, per-connection bounded queues, which channels have local subscribers (interest) |
 //! | [`dispatcher`] | the task that hands committed batches, in commit order, to the hub and then the backplane |
-//! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up, what a peer's frame may claim, serving peers' requests, interest routing of ephemeral events, readiness by quorum, rejoining after a stall), `redis` (streams, log-driven outbox) |
+//! | [`backplane`] | the [`backplane::Backplane`] trait; `local`, `mesh` (replication, catch-up, what a peer's frame may claim, serving peers' requests, interest routing of ephemeral events, readiness by quorum, rejoining after a stall, replication lag per peer), `redis` (streams, log-driven outbox) |
 //! | [`cluster`] | chitchat gossip membership: members, liveness, gossip keys, sealed gossip datagrams |
 //! | [`mesh`] | the QUIC endpoint, mutual TLS from the cluster secret, peer links, frames |
 //! | [`presence`] | who is on a channel cluster-wide: this node's sockets, peers' tables, the summed view, `presence_join`/`presence_leave` |
@@ -37,7 +37,7 @@
 //! | [`features`] | broadcasts, track comments, forum, book requests, generic channels, publish, which channels a feature owns |
 //! | [`server`] | assembling and stopping a node |
 //! | [`cli`] | `herald serve`, `cluster join/status/leave`, `token`, `publish`; the load and correctness toolkit beside the server: `bench` and `chaos` |
-//! | [`telemetry`] | logging and the Prometheus recorder |
+//! | [`telemetry`] | logging (text, or JSON lines with the node id) and the Prometheus recorder; the catalog of every `herald_*` metric, described and registered at start |
 
 pub mod api;
 pub mod auth;

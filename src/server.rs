@@ -137,6 +137,43 @@ pub enum ServerError {
     BackplaneUnavailable(BackplaneKind),
 }
 
+/// Binds the listener of `config.metrics` (`--metrics ADDR`), if any: bound before the node
+/// starts, so that an address in use fails the start.
+async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, ServerError> {
+    let Some(addr) = config.metrics else {
+        return Ok(None);
+    };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Serves `/metrics` alone on `listener` until `stopped` fires.
+fn serve_metrics(
+    listener: TcpListener,
+    state: &AppState,
+    mut stopped: watch::Receiver<bool>,
+) -> (SocketAddr, JoinHandle<()>) {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| state.config.metrics.unwrap_or(state.config.http));
+    let app = api::metrics_router(state.clone());
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(%error, "metrics listener failed");
+        }
+    });
+    tracing::info!(metrics = %addr, "metrics listening");
+    (addr, task)
+}
+
 /// A running node. Dropping it without [`Server::shutdown`] leaves the tasks running until the
 /// runtime ends.
 pub struct Server {
@@ -144,6 +181,8 @@ pub struct Server {
     state: AppState,
     stop: watch::Sender<bool>,
     http_task: JoinHandle<()>,
+    /// The `/metrics` listener of `--metrics ADDR`.
+    metrics: Option<(SocketAddr, JoinHandle<()>)>,
     tls: Option<TlsConfig>,
 }
 
@@ -215,6 +254,7 @@ impl Server {
             addr: config.http,
             source,
         })?;
+        let metrics_listener = bind_metrics(&config).await?;
         let (stop, stopped) = watch::channel(false);
         let mut mesh_parts = None;
         #[cfg(feature = "redis")]
@@ -293,6 +333,8 @@ impl Server {
                 stopped.clone(),
             );
         }
+        let metrics =
+            metrics_listener.map(|listener| serve_metrics(listener, &state, stopped.clone()));
         let tls = match &state.config.tls {
             Some(files) => Some(TlsConfig::load(files).map_err(ServerError::Tls)?),
             None => None,
@@ -311,6 +353,7 @@ impl Server {
             state,
             stop,
             http_task,
+            metrics,
             tls,
         })
     }
@@ -331,6 +374,11 @@ impl Server {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where `/metrics` is served on its own (`--metrics ADDR`), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
     }
 
     pub fn state(&self) -> &AppState {
@@ -365,6 +413,9 @@ impl Server {
         if tokio::time::timeout(grace, &mut http_task).await.is_err() {
             tracing::warn!("clients still connected after the grace period; closing anyway");
             http_task.abort();
+        }
+        if let Some((_, task)) = self.metrics {
+            let _ = tokio::time::timeout(grace, task).await;
         }
         self.state.backplane.close();
         self.state.store.close().await;

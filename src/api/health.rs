@@ -1,5 +1,6 @@
 //! `/healthz` (the process answers), `/readyz` (this node can deliver across the cluster and
-//! its store is writable) and `/metrics` (Prometheus text).
+//! its store is writable) and `/metrics` (Prometheus text; on a listener of its own with
+//! `--metrics ADDR`, and then 404 on the main port).
 //!
 //! `/readyz` answers 200 only while the store is writable and the backplane is healthy; for
 //! the mesh that means reaching a quorum (`reachable * 2 > known`, ties to the side of the
@@ -65,7 +66,30 @@ pub(super) fn partition_fields(
     }
 }
 
-async fn metrics() -> impl IntoResponse {
+/// `/metrics` on the main port: the exposition, unless it has a listener of its own
+/// (`--metrics ADDR`), where the main port answers 404.
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    if state.config.metrics.is_some() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    exposition(&state).into_response()
+}
+
+/// The router of the metrics listener (`--metrics ADDR`): `/metrics` only.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| async move { exposition(&state) }),
+        )
+        .with_state(state)
+}
+
+/// Samples the gauges read at scrape time (users, the backplane's per-peer series), then
+/// renders every metric.
+fn exposition(state: &AppState) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    metrics::gauge!(telemetry::catalog::USERS).set(state.hub.counts().users as f64);
+    state.backplane.record_metrics();
     (
         [(
             axum::http::header::CONTENT_TYPE,

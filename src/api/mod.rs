@@ -37,6 +37,7 @@ use crate::store::Store;
 
 pub use error::ApiError;
 pub use extract::{ApiKey, AuthUser, Caller, JsonObject, find_user_token};
+pub use health::metrics_router;
 
 /// Everything a request handler may use; cheap to clone (one reference count: the router
 /// clones it for every request).

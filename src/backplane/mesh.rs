@@ -33,6 +33,8 @@
 //!   on believing the peer alive). Each side of a partition keeps accepting publishes and
 //!   delivering them to its own clients; once it heals, anti-entropy pulls what each side
 //!   missed and every node converges.
+//! - Replication lag (`backplane/mesh_lag.rs`): how long the oldest own event a peer has not
+//!   reported holding has been committed, and the link state per peer, for `/metrics`.
 //! - Rejoining after a stall (`backplane/mesh_rejoin.rs`): a node whose ticks stopped for more
 //!   than a second (SIGSTOP, a paused VM) is unready until it holds what its peers reported
 //!   after it woke, so that it never passes stale state off as current.
@@ -44,6 +46,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::mesh_interest::PeerInterest;
+use super::mesh_lag::ReplicationLag;
 use super::mesh_presence::MeshPresence;
 use super::mesh_quorum::{QuorumMemory, QuorumView};
 use super::mesh_rejoin::Rejoin;
@@ -99,6 +102,8 @@ pub struct MeshBackplane {
     rejoin: Rejoin,
     /// Presence to and from peers (`mesh_presence`), set when the backplane starts running.
     presence: std::sync::OnceLock<Arc<MeshPresence>>,
+    /// How far behind each peer is on this node's own events (`mesh_lag`).
+    lag: ReplicationLag,
 }
 
 impl MeshBackplane {
@@ -117,6 +122,7 @@ impl MeshBackplane {
             quorum: QuorumMemory::default(),
             rejoin: Rejoin::default(),
             presence: std::sync::OnceLock::new(),
+            lag: ReplicationLag::default(),
         })
     }
 
@@ -138,6 +144,7 @@ impl MeshBackplane {
         stop: watch::Receiver<bool>,
     ) {
         let _ = self.origin.set(store.origin().clone());
+        self.lag.started(hub.delivered().get(store.origin()));
         let presence = MeshPresence::new(presence);
         let _ = self.presence.set(Arc::clone(&presence));
         tokio::spawn(presence.run(
@@ -406,6 +413,7 @@ impl MeshBackplane {
     ) {
         if let Some(origin) = self.origin.get() {
             let theirs = vector.get(origin);
+            self.lag.reported(peer, theirs);
             self.replicated.send_if_modified(|acked| {
                 if theirs > *acked {
                     *acked = theirs;
@@ -654,9 +662,10 @@ impl Backplane for MeshBackplane {
                 .collect();
             &own_events
         };
-        if events.is_empty() {
+        let Some(last) = events.last() else {
             return;
-        }
+        };
+        self.lag.committed(last.seq);
         for chunk in frame::chunk_events(events) {
             match frame::encode(&Frame::Events { events: chunk }) {
                 Ok(bytes) => self.mesh.push_to_all(&Arc::from(bytes)),
@@ -748,6 +757,17 @@ impl Backplane for MeshBackplane {
     fn close(&self) {
         self.cluster.stop();
         self.mesh.close();
+    }
+
+    fn record_metrics(&self) {
+        let members: Vec<NodeId> = self
+            .cluster
+            .members()
+            .iter()
+            .filter(|member| !member.is_self)
+            .filter_map(|member| NodeId::new(&member.node_id).ok())
+            .collect();
+        self.lag.record(&members, &self.mesh.linked_peers());
     }
 }
 

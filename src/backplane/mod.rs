@@ -10,6 +10,7 @@
 mod local;
 pub mod mesh;
 pub mod mesh_interest;
+mod mesh_lag;
 pub mod mesh_presence;
 pub mod mesh_quorum;
 mod mesh_rejoin;
@@ -96,4 +97,8 @@ pub trait Backplane: Send + Sync + 'static {
     fn peers(&self) -> Vec<PeerSummary> {
         Vec::new()
     }
+
+    /// Sets the gauges sampled at scrape time (the mesh: link state and replication lag per
+    /// peer; see `mesh_lag`).
+    fn record_metrics(&self) {}
 }

@@ -6,8 +6,9 @@ use crate::config::{ServeArgs, resolve};
 use crate::server::Server;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    crate::telemetry::init_logging();
+    // An invalid configuration is one plain line on stderr (see `cli::main`), before any log.
     let config = resolve(&args, super::env_secret)?;
+    init_logging(&args, &config);
     raise_open_files_limit(config.limits.max_connections);
     for variable in config.uses_dev_secrets() {
         tracing::warn!(
@@ -41,6 +42,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ = reload_tls_on_hangup(&server) => {}
     }
     Ok(())
+}
+
+/// Logs in the `--log-format` asked for; JSON lines carry the node id. Nothing is logged
+/// before the configuration is resolved.
+fn init_logging(args: &ServeArgs, config: &crate::config::Config) {
+    let format = args.log_format.unwrap_or_default();
+    crate::telemetry::init_logging_as(format, Some(config.node_id.as_str()));
 }
 
 /// On every SIGHUP, reads the TLS certificate and key again (open connections keep theirs).

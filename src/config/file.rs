@@ -23,6 +23,8 @@ pub struct FileConfig {
     pub cluster_secret: Option<String>,
     /// For example `"1m"`.
     pub max_clock_drift: Option<String>,
+    /// Address of a listener serving only `/metrics`.
+    pub metrics: Option<String>,
     /// PEM certificate chain and key for HTTPS and wss://, relative to the file's directory.
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
@@ -119,6 +121,8 @@ pub struct NodeEntry {
     pub advertise_mesh: Option<String>,
     pub data: Option<String>,
     pub seeds: Option<Vec<String>>,
+    /// Address of this node's listener serving only `/metrics`.
+    pub metrics: Option<String>,
 }
 
 impl FileConfig {

@@ -120,6 +120,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Fault hook for `herald chaos`'s self-test (see [`crate::dispatcher::DispatchFaults`]).
     pub fault_skip_delivery: Option<u64>,
+    /// A listener of its own for `/metrics` (then 404 on the main port); `None`: the main port.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Config {
@@ -149,6 +151,7 @@ impl std::fmt::Debug for Config {
             .field("max_clock_drift", &self.max_clock_drift)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("fault_skip_delivery", &self.fault_skip_delivery)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -181,6 +184,7 @@ impl Config {
             max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
             shutdown_grace: Duration::from_secs(5),
             fault_skip_delivery: None,
+            metrics: None,
         }
     }
 

@@ -122,6 +122,13 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "HERALD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Log lines as text (default) or JSON (one object a line, with the node id).
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<crate::telemetry::LogFormat>,
+    /// Serve /metrics on this address only (then 404 on the HTTP port), for example
+    /// 127.0.0.1:9100.
+    #[arg(long, env = "HERALD_METRICS")]
+    pub metrics: Option<String>,
 }
 
 impl clap::ValueEnum for SyncMode {
@@ -310,6 +317,7 @@ pub fn resolve(
         max_clock_drift,
         shutdown_grace: std::time::Duration::from_secs(10),
         fault_skip_delivery: args.fault_skip_delivery,
+        metrics: metrics_address(args, &node, &file)?,
     };
     super::exposure::check(&config)?;
     Ok(config)
@@ -350,6 +358,21 @@ fn resolve_tls(
         ));
     }
     Ok(Some(files))
+}
+
+/// The metrics listener: flag or environment, then the node's entry, then the file's top level.
+fn metrics_address(
+    args: &ServeArgs,
+    node: &super::NodeEntry,
+    file: &FileConfig,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let text = args
+        .metrics
+        .as_deref()
+        .or(node.metrics.as_deref())
+        .or(file.metrics.as_deref());
+    text.map(|text| address("metrics", Some(text), text))
+        .transpose()
 }
 
 fn address(
@@ -558,6 +581,39 @@ mod tests {
         args.backplane = None;
         let error = resolve(&args, |_| None).unwrap_err().to_string();
         assert!(error.contains("tls_key"), "{error}");
+    }
+
+    #[test]
+    fn the_metrics_listener_comes_from_the_flag_the_node_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "metrics = \"127.0.0.1:9100\"\n[[nodes]]\nname = \"n1\"\nmetrics = \"127.0.0.1:9101\"\n\
+             [[nodes]]\nname = \"n2\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(file),
+            node: Some("n1".into()),
+            data: Some(dir.path().join("d1")),
+            ..ServeArgs::default()
+        };
+        let port = |args: &ServeArgs| resolve(args, no_env).unwrap().metrics.map(|a| a.port());
+        assert_eq!(port(&args), Some(9101));
+        args.node = Some("n2".into());
+        args.data = Some(dir.path().join("d2"));
+        assert_eq!(port(&args), Some(9100));
+        args.metrics = Some("127.0.0.1:9200".into());
+        assert_eq!(port(&args), Some(9200));
+        args.metrics = Some("no-port-here".into());
+        let error = resolve(&args, no_env).unwrap_err().to_string();
+        assert!(error.starts_with("invalid metrics"), "{error}");
+        let plain = ServeArgs {
+            data: Some(dir.path().join("d3")),
+            ..ServeArgs::default()
+        };
+        assert_eq!(port(&plain), None);
     }
 
     #[test]

@@ -34,6 +34,7 @@ async fn batch_route(
     _key: ApiKey,
     body: Result<JsonObject<BatchBody>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
+    let _timer = super::PublishTimer::start();
     let JsonObject(body) = body?;
     let limits = &state.config.limits;
     let max = limits.max_batch;

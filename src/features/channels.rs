@@ -81,6 +81,7 @@ async fn publish_route(
     _key: ApiKey,
     body: Result<JsonObject<PublishBody>, ApiError>,
 ) -> Result<Response, ApiError> {
+    let _timer = super::PublishTimer::start();
     let JsonObject(body) = body?;
     if body.channels.is_some() {
         if body.channel.is_some() {

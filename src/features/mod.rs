@@ -13,6 +13,7 @@ mod publish;
 pub mod publish_input;
 pub mod socket;
 
+pub(crate) use publish::PublishTimer;
 pub use publish::{
     PublishError, PublishedEvent, PublishedMany, publish, publish_ephemeral, publish_many,
 };

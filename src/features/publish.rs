@@ -18,6 +18,24 @@ use crate::event::{ChannelName, Cursor, Event, EventDraft, Hlc};
 /// How long a `replication = 2` publish waits for another node to store the event.
 pub const REPLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Times one publish request (`POST /api/publish`, `POST /api/batch`) from its handler's start
+/// to its answer, into `herald_publish_duration_seconds` when dropped: errors are timed too,
+/// and so is a request whose client went away meanwhile.
+pub(crate) struct PublishTimer(std::time::Instant);
+
+impl PublishTimer {
+    pub(crate) fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+}
+
+impl Drop for PublishTimer {
+    fn drop(&mut self) {
+        metrics::histogram!(crate::telemetry::catalog::PUBLISH_DURATION)
+            .record(self.0.elapsed().as_secs_f64());
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Published {
     pub id: String,

@@ -135,6 +135,7 @@ impl Registry {
                 seq: event.seq,
                 cursor: self.delivered.clone(),
                 text: Utf8Bytes::from(render_event(event, &self.delivered)),
+                stamp_ms: event.hlc.millis(),
             });
             for subscriber in recipients {
                 if !event.is_for_user(&subscriber.user_id) {

@@ -47,6 +47,8 @@ pub struct Delivery {
     /// The node's delivered vector after this event: the cursor inside `text`.
     pub cursor: VersionVector,
     pub text: Utf8Bytes,
+    /// The event's hybrid-clock milliseconds (0 for ephemeral events), for the delivery lag.
+    pub stamp_ms: u64,
 }
 
 /// Why the hub wants a connection closed.

@@ -205,7 +205,9 @@ impl WriterThread {
                         batches.push((drafts, reply));
                     }
                     WriteCommand::ApplyRemote { events, reply } => {
+                        let started = std::time::Instant::now();
                         let applied = self.apply_remote(events);
+                        record_commit(CommitKind::Replica, started);
                         let _ = reply.send(self.outcome("storing replicated events", applied));
                     }
                     WriteCommand::Close { reply } => close = Some(reply),
@@ -428,7 +430,9 @@ impl WriterThread {
     }
 
     fn commit_appends(&mut self, appends: Vec<PendingAppend>) {
+        let started = std::time::Instant::now();
         let written = self.write_own_events(&appends);
+        record_commit(CommitKind::Own, started);
         match self.outcome("committing published events", written) {
             Ok(events) => {
                 self.sink.committed(&events);
@@ -567,6 +571,26 @@ impl WriterThread {
             gaps,
         })
     }
+}
+
+/// Which write transaction `herald_store_commit_duration_seconds` timed.
+#[derive(Clone, Copy)]
+pub(super) enum CommitKind {
+    /// This node's own events (publishes, batches).
+    Own,
+    /// Events from peers.
+    Replica,
+}
+
+/// Records how long a write transaction took, from its start to its commit (fsync included).
+pub(super) fn record_commit(kind: CommitKind, started: std::time::Instant) {
+    use crate::telemetry::catalog::STORE_COMMIT_DURATION;
+    let seconds = started.elapsed().as_secs_f64();
+    match kind {
+        CommitKind::Own => metrics::histogram!(STORE_COMMIT_DURATION, "kind" => "own"),
+        CommitKind::Replica => metrics::histogram!(STORE_COMMIT_DURATION, "kind" => "replica"),
+    }
+    .record(seconds);
 }
 
 impl WriterThread {

@@ -478,7 +478,12 @@ async fn write_deliveries(
         };
         sink.feed(Message::Text(text)).await?;
     }
-    sink.flush().await
+    sink.flush().await?;
+    // One sample per write batch (one clock read), from its oldest stamped event.
+    if let Some(stamp) = batch.iter().map(|d| d.stamp_ms).find(|&ms| ms > 0) {
+        crate::telemetry::catalog::record_delivery_lag(stamp);
+    }
+    Ok(())
 }
 
 /// Replaces the trailing `"cursor":"..."}` of a rendered event.

@@ -34,7 +34,9 @@ enum Slot {
 
 impl WriterThread {
     pub(in crate::store) fn commit_batches(&mut self, batches: Vec<PendingBatch>) {
+        let started = std::time::Instant::now();
         let written = self.write_batches(&batches);
+        super::record_commit(super::CommitKind::Own, started);
         match self.outcome("committing published batches", written) {
             Ok((events, outcomes)) => {
                 if !events.is_empty() {
