@@ -215,16 +215,23 @@ fn serve_notifies_ready_once_listening_and_stopping_on_sigterm() {
     );
 
     let limit = stop_timeout();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if terminated.elapsed() > limit {
-            let _ = child.kill();
+    // The exit is waited for on a thread of its own, and awaited here with the unit's limit.
+    let pid = child.id();
+    let (exited, exit) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = exited.send(child.wait());
+        child
+    });
+    let status = match exit.recv_timeout(limit.saturating_sub(terminated.elapsed())) {
+        Ok(status) => status.expect("wait for herald"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("still running {limit:?} after SIGTERM (systemd would SIGKILL it)");
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
+    let _ = waiter.join();
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(status.code(), Some(0), "exit status; log: {log}");
     assert!(log.contains("stopped"), "{log}");

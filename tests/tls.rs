@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -281,18 +281,10 @@ async fn sighup_reloads_the_certificate_and_open_sockets_stay_open() {
         .unwrap();
     assert!(status.success());
     // New handshakes get the new certificate once the reload happened.
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let (_, seen) = tls_connect(node.http).await;
-        if seen == second_der {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new certificate was never served"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster_support::wait_for("the new certificate served", TIMEOUT, || async {
+        tls_connect(node.http).await.1 == second_der
+    })
+    .await;
     // The socket opened before the reload still works.
     let (status, _) = https(
         node.http,
