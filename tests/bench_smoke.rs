@@ -21,10 +21,11 @@ fn bench(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("a JSON report")
 }
 
-#[test]
-fn fanout_delivers_every_publish_once_in_order() {
-    let report = bench(&[
-        "fanout",
+/// A small `fanout` run (20 clients, 50 publishes/s for 1 s) with `extra` flags.
+fn small_fanout(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["fanout"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
         "--clients",
         "20",
         "--rate",
@@ -34,39 +35,11 @@ fn fanout_delivers_every_publish_once_in_order() {
         "--store-sync",
         "normal",
     ]);
-    let acked = report["publishes"]["acked"].as_u64().unwrap();
-    assert!(acked > 0, "{report:#}");
-    assert_eq!(
-        report["deliveries"]["expected"].as_u64().unwrap(),
-        acked * 20
-    );
-    assert_eq!(
-        report["deliveries"]["received"],
-        report["deliveries"]["expected"]
-    );
-    for field in ["missing", "duplicates", "out_of_order"] {
-        assert_eq!(report["correctness"][field], 0, "{field}: {report:#}");
-    }
-    assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
-    assert!(report["cpu"]["server_seconds"].as_f64().is_some());
+    bench(&args)
 }
 
-#[test]
-fn fanout_over_tls_delivers_every_publish_once() {
-    // The nodes serve HTTPS and wss:// with a certificate generated for the run, and every
-    // bench connection (sockets, publishes, /metrics) speaks TLS to them.
-    let report = bench(&[
-        "fanout",
-        "--tls",
-        "--clients",
-        "20",
-        "--rate",
-        "50",
-        "--duration",
-        "1s",
-        "--store-sync",
-        "normal",
-    ]);
+/// Every acknowledged publish reached each of the 20 clients once, in order.
+fn assert_every_publish_delivered_once(report: &serde_json::Value) {
     let acked = report["publishes"]["acked"].as_u64().unwrap();
     assert!(acked > 0, "{report:#}");
     assert_eq!(
@@ -76,6 +49,25 @@ fn fanout_over_tls_delivers_every_publish_once() {
     for field in ["missing", "duplicates", "out_of_order"] {
         assert_eq!(report["correctness"][field], 0, "{field}: {report:#}");
     }
+}
+
+#[test]
+fn fanout_delivers_every_publish_once_in_order() {
+    let report = small_fanout(&[]);
+    assert_every_publish_delivered_once(&report);
+    assert_eq!(
+        report["deliveries"]["received"],
+        report["deliveries"]["expected"]
+    );
+    assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(report["cpu"]["server_seconds"].as_f64().is_some());
+}
+
+#[test]
+fn fanout_over_tls_delivers_every_publish_once() {
+    // The nodes serve HTTPS and wss:// with a certificate generated for the run, and every
+    // bench connection (sockets, publishes, /metrics) speaks TLS to them.
+    assert_every_publish_delivered_once(&small_fanout(&["--tls"]));
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! node's `node_id`, and no line may hold a secret, the snapshot token derived from the
 //! cluster secret, or a token.
 
+mod cluster_support;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -93,20 +95,29 @@ fn start(name: &'static str, gossip: SocketAddr, seeds: &str, data: &std::path::
 }
 
 /// SIGTERM, then the lines the node wrote on stderr.
-fn stop(mut node: Node) -> (&'static str, Vec<String>) {
+fn stop(node: Node) -> (&'static str, Vec<String>) {
     let _ = Command::new("kill")
         .args(["-TERM", &node.child.id().to_string()])
         .status();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if let Ok(Some(_)) = node.child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    // The exit is waited for on a thread of its own, for at most 20 s, then it is killed.
+    let Node {
+        name,
+        mut child,
+        stderr,
+        ..
+    } = node;
+    let pid = child.id();
+    let (exited, exit) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = exited.send(child.wait());
+    });
+    if exit.recv_timeout(Duration::from_secs(20)).is_err() {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
-    let _ = node.child.kill();
-    let _ = node.child.wait();
-    (node.name, node.stderr.join().expect("stderr reader"))
+    let _ = waiter.join();
+    (name, stderr.join().expect("stderr reader"))
 }
 
 async fn socket(
@@ -151,8 +162,8 @@ async fn next_of(
 }
 
 async fn wait_linked(http: &reqwest::Client, node: &Node) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("{} linked", node.name);
+    cluster_support::wait_for(&what, Duration::from_secs(30), || async {
         let cluster: Value = http
             .get(format!("http://{}/api/cluster", node.http))
             .bearer_auth(API_KEY)
@@ -162,17 +173,9 @@ async fn wait_linked(http: &reqwest::Client, node: &Node) {
             .json()
             .await
             .expect("cluster json");
-        let linked = cluster["links"].as_array().is_some_and(|l| !l.is_empty());
-        if linked {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} never linked: {cluster}",
-            node.name
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        cluster["links"].as_array().is_some_and(|l| !l.is_empty())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,18 +29,15 @@ async fn scrape_until(
     timeout: Duration,
     holds: impl Fn(&str) -> bool,
 ) -> String {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
+    let last = std::sync::Mutex::new(String::new());
+    common::wait_until(what, timeout, || async {
         let (_, text) = scrape(http, url).await;
-        if holds(&text) {
-            return text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}; last scrape:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let held = holds(&text);
+        *last.lock().unwrap() = text;
+        held
+    })
+    .await;
+    last.into_inner().unwrap()
 }
 
 /// The value of the sample line `name` (with its labels as written, e.g. `x{kind="own"}`).
