@@ -297,6 +297,10 @@ impl Server {
         }
         let sink = start_dispatcher(Arc::clone(&hub), Arc::clone(&backplane), faults);
         let store = Store::open(&options, config.node_id.clone(), clock, sink)?;
+        if matches!(config.backplane, BackplaneKind::Local) {
+            // No peer can hold events of this node's origin.
+            store.own_fence().open();
+        }
         let auth = Arc::new(Authenticator::new(&config.jwt_secret, &config.api_key));
         let admission = Arc::new(Admission::new(&config.limits));
         let presence = Presence::new(

@@ -27,6 +27,9 @@ pub enum ApiError {
     RequestTimeout,
     #[error("service unavailable")]
     Unavailable,
+    /// Unavailable for a reason the caller is told (503).
+    #[error("{0}")]
+    UnavailableBecause(String),
     /// The store's disk is full: nothing was committed; try again later.
     #[error("store full")]
     StoreFull,
@@ -48,7 +51,9 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Unavailable | Self::StoreFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::UnavailableBecause(_) | Self::StoreFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -57,6 +62,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "status": "error", "message": self.to_string() }));
+        if matches!(self, Self::UnavailableBecause(_)) {
+            // What it waits for (peers, its own events back) takes about a second.
+            let retry = [(axum::http::header::RETRY_AFTER, "1")];
+            return (self.status(), retry, body).into_response();
+        }
         (self.status(), body).into_response()
     }
 }
@@ -65,6 +75,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Closed => Self::Unavailable,
+            StoreError::CatchingUp(fenced) => Self::UnavailableBecause(fenced.to_string()),
             other if other.is_full() => Self::StoreFull,
             other => {
                 tracing::error!(error = %other, "store error in request");

@@ -2,7 +2,9 @@
 //! its store is writable) and `/metrics` (Prometheus text; on a listener of its own with
 //! `--metrics ADDR`, and then 404 on the main port).
 //!
-//! `/readyz` answers 200 only while the store is writable and the backplane is healthy; for
+//! `/readyz` answers 200 only while the store is writable, this node may number its own events
+//! (`own_log`: it has heard from its peers since it started and holds every seq of its origin
+//! they hold; see `store::own_fence`) and the backplane is healthy; for
 //! the mesh that means reaching a quorum (`reachable * 2 > known`, ties to the side of the
 //! smallest node id; see `backplane::mesh_quorum`) and not catching up from a snapshot. The
 //! body shows `quorum: {reachable, known, ready}` and `unreachable: [node ids]`, so the
@@ -37,7 +39,8 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let backplane = state.backplane.health();
     let store_writable = state.store.probe_writable().await;
-    let ready = backplane.healthy && store_writable;
+    let fence = state.store.own_fence().state();
+    let ready = backplane.healthy && store_writable && fence.clear();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -48,11 +51,22 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         "status": if ready { "ready" } else { "not_ready" },
         "node_id": state.config.node_id.as_str(),
         "store_writable": store_writable,
+        "own_log": own_log(&fence),
         "quorum": quorum,
         "unreachable": unreachable,
         "backplane": backplane,
     });
     (status, Json(body))
+}
+
+/// Whether this node may number its own events (`store::own_fence`): `clear`, or why not.
+fn own_log(fence: &crate::store::own_fence::FenceState) -> serde_json::Value {
+    json!({
+        "clear": fence.clear(),
+        "heard_from_peers": fence.opened(),
+        "held": fence.held,
+        "peers_hold": fence.floor,
+    })
 }
 
 /// The `quorum` object (null when the backplane has no notion of one) and the `unreachable`

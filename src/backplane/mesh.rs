@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::mesh_fence;
 use super::mesh_interest::PeerInterest;
 use super::mesh_lag::ReplicationLag;
 use super::mesh_presence::MeshPresence;
@@ -60,6 +61,7 @@ use crate::hub::Hub;
 use crate::mesh::{Frame, Inbound, LinkInfo, Mesh, frame};
 use crate::presence::Presence;
 use crate::store::Store;
+use crate::store::own_fence::OwnSeqFence;
 
 /// How often positions are exchanged, gaps looked for, peers dialed and gossip keys refreshed.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -104,6 +106,8 @@ pub struct MeshBackplane {
     presence: std::sync::OnceLock<Arc<MeshPresence>>,
     /// How far behind each peer is on this node's own events (`mesh_lag`).
     lag: ReplicationLag,
+    /// The store's own-seq fence, told what peers hold of this node's origin (`mesh_fence`).
+    fence: std::sync::OnceLock<Arc<OwnSeqFence>>,
 }
 
 impl MeshBackplane {
@@ -123,6 +127,7 @@ impl MeshBackplane {
             rejoin: Rejoin::default(),
             presence: std::sync::OnceLock::new(),
             lag: ReplicationLag::default(),
+            fence: std::sync::OnceLock::new(),
         })
     }
 
@@ -144,6 +149,7 @@ impl MeshBackplane {
         stop: watch::Receiver<bool>,
     ) {
         let _ = self.origin.set(store.origin().clone());
+        let _ = self.fence.set(Arc::clone(store.own_fence()));
         self.lag.started(hub.delivered().get(store.origin()));
         let presence = MeshPresence::new(presence);
         let _ = self.presence.set(Arc::clone(&presence));
@@ -434,6 +440,21 @@ impl MeshBackplane {
         }
         self.rejoin.on_position(&vector);
         lock(&self.peer_positions).insert(peer.clone(), vector);
+        self.guard_own_seqs();
+    }
+
+    /// Tells the store's own-seq fence what linked peers hold of this node's origin, and opens
+    /// it once every live peer has said (`mesh_fence`).
+    fn guard_own_seqs(&self) {
+        let (Some(fence), Some(origin)) = (self.fence.get(), self.origin.get()) else {
+            return;
+        };
+        let members = self.cluster.members();
+        let view = mesh_fence::assess(origin, &members, &lock(&self.peer_positions));
+        fence.set_floor(view.floor);
+        if view.heard_from_all {
+            fence.open();
+        }
     }
 
     /// Asks `peer` for `origin`'s events in `(after, upto]` unless a fresh pull covers them.
@@ -508,6 +529,7 @@ impl MeshBackplane {
                     })
             };
             store.set_prune_horizon(horizon);
+            self.guard_own_seqs();
             let counts = hub.counts();
             self.cluster
                 .publish(vec![

@@ -9,6 +9,7 @@
 
 mod local;
 pub mod mesh;
+pub mod mesh_fence;
 pub mod mesh_interest;
 mod mesh_lag;
 pub mod mesh_presence;

@@ -40,6 +40,23 @@ pub(super) fn insert_event(connection: &Connection, event: &Event) -> Result<boo
     Ok(inserted == 1)
 }
 
+/// The id of the event held under `(origin, seq)`, if it is held.
+pub(super) fn id_at(
+    connection: &Connection,
+    origin: &NodeId,
+    seq: u64,
+) -> Result<Option<uuid::Uuid>, StoreError> {
+    use rusqlite::OptionalExtension;
+    let mut statement =
+        connection.prepare_cached("SELECT id FROM events WHERE origin = ?1 AND seq = ?2")?;
+    let id: Option<String> = statement
+        .query_row(rusqlite::params![origin.as_str(), seq as i64], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    Ok(id.and_then(|id| uuid::Uuid::parse_str(&id).ok()))
+}
+
 // `COLLATE BINARY` on text compared with `=` in sorting or aggregating queries, and `LIMIT
 // +?`: the same plan, prepared once (see `super::prune::OLDEST_EVENTS_SQL`).
 

@@ -41,6 +41,7 @@ pub mod floors;
 mod held_back;
 mod log;
 mod materialize;
+pub mod own_fence;
 mod prune;
 mod readers;
 pub mod retention;
@@ -59,6 +60,7 @@ use crate::event::{EventDraft, HybridClock, NodeId, SharedEvent, VersionVector};
 pub use broadcasts::BroadcastRecord;
 pub use comments::CommentRecord;
 pub use log::{HistoryPage, LogQuery};
+use own_fence::OwnSeqFence;
 pub use prune::PruneHorizon;
 use readers::ReaderPool;
 pub use retention::RetentionPolicy;
@@ -94,6 +96,11 @@ pub enum StoreError {
     /// was lost, and the next write tries again.
     #[error("store full")]
     Full,
+    /// This node may not number its own events yet: it has not heard from its peers since it
+    /// started, or a peer holds more of its origin than it does (see [`own_fence`]). Nothing
+    /// was written.
+    #[error("{0}")]
+    CatchingUp(own_fence::Fenced),
     /// A write failed for another reason; the transaction was rolled back.
     #[error("store write failed: {0}")]
     Write(String),
@@ -132,6 +139,7 @@ impl StoreError {
         match self {
             _ if self.is_full() => StoreError::Full,
             StoreError::Closed => StoreError::Closed,
+            StoreError::CatchingUp(fenced) => StoreError::CatchingUp(*fenced),
             other => StoreError::Write(other.to_string()),
         }
     }
@@ -246,6 +254,7 @@ pub struct Store {
     horizon: Arc<PruneHorizon>,
     retired: Arc<RetiredOrigins>,
     live_origins: Arc<LiveOrigins>,
+    fence: Arc<OwnSeqFence>,
 }
 
 impl Store {
@@ -263,7 +272,9 @@ impl Store {
         }
         let connection = schema::open_writer(&options.path, options.sync, schema::Check::Quick)
             .map_err(|error| error.naming_file(&options.path))?;
-        let origin = schema::origin_id(&connection, &node_id)?;
+        let (origin, new_database) = schema::origin_id(&connection, &node_id)?;
+        // Held is set by the writer once it has read the log position.
+        let fence = Arc::new(OwnSeqFence::new(0, new_database));
         let (commands, receiver) = mpsc::channel(options.queue_capacity);
         let horizon = Arc::new(PruneHorizon::default());
         let pruner =
@@ -272,7 +283,10 @@ impl Store {
         let live_origins = Arc::new(LiveOrigins::default());
         let writer = WriterThread::new(
             connection,
-            origin.clone(),
+            writer::OwnOrigin {
+                origin: origin.clone(),
+                fence: Arc::clone(&fence),
+            },
             clock,
             sink,
             options.max_batch,
@@ -301,6 +315,7 @@ impl Store {
             horizon,
             retired,
             live_origins,
+            fence,
         })
     }
 
@@ -345,6 +360,7 @@ impl Store {
     /// with an idempotency key goes through [`Store::append_many`] (the event it names may be
     /// held already).
     pub async fn append(&self, draft: EventDraft) -> Result<Appended, StoreError> {
+        self.wait_for_own_fence().await?;
         if draft.idempotency_key.is_some() {
             let mut appended = self.append_many(vec![draft]).await?;
             let one = appended.pop().ok_or(StoreError::Closed)?;
@@ -371,12 +387,26 @@ impl Store {
         &self,
         drafts: Vec<EventDraft>,
     ) -> Result<Vec<BatchAppended>, StoreError> {
+        self.wait_for_own_fence().await?;
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(WriteCommand::AppendMany { drafts, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether this node may number its own events: opened and floored by the backplane.
+    pub fn own_fence(&self) -> &Arc<OwnSeqFence> {
+        &self.fence
+    }
+
+    /// Waits (up to [`own_fence::APPEND_WAIT`]) until this node may number its own events.
+    async fn wait_for_own_fence(&self) -> Result<(), StoreError> {
+        self.fence
+            .wait_clear(own_fence::APPEND_WAIT)
+            .await
+            .map_err(StoreError::CatchingUp)
     }
 
     /// Stores events that other nodes committed (idempotent on `(origin, seq)`), and hands

@@ -18,13 +18,16 @@ fn open(dir: &Path, retention: RetentionPolicy) -> Store {
     let mut options = StoreOptions::in_dir(dir);
     options.sync = SyncMode::Normal;
     options.retention = retention;
-    Store::open(
+    let store = Store::open(
         &options,
         NodeId::new("n1").unwrap(),
         Arc::new(HybridClock::new()),
         Arc::new(Discard),
     )
-    .unwrap()
+    .unwrap();
+    // No peers: nothing can hold more of this store's origin than it does.
+    store.own_fence().open();
+    store
 }
 
 fn rule(size: u64, ttl: Duration) -> ChannelRetention {

@@ -132,8 +132,12 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE events ADD COLUMN answered_at TEXT;",
 ];
 
-/// The origin id of this database: `<node_id>.<creation time in base 36>`, created once.
-pub(super) fn origin_id(connection: &Connection, node_id: &NodeId) -> Result<NodeId, StoreError> {
+/// The origin id of this database: `<node_id>.<creation time in base 36>`, created once; and
+/// whether it was made now (a new database, of whose origin no peer can hold anything).
+pub(super) fn origin_id(
+    connection: &Connection,
+    node_id: &NodeId,
+) -> Result<(NodeId, bool), StoreError> {
     use rusqlite::OptionalExtension;
     let stored: Option<String> = connection
         .query_row("SELECT value FROM meta WHERE key = 'origin'", [], |row| {
@@ -141,7 +145,8 @@ pub(super) fn origin_id(connection: &Connection, node_id: &NodeId) -> Result<Nod
         })
         .optional()?;
     if let Some(origin) = stored {
-        return NodeId::new(&origin).map_err(|e| StoreError::Corrupt(e.to_string()));
+        let origin = NodeId::new(&origin).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        return Ok((origin, false));
     }
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -156,7 +161,7 @@ pub(super) fn origin_id(connection: &Connection, node_id: &NodeId) -> Result<Nod
         "INSERT INTO meta (key, value) VALUES ('origin', ?1)",
         [origin.as_str()],
     )?;
-    Ok(origin)
+    Ok((origin, true))
 }
 
 fn base36(mut value: u64) -> String {

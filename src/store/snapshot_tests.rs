@@ -26,13 +26,16 @@ fn open(dir: &Path, node: &str, size: u64) -> Store {
         Vec::new(),
         0,
     );
-    Store::open(
+    let store = Store::open(
         &options,
         NodeId::new(node).unwrap(),
         Arc::new(HybridClock::new()),
         Arc::new(Discard),
     )
-    .unwrap()
+    .unwrap();
+    // No peers: nothing can hold more of this store's origin than it does.
+    store.own_fence().open();
+    store
 }
 
 fn draft(channel: &str, kind: &str, payload: serde_json::Value) -> EventDraft {

@@ -23,13 +23,16 @@ pub(super) fn open(dir: &std::path::Path, sink: Arc<dyn CommitSink>) -> Store {
     options.sync = SyncMode::Normal;
     // These tests stamp remote events in 1970: keep them.
     options.retention = RetentionPolicy::unlimited();
-    Store::open(
+    let store = Store::open(
         &options,
         NodeId::new("n1").unwrap(),
         Arc::new(HybridClock::new()),
         sink,
     )
-    .unwrap()
+    .unwrap();
+    // No peers: nothing can hold more of this store's origin than it does.
+    store.own_fence().open();
+    store
 }
 
 pub(super) fn draft(n: u64) -> EventDraft {
@@ -184,6 +187,62 @@ async fn a_reopened_store_keeps_its_origin_and_continues_its_seqs() {
     assert_eq!(store.origin(), &origin);
     assert_eq!(store.append(draft(2)).await.unwrap().event.seq, 2);
     store.close().await;
+}
+
+/// A restored backup: the store's own events past the copy are held by a peer only. A publish
+/// waits until they are back and is numbered after them, instead of reusing their seqs.
+#[tokio::test]
+async fn a_restored_store_numbers_its_events_after_what_a_peer_holds_of_its_origin() {
+    let live = tempfile::tempdir().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    let store = open(live.path(), Arc::new(Recorder::default()));
+    for n in 1..=3 {
+        store.append(draft(n)).await.unwrap();
+    }
+    store.close().await;
+    std::fs::copy(
+        live.path().join("herald.db"),
+        backup.path().join("herald.db"),
+    )
+    .unwrap();
+    let store = open(live.path(), Arc::new(Recorder::default()));
+    let mut later = Vec::new();
+    for n in 4..=5 {
+        later.push(store.append(draft(n)).await.unwrap().event);
+    }
+    store.close().await;
+
+    let mut options = StoreOptions::in_dir(backup.path());
+    options.sync = SyncMode::Normal;
+    options.retention = RetentionPolicy::unlimited();
+    let restored = Store::open(
+        &options,
+        NodeId::new("n1").unwrap(),
+        Arc::new(HybridClock::new()),
+        Arc::new(Recorder::default()),
+    )
+    .unwrap();
+    let fence = Arc::clone(restored.own_fence());
+    assert!(
+        fence.check().is_err(),
+        "an existing database waits to hear from peers"
+    );
+    // The backplane heard a peer that holds seq 5 of this origin.
+    fence.set_floor(5);
+    fence.open();
+    let refused = fence.check().unwrap_err();
+    assert_eq!((refused.held, refused.floor), (3, 5));
+    let publish = {
+        let restored = restored.clone();
+        tokio::spawn(async move { restored.append(draft(6)).await })
+    };
+    restored.apply_remote(later).await.unwrap();
+    let appended = publish.await.unwrap().unwrap();
+    assert_eq!(
+        appended.event.seq, 6,
+        "numbered after the events pulled back"
+    );
+    restored.close().await;
 }
 
 fn broadcast_event(origin: &str, seq: u64, hlc: u64, id: &str) -> Event {

@@ -27,6 +27,7 @@ use uuid::Uuid;
 mod batch;
 
 use super::held_back::HeldBack;
+use super::own_fence::OwnSeqFence;
 use super::prune::Pruner;
 use super::retire::{self, LiveOrigins, RetiredOrigins};
 use super::snapshot::{self, SnapshotEnd, SnapshotPart};
@@ -112,6 +113,8 @@ pub(super) struct WriterThread {
     durability: Durability,
     /// The connection's `synchronous` setting now.
     current_sync: SyncMode,
+    /// Whether this node may number its own events now (`own_fence`).
+    fence: Arc<OwnSeqFence>,
 }
 
 /// How commits reach the disk: those that store this node's own events (what a publish's
@@ -128,6 +131,12 @@ pub(super) struct Housekeeping {
     pub pruner: Pruner,
     pub retired: Arc<RetiredOrigins>,
     pub live_origins: Arc<LiveOrigins>,
+}
+
+/// This node's origin, and the fence that says when the writer may number its next event.
+pub(super) struct OwnOrigin {
+    pub origin: NodeId,
+    pub fence: Arc<OwnSeqFence>,
 }
 
 /// Most deleted comments collected per step.
@@ -152,19 +161,21 @@ const CONTIGUOUS_WALK_PAGE: usize = 1024;
 impl WriterThread {
     pub(super) fn new(
         connection: Connection,
-        origin: NodeId,
+        own: OwnOrigin,
         clock: Arc<HybridClock>,
         sink: Arc<dyn CommitSink>,
         max_batch: usize,
         durability: Durability,
         housekeeping: Housekeeping,
     ) -> Result<Self, StoreError> {
+        let OwnOrigin { origin, fence } = own;
         let Housekeeping {
             pruner,
             retired,
             live_origins,
         } = housekeeping;
         let position = log::version_vector(&connection)?;
+        fence.set_held(position.get(&origin));
         metrics::gauge!("herald_store_full").set(0.0);
         if let Some(highest) = log::highest_hlc(&connection)? {
             clock.observe(highest);
@@ -185,6 +196,7 @@ impl WriterThread {
             durability,
             // `open_writer` set the connection up for the node's own commits.
             current_sync: durability.own,
+            fence,
         })
     }
 
@@ -208,6 +220,7 @@ impl WriterThread {
                         let started = std::time::Instant::now();
                         let applied = self.apply_remote(events);
                         record_commit(CommitKind::Replica, started);
+                        self.fence.set_held(self.position.get(&self.origin));
                         let _ = reply.send(self.outcome("storing replicated events", applied));
                     }
                     WriteCommand::Close { reply } => close = Some(reply),
@@ -221,6 +234,7 @@ impl WriterThread {
                     }
                     WriteCommand::FinishSnapshot { end, reply } => {
                         let finished = self.finish_snapshot(end);
+                        self.fence.set_held(self.position.get(&self.origin));
                         let _ = reply.send(self.outcome("finishing a snapshot", finished));
                     }
                 }
@@ -430,11 +444,23 @@ impl WriterThread {
     }
 
     fn commit_appends(&mut self, appends: Vec<PendingAppend>) {
+        if let Err(fenced) = self.fence.check() {
+            metrics::counter!("herald_store_own_fence_refusals_total")
+                .increment(appends.len() as u64);
+            for (_, reply) in appends {
+                let _ = reply.send(Err(StoreError::CatchingUp(fenced)));
+            }
+            return;
+        }
         let started = std::time::Instant::now();
         let written = self.write_own_events(&appends);
         record_commit(CommitKind::Own, started);
         match self.outcome("committing published events", written) {
             Ok(events) => {
+                if let Some(last) = events.last() {
+                    // Before peers can hear of it: a peer's report never outruns `held`.
+                    self.fence.set_held(last.seq);
+                }
                 self.sink.committed(&events);
                 metrics::counter!("herald_store_commits_total").increment(1);
                 metrics::counter!("herald_store_events_appended_total")
@@ -511,6 +537,9 @@ impl WriterThread {
         let mut revived = Vec::new();
         for event in &events {
             if !admits(&tx, &self.retired, event, &mut position, &mut revived)? {
+                if event.origin == self.origin {
+                    note_own_seq_conflict(&tx, event)?;
+                }
                 continue;
             }
             if !log::insert_event(&tx, event)? {
@@ -741,6 +770,25 @@ fn admits(
         }
     }
     Ok(!position.covers(&event.origin, event.seq))
+}
+
+/// Logs and counts a peer's event of this node's origin that differs from the one held under
+/// its seq: the divergence the own-seq fence (`own_fence`) exists to prevent, which can still
+/// happen when a node numbered events while no peer that held more of its origin was
+/// reachable. Both events stay where they are; the operator is told.
+fn note_own_seq_conflict(tx: &Connection, event: &Event) -> Result<(), StoreError> {
+    let held = log::id_at(tx, &event.origin, event.seq)?;
+    if let Some(held) = held.filter(|held| *held != event.id) {
+        metrics::counter!("herald_store_own_seq_conflicts_total").increment(1);
+        tracing::error!(
+            origin = %event.origin,
+            seq = event.seq,
+            held = %held,
+            peer_event = %event.id,
+            "a peer holds another event under one of this node's seqs: this database was behind what the cluster held of it (a restored backup, or a lost disk tail) while no peer that held more was reachable; the two events stay on their sides"
+        );
+    }
+    Ok(())
 }
 
 fn wall_millis() -> u64 {

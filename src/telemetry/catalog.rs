@@ -245,6 +245,14 @@ pub const SERIES: &[Series] = &[
         "herald_store_commit_failures_total",
         "Group commits of own events that failed and were rolled back.",
     ),
+    counter(
+        "herald_store_own_fence_refusals_total",
+        "Publishes (single events or batches) refused because this node had not heard from its peers since it started, or held less of its own origin than a peer.",
+    ),
+    counter(
+        "herald_store_own_seq_conflicts_total",
+        "Events of this node's origin from a peer that differ from the event held here under the same seq (a database that was behind the cluster published while no peer that held more was reachable).",
+    ),
     by(
         histogram(
             STORE_COMMIT_DURATION,

@@ -1,6 +1,7 @@
 //! The reader: one blocking `XREAD` over every known origin's stream, this node's probe stream
 //! and the ephemeral stream, on a connection of its own; received events go to the store,
-//! which dedupes them and holds back whatever arrives behind a gap.
+//! which dedupes them and holds back whatever arrives behind a gap. This node's own stream is
+//! read only while a peer holds more of its origin than it does (its own-seq fence).
 
 use std::sync::Arc;
 
@@ -34,7 +35,11 @@ pub(super) async fn run(
     let own_origin = store.origin().clone();
     let mut backoff = Backoff::new();
     loop {
-        let (streams, ids, generation) = read_plan(&backplane, &own_origin);
+        // This node's own stream is read only to pull back what a peer holds of its origin and
+        // it does not (a restored backup: see `crate::store::own_fence`).
+        let fence = store.own_fence().state();
+        let read_own = fence.floor > fence.held;
+        let (streams, ids, generation) = read_plan(&backplane, &own_origin, read_own);
         let read = client.xread_map::<String, String, String, Value, _, _>(
             Some(READ_COUNT),
             Some(READ_BLOCK_MS),
@@ -66,8 +71,13 @@ pub(super) async fn run(
     }
 }
 
-/// The streams to read and the id after which to read each.
-fn read_plan(backplane: &RedisBackplane, own_origin: &NodeId) -> (Vec<String>, Vec<String>, u64) {
+/// The streams to read and the id after which to read each; this node's own stream only with
+/// `read_own`.
+fn read_plan(
+    backplane: &RedisBackplane,
+    own_origin: &NodeId,
+    read_own: bool,
+) -> (Vec<String>, Vec<String>, u64) {
     let shared = backplane.shared();
     let mut streams = vec![
         backplane.keys.probe(&backplane.node_id),
@@ -77,7 +87,7 @@ fn read_plan(backplane: &RedisBackplane, own_origin: &NodeId) -> (Vec<String>, V
         shared
             .origins
             .iter()
-            .filter(|origin| *origin != own_origin)
+            .filter(|origin| read_own || *origin != own_origin)
             .map(|origin| backplane.keys.log(origin)),
     );
     let ids = streams

@@ -326,6 +326,10 @@ impl RedisBackplane {
             .max()
             .unwrap_or(0);
         drop(shared);
+        // Every live peer's record was in this read: the own-seq fence has heard them all.
+        let fence = store.own_fence();
+        fence.set_floor(acked);
+        fence.open();
         self.replicated.send_if_modified(|current| {
             if acked > *current {
                 *current = acked;

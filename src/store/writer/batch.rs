@@ -34,11 +34,23 @@ enum Slot {
 
 impl WriterThread {
     pub(in crate::store) fn commit_batches(&mut self, batches: Vec<PendingBatch>) {
+        if let Err(fenced) = self.fence.check() {
+            metrics::counter!("herald_store_own_fence_refusals_total")
+                .increment(batches.len() as u64);
+            for (_, reply) in batches {
+                let _ = reply.send(Err(StoreError::CatchingUp(fenced)));
+            }
+            return;
+        }
         let started = std::time::Instant::now();
         let written = self.write_batches(&batches);
         super::record_commit(super::CommitKind::Own, started);
         match self.outcome("committing published batches", written) {
             Ok((events, outcomes)) => {
+                if let Some(last) = events.last() {
+                    // Before peers can hear of it: a peer's report never outruns `held`.
+                    self.fence.set_held(last.seq);
+                }
                 if !events.is_empty() {
                     self.sink.committed(&events);
                     metrics::counter!("herald_store_commits_total").increment(1);
