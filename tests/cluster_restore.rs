@@ -1,9 +1,12 @@
 //! A node restored from an older copy of its data directory while the cluster kept running:
 //! its peers hold its own events past the copy. A publish it takes right after the restart is
 //! numbered after them (its own-seq fence waits for them to be pulled back), so every node ends
-//! with the same events: nothing diverges, nothing is lost.
+//! with the same events: nothing diverges, nothing is lost. On the mesh (pulled from peers) and
+//! on the Redis backplane (read back from its own stream).
 
 mod cluster_support;
+#[cfg(feature = "redis")]
+mod redis_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -56,10 +59,41 @@ async fn publish(cluster: &TestCluster, index: usize, range: std::ops::Range<u64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restored_from_an_older_copy_publishes_after_what_its_peers_hold() {
-    let mut cluster = TestCluster::start(3).await;
+    let cluster = TestCluster::start(3).await;
     for index in 0..3 {
         cluster.wait_linked(index, 2, WAIT).await;
     }
+    restore_an_older_copy_and_publish(cluster).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_a_node_restored_from_an_older_copy_publishes_after_what_its_stream_holds() {
+    let Some(redis) = redis_support::RedisServer::started("restored copy on redis") else {
+        return;
+    };
+    let url = redis.url();
+    let cluster = TestCluster::start_with(3, |_, spec| {
+        spec.extra_args = ["--backplane", "redis", "--redis-url", &url]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    })
+    .await;
+    cluster_support::wait_for("every node ready on redis", WAIT, || async {
+        let mut ready = true;
+        for index in 0..3 {
+            ready &= cluster.readyz(index).await.0 == 200;
+        }
+        ready
+    })
+    .await;
+    restore_an_older_copy_and_publish(cluster).await;
+}
+
+/// Node 2 publishes, is copied while stopped, publishes more (which every peer holds), is
+/// restored from the copy and publishes again at once.
+async fn restore_an_older_copy_and_publish(mut cluster: TestCluster) {
     let restored = 2;
     publish(&cluster, restored, 0..40).await;
     cluster.wait_converged(WAIT).await;
@@ -70,7 +104,6 @@ async fn a_node_restored_from_an_older_copy_publishes_after_what_its_peers_hold(
     let backup = cluster.dir.path().join("backup");
     copy_dir(&data, &backup);
     tokio::task::block_in_place(|| cluster.start_node(restored));
-    cluster.wait_linked(restored, 2, WAIT).await;
     // Events the copy does not have, held by every peer.
     publish(&cluster, restored, 40..70).await;
     cluster.wait_converged(WAIT).await;
