@@ -325,12 +325,14 @@ impl MeshBackplane {
             return true;
         }
         let mut known = hub.delivered();
+        for member in self.cluster.members().iter() {
+            known.merge(&member.log_position);
+        }
+        // What gossip says the cluster holds of this node's origin: more than this node holds
+        // after an older backup was restored (`store::own_fence`).
         let own_committed = known.get(store.origin());
         if let Some(reported) = lock(&self.peer_positions).get(from) {
             known.merge(reported);
-        }
-        for member in self.cluster.members().iter() {
-            known.merge(&member.log_position);
         }
         let lookup = |origin: &NodeId| Some(known.get(origin)).filter(|seq| *seq > 0);
         let now_ms = std::time::SystemTime::now()

@@ -19,6 +19,12 @@
 //!   contiguously (`held`, set by the writer after every commit). The backplane's catch-up
 //!   (mesh pulls, the Redis streams) brings the missing events back and raises `held`.
 //!
+//! A floor that is not reached is not waited for forever: when what this node holds of its
+//! origin has not grown for [`STALL`] while the floor is above it (a peer that reports events
+//! it cannot serve: pruned past a snapshot's reach, lost with Redis's data, or a peer that
+//! lies), the fence waives that floor, logs a warning and counts it; only a higher report
+//! closes it again.
+//!
 //! [`Store::append`](super::Store::append) waits up to [`APPEND_WAIT`] for the fence to clear,
 //! then answers [`StoreError::CatchingUp`](super::StoreError::CatchingUp); the writer checks
 //! again right before it numbers, and that check is the one that counts.
@@ -35,6 +41,10 @@ pub const START_WAIT: Duration = Duration::from_secs(3);
 /// [`START_WAIT`], so that a publish at start is never refused only for the start wait).
 pub const APPEND_WAIT: Duration = Duration::from_secs(5);
 
+/// How long the fence waits for what this node holds of its origin to grow towards the floor
+/// before it waives the floor.
+pub const STALL: Duration = Duration::from_secs(10);
+
 /// What the fence knows; this node may number its next event when [`FenceState::clear`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FenceState {
@@ -46,12 +56,43 @@ pub struct FenceState {
     pub floor: u64,
     /// The highest contiguous seq of this origin held here.
     pub held: u64,
+    /// A floor given up on (see [`STALL`]): floors up to it do not hold the fence closed.
+    pub waived: u64,
+    /// Since when `held` is below the floor without growing (`None`: not behind).
+    pub behind_since: Option<Instant>,
 }
 
 impl FenceState {
     /// True when this node may number its next own event.
     pub fn clear(&self) -> bool {
-        self.opened() && self.floor <= self.held
+        self.opened() && !self.behind()
+    }
+
+    /// Below a floor that is not waived.
+    fn behind(&self) -> bool {
+        self.floor > self.held && self.floor > self.waived
+    }
+
+    /// Notes a change of `floor` or `held`: starts, restarts or ends the stall clock, and
+    /// waives a floor it has run out on (true when it did now).
+    fn track_progress(&mut self, held_grew: bool) -> bool {
+        if !self.behind() {
+            self.behind_since = None;
+            return false;
+        }
+        let now = Instant::now();
+        match self.behind_since {
+            Some(since) if !held_grew && now.duration_since(since) >= STALL => {
+                self.waived = self.floor;
+                self.behind_since = None;
+                true
+            }
+            Some(_) if !held_grew => false,
+            _ => {
+                self.behind_since = Some(now);
+                false
+            }
+        }
     }
 
     /// Opened by the backplane, or by the start wait running out.
@@ -101,6 +142,8 @@ impl OwnSeqFence {
                 opens_at: Instant::now() + START_WAIT,
                 floor: 0,
                 held,
+                waived: 0,
+                behind_since: None,
             })
             .0,
         }
@@ -156,15 +199,37 @@ impl OwnSeqFence {
 
     /// The highest seq of this origin that a reachable peer reports holding (it may go down:
     /// a peer that is gone no longer counts).
+    ///
+    /// Called often (the mesh: every tick), it is also what notices a stalled catch-up.
     pub fn set_floor(&self, floor: u64) {
-        self.state
-            .send_if_modified(|state| std::mem::replace(&mut state.floor, floor) != floor);
+        let mut waived = None;
+        self.state.send_if_modified(|state| {
+            let changed = std::mem::replace(&mut state.floor, floor) != floor;
+            if state.track_progress(false) {
+                waived = Some(*state);
+                return true;
+            }
+            changed
+        });
+        if let Some(state) = waived {
+            metrics::counter!("herald_store_own_fence_waived_total").increment(1);
+            tracing::warn!(
+                held = state.held,
+                floor = state.floor,
+                stalled_secs = STALL.as_secs(),
+                "a peer reports events of this node's origin that did not come back; numbering own events past what is held"
+            );
+        }
     }
 
     /// What this node holds of its own origin, after a commit.
     pub(super) fn set_held(&self, held: u64) {
-        self.state
-            .send_if_modified(|state| std::mem::replace(&mut state.held, held) != held);
+        self.state.send_if_modified(|state| {
+            let grew = held > state.held;
+            let changed = std::mem::replace(&mut state.held, held) != held;
+            state.track_progress(grew);
+            changed
+        });
     }
 }
 
@@ -204,6 +269,28 @@ mod tests {
         assert!(fence.check().is_err());
         fence.set_floor(15);
         assert!(fence.check().is_ok());
+    }
+
+    #[test]
+    fn a_floor_that_is_not_reached_is_waived_after_the_stall() {
+        let fence = OwnSeqFence::new(10, true);
+        fence.set_floor(15);
+        assert!(fence.check().is_err());
+        // Progress restarts the clock; ten seconds without it waive the floor.
+        fence.set_held(12);
+        let started = fence.state().behind_since.expect("behind");
+        fence
+            .state
+            .send_modify(|state| state.behind_since = Some(started - STALL));
+        fence.set_floor(15);
+        assert!(fence.check().is_ok(), "{:?}", fence.state());
+        assert_eq!(fence.state().waived, 15);
+        // Numbering past it goes on; only a higher report closes the fence again.
+        fence.set_held(13);
+        fence.set_floor(15);
+        assert!(fence.check().is_ok());
+        fence.set_floor(16);
+        assert!(fence.check().is_err());
     }
 
     #[tokio::test]

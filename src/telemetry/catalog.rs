@@ -250,6 +250,10 @@ pub const SERIES: &[Series] = &[
         "Publishes (single events or batches) refused because this node had not heard from its peers since it started, or held less of its own origin than a peer.",
     ),
     counter(
+        "herald_store_own_fence_waived_total",
+        "Floors of this node's own origin given up on: a peer reported events of it that did not come back within 10 s.",
+    ),
+    counter(
         "herald_store_own_seq_conflicts_total",
         "Events of this node's origin from a peer that differ from the event held here under the same seq (a database that was behind the cluster published while no peer that held more was reachable).",
     ),
