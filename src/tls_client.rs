@@ -88,11 +88,28 @@ pub fn http_client(
 pub fn describe(error: &reqwest::Error, address: &str) -> String {
     match tls_error(error) {
         Some(rustls::Error::InvalidCertificate(reason)) => {
+            let reason = match reason {
+                rustls::CertificateError::UnknownIssuer => {
+                    "it is not signed by a trusted CA (UnknownIssuer)".to_string()
+                }
+                rustls::CertificateError::BadSignature => "its signature is bad".to_string(),
+                rustls::CertificateError::Revoked => "it is revoked".to_string(),
+                other => other.to_string(),
+            };
             format!("the certificate of {address} does not verify: {reason}")
         }
         Some(other) => format!("TLS with {address} failed: {other}"),
-        None => format!("cannot reach {address}: {}", chain(error)),
+        None if error.is_connect() => format!("cannot reach {address}: {}", causes(error)),
+        None if error.is_timeout() => {
+            format!("{address} did not answer in time: {}", causes(error))
+        }
+        None => format!("request to {address} failed: {}", causes(error)),
     }
+}
+
+/// True when the TLS handshake failed, for any reason.
+pub fn is_tls_error(error: &reqwest::Error) -> bool {
+    tls_error(error).is_some()
 }
 
 /// True when `error` is a certificate that did not verify.
@@ -100,47 +117,48 @@ pub fn is_certificate_error(error: &reqwest::Error) -> bool {
     matches!(tls_error(error), Some(rustls::Error::InvalidCertificate(_)))
 }
 
-/// The rustls error somewhere in `error`'s causes (the TLS stream reports it inside an
-/// `io::Error`, whose own `source` skips it).
+/// The rustls error somewhere in `error`'s causes. The TLS stream reports it inside an
+/// `io::Error`, which the connector wraps in another, and an `io::Error`'s `source` skips the
+/// error it wraps: those are looked into with `get_ref`.
 fn tls_error(error: &reqwest::Error) -> Option<&rustls::Error> {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(error) = current {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(tls) = error
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(tls);
-        }
-        current = error.source();
-    }
-    None
+    find_tls(error, 0)
 }
 
-/// The error and each of its causes, `: `-separated, without the URL (the caller names the
-/// address) and without a cause repeated.
-fn chain(error: &reqwest::Error) -> String {
+fn find_tls<'a>(error: &'a (dyn StdError + 'static), depth: usize) -> Option<&'a rustls::Error> {
+    // Causes are a short chain; the bound only guards against a cycle.
+    if depth > 16 {
+        return None;
+    }
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        let inner: &(dyn StdError + 'static) = inner;
+        if let Some(tls) = find_tls(inner, depth + 1) {
+            return Some(tls);
+        }
+    }
+    find_tls(error.source()?, depth + 1)
+}
+
+/// The causes of `error`, `: `-separated, without the URL (the caller names the address) and
+/// without a cause repeated.
+fn causes(error: &reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current: Option<&(dyn StdError + 'static)> = error.source();
-    let top = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "cannot connect"
-    } else if error.is_decode() {
-        "unreadable answer"
-    } else {
-        "request failed"
-    };
-    parts.push(top.to_string());
     while let Some(error) = current {
         let text = error.to_string();
         if !parts.iter().any(|part| part.contains(&text)) {
             parts.push(text);
         }
         current = error.source();
+    }
+    if parts.is_empty() {
+        // Only the top level, which names the URL: keep it.
+        parts.push(error.to_string());
     }
     parts.join(": ")
 }

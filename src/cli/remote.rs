@@ -72,11 +72,16 @@ impl Remote {
         request.send().await.map_err(|error| {
             let mut text = crate::tls_client::describe(&error, &self.base);
             if crate::tls_client::is_certificate_error(&error) {
-                if !self.ca_given {
-                    text.push_str(
-                        " (checked against the system's roots: give its CA with --tls-ca FILE)",
-                    );
-                }
+                text.push_str(if self.ca_given {
+                    " (checked against the CA file of --tls-ca)"
+                } else {
+                    " (checked against the system's roots: give its CA with --tls-ca FILE)"
+                });
+            } else if self.https && crate::tls_client::is_tls_error(&error) {
+                let host = self.base.trim_start_matches("https://");
+                text.push_str(&format!(
+                    " (if the node serves plain HTTP, use --http {host})"
+                ));
             } else if !self.https && !error.is_connect() && !error.is_timeout() {
                 // A TLS port answers plain HTTP with a TLS alert, or not at all.
                 let host = self.base.trim_start_matches("http://");
