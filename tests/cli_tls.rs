@@ -326,7 +326,12 @@ async fn a_plain_node_is_reached_by_a_bare_address_and_https_to_it_fails_saying_
     let stderr = failed(
         "status with a path",
         &herald(
-            &["cluster", "status", "--http", &format!("https://{bare}/api")],
+            &[
+                "cluster",
+                "status",
+                "--http",
+                &format!("https://{bare}/api"),
+            ],
             &[],
             "",
         ),
