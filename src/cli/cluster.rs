@@ -1,4 +1,5 @@
-//! `herald cluster join|status|leave`.
+//! `herald cluster join|status|leave`; `status` and `leave` reach the node over HTTP or HTTPS
+//! (see [`super::remote`]).
 
 use anyhow::Context;
 use serde_json::Value;

@@ -1,4 +1,5 @@
-//! `herald publish`: publish through a node's HTTP API with the API key.
+//! `herald publish`: publish through a node's HTTP API with the API key (HTTPS to
+//! `--http https://host:port`, see [`super::remote`]).
 //!
 //! - one event: `--channel C --type T --data JSON` (`POST /api/publish`);
 //! - one payload on several channels: `--channel` repeated (`POST /api/publish` with

@@ -1,5 +1,5 @@
 //! The TOML file: top-level keys apply to every node, `[[nodes]]` entries override them for
-//! the node selected with `--node NAME`.
+//! the node selected with `--node NAME` (or for the file's only entry, without `--node`).
 
 use std::path::Path;
 

@@ -20,7 +20,8 @@ pub struct ServeArgs {
     /// TOML configuration file (for example cluster.toml).
     #[arg(long, env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Selects a `[[nodes]]` entry of the configuration file by name.
+    /// Selects a `[[nodes]]` entry of the configuration file by name (default: the file's only
+    /// entry when it has exactly one; required when it has several).
     #[arg(long, env = "HERALD_NODE")]
     pub node: Option<String>,
     /// This node's stable id (default: generated once, kept in the data dir).

@@ -173,6 +173,6 @@ impl Drop for Node {
 #[macro_export]
 macro_rules! args {
     ($($arg:expr),* $(,)?) => {
-        vec![$(std::ffi::OsString::from($arg)),*]
+        [$(std::ffi::OsString::from($arg)),*]
     };
 }
