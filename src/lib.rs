@@ -38,6 +38,7 @@
 //! | [`server`] | assembling and stopping a node |
 //! | [`cli`] | `herald serve`, `cluster join/status/leave`, `token`, `publish`; the load and correctness toolkit beside the server: `bench` and `chaos` |
 //! | [`telemetry`] | logging (text, or JSON lines with the node id) and the Prometheus recorder; the catalog of every `herald_*` metric, described and registered at start |
+//! | [`tls_client`] | HTTPS from herald to nodes (the CLI, snapshot fetches on the Redis backplane): a CA file or the system's roots, errors that say a certificate did not verify |
 
 pub mod api;
 pub mod auth;
@@ -54,3 +55,4 @@ pub mod presence;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls_client;

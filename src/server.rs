@@ -108,10 +108,13 @@ fn start_redis(
         cluster_id: config.cluster_id.clone(),
         node_id: config.node_id.clone(),
         http_addr: config.advertise.http.unwrap_or(http_addr),
+        https: config.tls.is_some(),
         snapshot_token: crate::backplane::peer_snapshot::snapshot_token(
             &config.cluster_secret,
             &config.cluster_id,
         ),
+        snapshot_http: crate::backplane::peer_snapshot::client(config.tls_ca.as_deref())
+            .map_err(ServerError::PeerTls)?,
     })
     .map_err(|e| ServerError::Redis(e.to_string()))?;
     tracing::info!(node_id = %config.node_id, "redis backplane connecting");
@@ -133,6 +136,8 @@ pub enum ServerError {
     Redis(String),
     #[error("tls: {0}")]
     Tls(TlsError),
+    #[error("tls_ca: {0}")]
+    PeerTls(crate::tls_client::ClientTlsError),
     #[error("backplane {0:?} is not available in this build")]
     BackplaneUnavailable(BackplaneKind),
 }

@@ -40,15 +40,23 @@ fn text(path: &Path) -> String {
     std::fs::read_to_string(path).expect("read the written file")
 }
 
-/// The file resolved the way `herald serve --config FILE --node this` resolves it, with no
-/// secret in the environment.
+/// The file resolved the way `herald serve --config FILE` (deploy/herald.service) resolves it,
+/// with no secret in the environment: its only `[[nodes]]` entry applies without `--node`.
+/// Naming the entry (`--node this`) resolves to the same.
 fn resolved(path: &Path) -> Config {
-    let args = ServeArgs {
-        config: Some(path.to_path_buf()),
-        node: Some(ENTRY.into()),
-        ..ServeArgs::default()
+    let resolve_with = |node: Option<&str>| {
+        let args = ServeArgs {
+            config: Some(path.to_path_buf()),
+            node: node.map(str::to_string),
+            ..ServeArgs::default()
+        };
+        resolve(&args, |_| None)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), text(path)))
     };
-    resolve(&args, |_| None).unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), text(path)))
+    let config = resolve_with(None);
+    let named = resolve_with(Some(ENTRY));
+    assert_eq!(format!("{config:?}"), format!("{named:?}"));
+    config
 }
 
 fn str_path(path: &Path) -> &str {
@@ -252,11 +260,12 @@ fn herald_serve_starts_on_the_written_file() {
         "--data",
         "data",
     ]);
-    // The file as written; only the ports are overridden (free ones), and HTTP stays on
-    // 0.0.0.0 so that the safe-default checks see a node others can reach.
+    // The file as written, without --node, as deploy/herald.service runs it; only the ports
+    // are overridden (free ones), and HTTP stays on 0.0.0.0 so that the safe-default checks
+    // see a node others can reach.
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command
-        .args(["serve", "--config", str_path(&path), "--node", ENTRY])
+        .args(["serve", "--config", str_path(&path)])
         .args(["--http", "0.0.0.0:0"])
         .args(["--gossip", "127.0.0.1:0", "--mesh", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -299,4 +308,45 @@ fn herald_serve_starts_on_the_written_file() {
     let _ = child.wait();
     assert!(listening.contains("node_id=n1"), "{listening}");
     assert!(dir.path().join("data").join("node_id").exists());
+}
+
+#[test]
+fn a_second_nodes_entry_makes_node_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.toml");
+    init_ok(&[
+        "--path",
+        str_path(&path),
+        "--node-id",
+        "n1",
+        "--data",
+        "data",
+    ]);
+    let mut written = text(&path);
+    written.push_str("\n[[nodes]]\nname = \"spare\"\nnode_id = \"n9\"\ndata = \"spare\"\n");
+    std::fs::write(&path, written).unwrap();
+    let args = |node: Option<&str>| ServeArgs {
+        config: Some(path.clone()),
+        node: node.map(str::to_string),
+        ..ServeArgs::default()
+    };
+    let error = resolve(&args(None), |_| None).unwrap_err().to_string();
+    assert!(
+        error.contains(&format!("({ENTRY}, spare)")) && error.contains("--node NAME"),
+        "{error}"
+    );
+    assert_eq!(
+        resolve(&args(Some(ENTRY)), |_| None)
+            .unwrap()
+            .node_id
+            .as_str(),
+        "n1"
+    );
+    assert_eq!(
+        resolve(&args(Some("spare")), |_| None)
+            .unwrap()
+            .node_id
+            .as_str(),
+        "n9"
+    );
 }

@@ -9,7 +9,14 @@
 //! The asker merges parts as they arrive and ends with the jump (see
 //! `crate::store::snapshot`); a snapshot cut short leaves its position where it was, and the
 //! next attempt starts over.
+//!
+//! A peer that serves HTTPS (native TLS, told in its registry record) is asked over
+//! `https://`, and its certificate must chain to the asker's `tls_ca` (or the system's roots
+//! without one) and name the address it advertises: a certificate that does not verify is
+//! refused, and the fetch fails saying so (see [`crate::tls_client`]).
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::event::Cursor;
@@ -21,6 +28,41 @@ use crate::store::snapshot::{SnapshotBasis, SnapshotItem};
 pub const SNAPSHOT_PATH: &str = "/api/cluster/snapshot";
 /// Longest wait for the next bytes of a snapshot body.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a connection (and its TLS handshake) to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The client snapshots are fetched with: plain HTTP to peers that serve it, HTTPS verified
+/// against the CA certificates in `ca` (or the system's roots) to those that serve HTTPS.
+pub fn client(ca: Option<&Path>) -> Result<reqwest::Client, crate::tls_client::ClientTlsError> {
+    crate::tls_client::http_client(
+        ca,
+        reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT),
+    )
+}
+
+/// Where a peer serves snapshots: its advertised HTTP address and whether it serves HTTPS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddress {
+    pub addr: SocketAddr,
+    pub https: bool,
+}
+
+impl PeerAddress {
+    /// From a peer's registry record: `None` unless `http` is an `ip:port` address (the record
+    /// comes from the network; nothing else is dialed).
+    pub fn from_record(http: &str, https: bool) -> Option<Self> {
+        let addr = http.parse::<SocketAddr>().ok()?;
+        (addr.port() != 0 && !addr.ip().is_unspecified()).then_some(Self { addr, https })
+    }
+}
+
+impl std::fmt::Display for PeerAddress {
+    /// `http://ip:port` or `https://ip:port`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.addr)
+    }
+}
 
 /// The bearer token that proves the cluster secret for `cluster_id` (hex HMAC-SHA256).
 pub fn snapshot_token(cluster_secret: &str, cluster_id: &str) -> String {
@@ -63,7 +105,7 @@ pub fn encode_item(item: SnapshotItem) -> Result<Vec<u8>, frame::FrameError> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("http: {0}")]
+    #[error("{0}")]
     Http(String),
     #[error("the peer answered {0}")]
     Status(u16),
@@ -77,17 +119,18 @@ pub enum FetchError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Fetches a snapshot from the node at `http_addr` and merges it into `store`. Answers the
-/// number of parts merged.
+/// Fetches a snapshot from the node at `peer` and merges it into `store`. Answers the number
+/// of parts merged.
 pub async fn fetch(
     http: &reqwest::Client,
-    http_addr: &str,
+    peer: &PeerAddress,
     token: &str,
     store: &Store,
 ) -> Result<u64, FetchError> {
     let basis = store.snapshot_basis().await?;
+    let address = peer.to_string();
     let url = format!(
-        "http://{http_addr}{SNAPSHOT_PATH}?since={}&since_hlc={}",
+        "{address}{SNAPSHOT_PATH}?since={}&since_hlc={}",
         Cursor::encode(&basis.since),
         basis.since_hlc
     );
@@ -96,7 +139,7 @@ pub async fn fetch(
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|e| FetchError::Http(e.to_string()))?;
+        .map_err(|e| FetchError::Http(crate::tls_client::describe(&e, &address)))?;
     if !response.status().is_success() {
         return Err(FetchError::Status(response.status().as_u16()));
     }
@@ -105,8 +148,10 @@ pub async fn fetch(
     loop {
         let chunk = tokio::time::timeout(READ_TIMEOUT, response.chunk())
             .await
-            .map_err(|_| FetchError::Http("timed out reading the snapshot".into()))?
-            .map_err(|e| FetchError::Http(e.to_string()))?;
+            .map_err(|_| {
+                FetchError::Http(format!("timed out reading the snapshot from {address}"))
+            })?
+            .map_err(|e| FetchError::Http(crate::tls_client::describe(&e, &address)))?;
         let Some(chunk) = chunk else {
             return Err(FetchError::Truncated);
         };
@@ -162,6 +207,25 @@ mod tests {
         assert!(!token_matches(&token, "secret-one", "c2"));
         assert!(!token_matches("nope", "secret-one", "c1"));
         assert!(!token_matches(&"zz".repeat(32), "secret-one", "c1"));
+    }
+
+    #[test]
+    fn peers_are_dialed_at_an_ip_and_port_with_the_scheme_they_serve() {
+        let peer = PeerAddress::from_record("10.0.0.2:8000", true).unwrap();
+        assert_eq!(peer.to_string(), "https://10.0.0.2:8000");
+        let peer = PeerAddress::from_record("[::1]:8000", false).unwrap();
+        assert_eq!(peer.to_string(), "http://[::1]:8000");
+        for bad in [
+            "",
+            "10.0.0.2",
+            "10.0.0.2:0",
+            "0.0.0.0:8000",
+            "evil.example.com:80/x?",
+            "10.0.0.2:8000/path",
+            "user@10.0.0.2:8000",
+        ] {
+            assert_eq!(PeerAddress::from_record(bad, false), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `herald cluster join|status|leave`.
+//! `herald cluster join|status|leave`; `status` and `leave` reach the node over HTTP or HTTPS
+//! (see [`super::remote`]).
 
 use anyhow::Context;
 use serde_json::Value;
@@ -17,9 +18,8 @@ pub enum ClusterCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
-    /// The node's HTTP address.
-    #[arg(long, env = "HERALD_HTTP", default_value = "127.0.0.1:8000")]
-    pub http: String,
+    #[command(flatten)]
+    pub node: super::remote::NodeArgs,
     /// Print the JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -43,14 +43,15 @@ fn api_key() -> String {
 }
 
 async fn status(args: AdminArgs) -> anyhow::Result<()> {
-    let response = reqwest::Client::new()
-        .get(format!("http://{}/api/cluster", args.http))
-        .bearer_auth(api_key())
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {}", args.http))?;
+    let node = super::remote::Remote::new(&args.node)?;
+    let response = node
+        .send(node.get("/api/cluster").bearer_auth(api_key()))
+        .await?;
     let status = response.status();
-    let body: Value = response.json().await.context("invalid answer")?;
+    let body: Value = response
+        .json()
+        .await
+        .with_context(|| format!("invalid answer from {}", node.address()))?;
     if !status.is_success() {
         anyhow::bail!("refused ({status}): {body}");
     }
@@ -119,12 +120,10 @@ pub fn render_table(body: &Value) -> String {
 }
 
 async fn leave(args: AdminArgs) -> anyhow::Result<()> {
-    let response = reqwest::Client::new()
-        .post(format!("http://{}/api/cluster/leave", args.http))
-        .bearer_auth(api_key())
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {}", args.http))?;
+    let node = super::remote::Remote::new(&args.node)?;
+    let response = node
+        .send(node.post("/api/cluster/leave").bearer_auth(api_key()))
+        .await?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     if !status.is_success() {

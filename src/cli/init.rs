@@ -5,8 +5,9 @@
 //! `replication`, `[store] sync`, `[limits]`, `[history]` and `[presence]` at their defaults
 //! (taken from the code, so they cannot drift from it), and one `[[nodes]]` entry named
 //! [`ENTRY`] with this machine's node id, listen and advertised addresses and data directory.
-//! `herald serve` applies a `[[nodes]]` entry only when it is selected by name, so the node is
-//! started with `--node this` or `HERALD_NODE=this` (which `deploy/herald.service` sets).
+//! `herald serve` applies a file's only `[[nodes]]` entry without `--node`, so the node is
+//! started with `herald serve --config FILE` (what `deploy/herald.service` runs); `--node this`
+//! names it too, and is needed once the file has several entries.
 //! The file is created with mode 0600: it holds the secrets.
 
 use std::io::Write as _;
@@ -24,7 +25,7 @@ use crate::store::retention::{
 };
 
 /// The name of the `[[nodes]]` entry `herald init` writes: the same on every machine, so that
-/// one unit file (`HERALD_NODE=this`) serves them all.
+/// `--node this` selects it anywhere (the file's only entry applies without `--node` too).
 pub const ENTRY: &str = "this";
 
 /// Flags of `herald init`.
@@ -83,7 +84,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     })?;
     write_new(&args.path, &text)?;
     println!(
-        "wrote {} (node {}, mode 0600): start it with `herald serve --config {} --node {ENTRY}` \
+        "wrote {} (node {}, mode 0600): start it with `herald serve --config {}` \
          or deploy/herald.service",
         args.path.display(),
         settings.node_id,
@@ -308,9 +309,7 @@ fn render(settings: &Settings) -> String {
     };
     line("# herald configuration for one node, written by `herald init`.");
     line("#");
-    line(&format!(
-        "#   herald serve --config <this file> --node {ENTRY}    (deploy/herald.service sets HERALD_NODE={ENTRY})"
-    ));
+    line("#   herald serve --config <this file>    (what deploy/herald.service runs)");
     line("#");
     line("# Top-level keys and tables are the cluster's (cluster_id and the secrets must match on");
     line("# every node); the [[nodes]] entry at the end is this machine's. Unknown keys are");
@@ -428,8 +427,9 @@ fn render(settings: &Settings) -> String {
     ));
     line("");
     line(&format!(
-        "# This machine. Selected by name: --node {ENTRY}, or HERALD_NODE={ENTRY}."
+        "# This machine: applied as the file's only [[nodes]] entry (or by name, --node {ENTRY});"
     ));
+    line("# a file with several entries needs --node NAME.");
     line("[[nodes]]");
     line(&format!("name = {}", quoted(ENTRY)));
     line("# The node's id for good: its data directory is bound to it.");

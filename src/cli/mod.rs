@@ -10,6 +10,7 @@ pub mod chaos;
 mod cluster;
 pub mod init;
 mod publish;
+mod remote;
 mod secret;
 mod serve;
 mod token;

@@ -1,4 +1,5 @@
-//! `herald publish`: publish through a node's HTTP API with the API key.
+//! `herald publish`: publish through a node's HTTP API with the API key (HTTPS to
+//! `--http https://host:port`, see [`super::remote`]).
 //!
 //! - one event: `--channel C --type T --data JSON` (`POST /api/publish`);
 //! - one payload on several channels: `--channel` repeated (`POST /api/publish` with
@@ -16,6 +17,7 @@ use std::io::BufRead;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use super::remote::Remote;
 use crate::config::DEV_API_KEY;
 
 #[derive(Debug, clap::Args)]
@@ -41,18 +43,18 @@ pub struct PublishArgs {
     /// Events per batch request (at most the server's limits.max_batch).
     #[arg(long, default_value_t = 1_000, requires = "batch")]
     pub batch_size: usize,
-    #[arg(long, env = "HERALD_HTTP", default_value = "127.0.0.1:8000")]
-    pub http: String,
+    #[command(flatten)]
+    pub node: super::remote::NodeArgs,
 }
 
 pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let key = super::env_secret("HERALD_API_KEY").unwrap_or_else(|| DEV_API_KEY.to_string());
-    let client = reqwest::Client::new();
+    let node = Remote::new(&args.node)?;
     if args.batch {
-        return run_batch(&client, &args, &key).await;
+        return run_batch(&node, &args, &key).await;
     }
     let body = publish_body(&args)?;
-    let text = post(&client, &args.http, "/api/publish", &key, &body).await?;
+    let text = post(&node, "/api/publish", &key, &body).await?;
     println!("{text}");
     Ok(())
 }
@@ -79,7 +81,7 @@ fn publish_body(args: &PublishArgs) -> anyhow::Result<Value> {
     Ok(body)
 }
 
-async fn run_batch(client: &reqwest::Client, args: &PublishArgs, key: &str) -> anyhow::Result<()> {
+async fn run_batch(node: &Remote, args: &PublishArgs, key: &str) -> anyhow::Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be positive");
     }
@@ -97,41 +99,26 @@ async fn run_batch(client: &reqwest::Client, args: &PublishArgs, key: &str) -> a
         }
         events.push(event);
         if events.len() == args.batch_size {
-            send_batch(client, args, key, &mut events).await?;
+            send_batch(node, key, &mut events).await?;
         }
     }
     if !events.is_empty() {
-        send_batch(client, args, key, &mut events).await?;
+        send_batch(node, key, &mut events).await?;
     }
     Ok(())
 }
 
-async fn send_batch(
-    client: &reqwest::Client,
-    args: &PublishArgs,
-    key: &str,
-    events: &mut Vec<Value>,
-) -> anyhow::Result<()> {
+async fn send_batch(node: &Remote, key: &str, events: &mut Vec<Value>) -> anyhow::Result<()> {
     let body = json!({ "events": std::mem::take(events) });
-    let text = post(client, &args.http, "/api/batch", key, &body).await?;
+    let text = post(node, "/api/batch", key, &body).await?;
     println!("{text}");
     Ok(())
 }
 
-async fn post(
-    client: &reqwest::Client,
-    http: &str,
-    path: &str,
-    key: &str,
-    body: &Value,
-) -> anyhow::Result<String> {
-    let response = client
-        .post(format!("http://{http}{path}"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {http}"))?;
+async fn post(node: &Remote, path: &str, key: &str, body: &Value) -> anyhow::Result<String> {
+    let response = node
+        .send(node.post(path).bearer_auth(key).json(body))
+        .await?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     if !status.is_success() {

@@ -1,5 +1,5 @@
 //! The TOML file: top-level keys apply to every node, `[[nodes]]` entries override them for
-//! the node selected with `--node NAME`.
+//! the node selected with `--node NAME` (or for the file's only entry, without `--node`).
 
 use std::path::Path;
 
@@ -28,6 +28,9 @@ pub struct FileConfig {
     /// PEM certificate chain and key for HTTPS and wss://, relative to the file's directory.
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
+    /// PEM CA certificate(s) peers' HTTPS certificates must chain to (Redis backplane),
+    /// relative to the file's directory.
+    pub tls_ca: Option<std::path::PathBuf>,
     #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]

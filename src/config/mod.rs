@@ -103,6 +103,9 @@ pub struct Config {
     pub redis_ca: Option<PathBuf>,
     /// HTTPS and wss:// on the HTTP address (plain HTTP without).
     pub tls: Option<TlsFiles>,
+    /// PEM file with the CA certificate(s) that peers' HTTPS certificates must chain to when
+    /// this node fetches a snapshot from them (Redis backplane; default: the system's roots).
+    pub tls_ca: Option<PathBuf>,
     pub replication: u8,
     pub jwt_secret: String,
     pub api_key: String,
@@ -140,6 +143,7 @@ impl std::fmt::Debug for Config {
             .field("redis_url", &self.redis_url)
             .field("redis_ca", &self.redis_ca)
             .field("tls", &self.tls)
+            .field("tls_ca", &self.tls_ca)
             .field("replication", &self.replication)
             .field("jwt_secret", &HIDDEN)
             .field("api_key", &HIDDEN)
@@ -173,6 +177,7 @@ impl Config {
             redis_url: None,
             redis_ca: None,
             tls: None,
+            tls_ca: None,
             replication: 1,
             jwt_secret: DEV_JWT_SECRET.into(),
             api_key: DEV_API_KEY.into(),

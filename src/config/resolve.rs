@@ -20,7 +20,8 @@ pub struct ServeArgs {
     /// TOML configuration file (for example cluster.toml).
     #[arg(long, env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Selects a `[[nodes]]` entry of the configuration file by name.
+    /// Selects a `[[nodes]]` entry of the configuration file by name (default: the file's only
+    /// entry when it has exactly one; required when it has several).
     #[arg(long, env = "HERALD_NODE")]
     pub node: Option<String>,
     /// This node's stable id (default: generated once, kept in the data dir).
@@ -122,6 +123,10 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "HERALD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// PEM file with the CA certificate(s) that peers serving HTTPS must present a
+    /// certificate from, for snapshots on the Redis backplane (default: the system's roots).
+    #[arg(long, env = "HERALD_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Log lines as text (default) or JSON (one object a line, with the node id).
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum)]
     pub log_format: Option<crate::telemetry::LogFormat>,
@@ -153,16 +158,7 @@ pub fn resolve(
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let node = match &args.node {
-        Some(name) => Some(file.node(name).cloned().ok_or_else(|| {
-            ConfigError::invalid(
-                "node",
-                format!("no [[nodes]] entry named {name:?} in the config file"),
-            )
-        })?),
-        None => None,
-    };
-    let node = node.unwrap_or_default();
+    let node = select_node(args, &file)?.unwrap_or_default();
     let base_dir = args
         .config
         .as_deref()
@@ -174,7 +170,7 @@ pub fn resolve(
         .node_id
         .clone()
         .or_else(|| node.node_id.clone())
-        .or_else(|| args.node.clone().filter(|_| !node.name.is_empty()))
+        .or_else(|| Some(node.name.clone()).filter(|name| !name.is_empty()))
     {
         Some(id) => Some(NodeId::new(&id).map_err(|e| ConfigError::invalid("node_id", e))?),
         None => None,
@@ -228,7 +224,19 @@ pub fn resolve(
             "needs a rediss:// (TLS) redis_url",
         ));
     }
-    let tls = resolve_tls(args, &file, &base_dir, backplane)?;
+    let tls = resolve_tls(args, &file, &base_dir)?;
+    let tls_ca = args
+        .tls_ca
+        .clone()
+        .or_else(|| file.tls_ca.as_ref().map(|ca| base_dir.join(ca)));
+    if tls_ca.is_some() && backplane != BackplaneKind::Redis {
+        // Only the Redis backplane's snapshot fetches dial peers over HTTP(S); the mesh has
+        // its own mutual TLS from the cluster secret.
+        return Err(ConfigError::invalid(
+            "tls_ca",
+            "used only with backplane = redis (to verify peers' HTTPS when fetching snapshots)",
+        ));
+    }
     let seeds = if !args.seeds.is_empty() {
         args.seeds.clone()
     } else {
@@ -293,6 +301,7 @@ pub fn resolve(
         redis_url,
         redis_ca,
         tls,
+        tls_ca,
         replication,
         jwt_secret: secret(
             "jwt_secret",
@@ -323,13 +332,43 @@ pub fn resolve(
     Ok(config)
 }
 
+/// The `[[nodes]]` entry that applies: the one `--node NAME` names; without `--node`, the
+/// file's only entry when it has exactly one (what `herald init` writes), none when it has
+/// none. Several entries and no `--node` is an error: which machine this is cannot be guessed.
+fn select_node(
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> Result<Option<super::NodeEntry>, ConfigError> {
+    match (&args.node, file.nodes.as_slice()) {
+        (Some(name), _) => file.node(name).cloned().map(Some).ok_or_else(|| {
+            ConfigError::invalid(
+                "node",
+                format!("no [[nodes]] entry named {name:?} in the config file"),
+            )
+        }),
+        (None, []) => Ok(None),
+        (None, [only]) => Ok(Some(only.clone())),
+        (None, several) => {
+            let names: Vec<&str> = several.iter().map(|entry| entry.name.as_str()).collect();
+            Err(ConfigError::invalid(
+                "node",
+                format!(
+                    "the config file has {} [[nodes]] entries ({}): choose one with --node NAME \
+                     (or HERALD_NODE)",
+                    several.len(),
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
 /// `--tls-cert` and `--tls-key` (or the file's `tls_cert` and `tls_key`, relative to it):
 /// both or neither.
 fn resolve_tls(
     args: &ServeArgs,
     file: &FileConfig,
     base_dir: &std::path::Path,
-    backplane: BackplaneKind,
 ) -> Result<Option<super::TlsFiles>, ConfigError> {
     let cert = args
         .tls_cert
@@ -349,14 +388,6 @@ fn resolve_tls(
             return Err(ConfigError::invalid("tls_cert", "required with tls_key"));
         }
     };
-    if backplane == BackplaneKind::Redis {
-        // Peers fetch snapshots from each other over plain HTTP on the Redis backplane.
-        return Err(ConfigError::invalid(
-            "tls_cert",
-            "native TLS needs backplane = mesh (on the Redis backplane peers fetch snapshots \
-             over plain HTTP): terminate TLS in a proxy there",
-        ));
-    }
     Ok(Some(files))
 }
 
@@ -549,7 +580,51 @@ mod tests {
     }
 
     #[test]
-    fn tls_files_come_in_pairs_relative_to_the_file_and_need_the_mesh() {
+    fn a_lone_nodes_entry_applies_without_node_and_several_need_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[[nodes]]\nname = \"this\"\nnode_id = \"n7\"\nhttp = \"127.0.0.1:8107\"\n\
+             data = \"d7\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        let config = resolve(&args, no_env).unwrap();
+        assert_eq!(config.node_id.as_str(), "n7");
+        assert_eq!(config.http.port(), 8107);
+        assert_eq!(config.data_dir, dir.path().join("d7"));
+        // Naming it changes nothing; naming another is still refused.
+        args.node = Some("this".into());
+        assert_eq!(resolve(&args, no_env).unwrap().http.port(), 8107);
+        args.node = Some("that".into());
+        let error = resolve(&args, no_env).unwrap_err().to_string();
+        assert!(error.contains("\"that\""), "{error}");
+        // An entry without node_id is named by its name, selected or alone.
+        std::fs::write(&file, "[[nodes]]\nname = \"solo\"\ndata = \"d8\"\n").unwrap();
+        args.node = None;
+        assert_eq!(resolve(&args, no_env).unwrap().node_id.as_str(), "solo");
+
+        std::fs::write(
+            &file,
+            "[[nodes]]\nname = \"n1\"\ndata = \"d1\"\n[[nodes]]\nname = \"n2\"\ndata = \"d2\"\n",
+        )
+        .unwrap();
+        let error = resolve(&args, no_env).unwrap_err().to_string();
+        assert!(error.starts_with("invalid node"), "{error}");
+        assert!(
+            error.contains("2 [[nodes]] entries (n1, n2)") && error.contains("--node NAME"),
+            "{error}"
+        );
+        args.node = Some("n2".into());
+        assert_eq!(resolve(&args, no_env).unwrap().node_id.as_str(), "n2");
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_relative_to_the_file_on_any_backplane() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(
@@ -570,13 +645,34 @@ mod tests {
                 key: dir.path().join("certs/a.key"),
             })
         );
+        assert_eq!(config.tls_ca, None);
+        // The Redis backplane takes native TLS too (peers fetch snapshots over HTTPS), and a
+        // CA for peers' certificates, from the file relative to it or from the flag.
         args.backplane = Some(BackplaneKind::Redis);
         args.redis_url = Some("redis://127.0.0.1:6379".parse().unwrap());
+        let config = resolve(&args, |_| None).unwrap();
+        assert!(config.tls.is_some());
+        std::fs::write(
+            &file,
+            "tls_cert = \"certs/a.pem\"\ntls_key = \"certs/a.key\"\ntls_ca = \"certs/ca.pem\"\n",
+        )
+        .unwrap();
+        let config = resolve(&args, |_| None).unwrap();
+        assert_eq!(config.tls_ca, Some(dir.path().join("certs/ca.pem")));
+        args.tls_ca = Some(PathBuf::from("/etc/herald/peers-ca.pem"));
+        let config = resolve(&args, |_| None).unwrap();
+        assert_eq!(
+            config.tls_ca,
+            Some(PathBuf::from("/etc/herald/peers-ca.pem"))
+        );
+        // The mesh dials no peer over HTTPS: a CA for it is refused, naming the key.
+        args.backplane = Some(BackplaneKind::Mesh);
         let error = resolve(&args, |_| None).unwrap_err().to_string();
         assert!(
-            error.contains("tls_cert") && error.contains("mesh"),
+            error.starts_with("invalid tls_ca") && error.contains("redis"),
             "{error}"
         );
+        args.tls_ca = None;
         std::fs::write(&file, "tls_cert = \"certs/a.pem\"\n").unwrap();
         args.backplane = None;
         let error = resolve(&args, |_| None).unwrap_err().to_string();

@@ -2,7 +2,8 @@
 //! the live node holding the most of that origin still keeps (it was away longer than the
 //! retention window, or the stream was trimmed past it) cannot be repaired from the log. It
 //! fetches a snapshot from that node over HTTP instead (`super::super::peer_snapshot`), one at
-//! a time, and reports itself not ready meanwhile. Repairs never re-ship a range below the
+//! a time, and reports itself not ready meanwhile: over HTTPS, verifying the peer's
+//! certificate, when the peer's record says it serves HTTPS. Repairs never re-ship a range below the
 //! holder's own prune point (it would have holes).
 //!
 //! Pruning keeps what some live peer still lacks: the prune horizon is the pointwise minimum
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::StreamsInterface;
 
 use super::{RedisBackplane, lock};
-use crate::backplane::peer_snapshot;
+use crate::backplane::peer_snapshot::{self, PeerAddress};
 use crate::event::VersionVector;
 use crate::store::Store;
 
@@ -56,24 +57,33 @@ impl RedisBackplane {
         )
     }
 
-    /// The http address of a live peer this node must take a snapshot from: for some origin it
-    /// holds the most of, it pruned past this node's position.
-    pub(super) fn snapshot_source(&self, mine: &VersionVector) -> Option<String> {
+    /// Where a live peer this node must take a snapshot from serves it: for some origin it
+    /// holds the most of, it pruned past this node's position. A peer whose record has no
+    /// valid `ip:port` http address is never dialed.
+    pub(super) fn snapshot_source(&self, mine: &VersionVector) -> Option<PeerAddress> {
         let now = Instant::now();
         let shared = self.shared();
         let live: Vec<_> = shared
             .peers
             .iter()
-            .filter(|(_, peer)| peer.alive_at(now) && peer.record.http.is_some())
+            .filter(|(_, peer)| peer.alive_at(now))
             .collect();
         for (_, candidate) in &live {
+            let Some(address) = candidate
+                .record
+                .http
+                .as_deref()
+                .and_then(|http| PeerAddress::from_record(http, candidate.record.https))
+            else {
+                continue;
+            };
             for (origin, theirs) in candidate.record.vector.iter() {
                 let have = mine.get(origin);
                 let holds_most = live
                     .iter()
                     .all(|(_, other)| other.record.vector.get(origin) <= theirs);
                 if theirs > have && holds_most && candidate.record.pruned.get(origin) > have {
-                    return candidate.record.http.clone();
+                    return Some(address);
                 }
             }
         }
@@ -85,8 +95,8 @@ impl RedisBackplane {
         lock(&self.snapshot_fetch).is_some_and(|since| since.elapsed() < SNAPSHOT_STALE)
     }
 
-    /// Fetches a snapshot from `http_addr` in the background unless one is under way.
-    pub(super) fn start_snapshot(self: &Arc<Self>, store: &Store, http_addr: String) {
+    /// Fetches a snapshot from `peer` in the background unless one is under way.
+    pub(super) fn start_snapshot(self: &Arc<Self>, store: &Store, peer: PeerAddress) {
         {
             let mut fetch = lock(&self.snapshot_fetch);
             if fetch.is_some_and(|since| since.elapsed() < SNAPSHOT_STALE) {
@@ -94,22 +104,22 @@ impl RedisBackplane {
             }
             *fetch = Some(Instant::now());
         }
-        tracing::info!(peer = %http_addr, "history below what peers keep: fetching a snapshot");
+        tracing::info!(%peer, "history below what peers keep: fetching a snapshot");
         let (backplane, store) = (Arc::clone(self), store.clone());
         tokio::spawn(async move {
             let started = Instant::now();
             let fetched = peer_snapshot::fetch(
                 &backplane.snapshot_http,
-                &http_addr,
+                &peer,
                 &backplane.snapshot_token,
                 &store,
             )
             .await;
             match fetched {
-                Ok(parts) => tracing::info!(peer = %http_addr, parts,
+                Ok(parts) => tracing::info!(%peer, parts,
                     took_ms = started.elapsed().as_millis() as u64, "caught up from a snapshot"),
                 Err(error) => {
-                    tracing::warn!(peer = %http_addr, %error, "fetching a snapshot failed; will ask again")
+                    tracing::warn!(%peer, %error, "fetching a snapshot failed; will ask again")
                 }
             }
             *lock(&backplane.snapshot_fetch) = None;

@@ -97,6 +97,10 @@ pub struct NodeRecord {
     pub users: u64,
     pub broadcast_users: u64,
     pub http: Option<String>,
+    /// True when `http` serves HTTPS (native TLS): peers fetch snapshots from it over
+    /// `https://`, verifying its certificate. Absent in older nodes' records: plain HTTP.
+    #[serde(default)]
+    pub https: bool,
     /// Wall-clock milliseconds when written: used only for records seen for the first time.
     pub at_ms: u64,
     /// Grows with every write: a record whose beat stops changing belongs to a dead node.
@@ -200,8 +204,11 @@ mod tests {
             vector,
             connections: 3,
             beat: 9,
+            http: Some("127.0.0.1:8443".into()),
+            https: true,
             ..NodeRecord::default()
         };
+        assert!(record.to_json().contains(r#""https":true"#));
         assert_eq!(NodeRecord::from_json(&record.to_json()), Some(record));
         assert_eq!(NodeRecord::from_json("{"), None);
     }
@@ -211,6 +218,7 @@ mod tests {
         let old = r#"{"vector":{},"connections":0,"users":0,"broadcast_users":0,"http":null,"at_ms":1,"beat":2}"#;
         let record = NodeRecord::from_json(old).expect("an older record still reads");
         assert_eq!(record.presence_version, 0);
+        assert!(!record.https, "an older node serves plain HTTP");
         assert_eq!(record.beat, 2);
         let keys = Keys::new("c1");
         assert_eq!(

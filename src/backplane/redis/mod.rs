@@ -134,8 +134,13 @@ pub struct RedisOptions {
     pub cluster_id: String,
     pub node_id: NodeId,
     pub http_addr: SocketAddr,
+    /// True when `http_addr` serves HTTPS (told to peers in the registry record).
+    pub https: bool,
     /// Proves the cluster secret to peers serving snapshots.
     pub snapshot_token: String,
+    /// Fetches snapshots from peers, over HTTPS from those that serve it
+    /// (`crate::backplane::peer_snapshot::client`).
+    pub snapshot_http: reqwest::Client,
 }
 
 /// Another node, as last read from the registry.
@@ -194,6 +199,7 @@ pub struct RedisBackplane {
     /// Hides the password in error texts.
     url: RedisUrl,
     http_addr: SocketAddr,
+    https: bool,
     fred_config: FredConfig,
     /// Commands: shipping, the registry, probes, repairs.
     commands: fred::prelude::Client,
@@ -234,6 +240,7 @@ impl RedisBackplane {
             server: options.url.server(),
             url: options.url,
             http_addr: options.http_addr,
+            https: options.https,
             fred_config,
             commands,
             commands_connection: Mutex::new(Some(connection)),
@@ -249,10 +256,7 @@ impl RedisBackplane {
             ephemeral_queue: Mutex::new(Some(ephemeral_queue)),
             snapshot_fetch: Mutex::new(None),
             snapshot_token: options.snapshot_token,
-            snapshot_http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
+            snapshot_http: options.snapshot_http,
         }))
     }
 

@@ -205,6 +205,7 @@ impl RedisBackplane {
             users: counts.users as u64,
             broadcast_users: hub.channel_users(kinds::BROADCASTS_CHANNEL) as u64,
             http: Some(self.http_addr.to_string()),
+            https: self.https,
             at_ms: keys::now_ms(),
             beat,
             left: false,
