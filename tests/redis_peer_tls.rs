@@ -20,7 +20,7 @@ mod tls_support;
 use std::path::Path;
 use std::time::Duration;
 
-use cluster_support::wait_for;
+use cluster_support::{holds_for, wait_for};
 use serde_json::{Value, json};
 use tls_support::{Node, TestCa};
 
@@ -200,6 +200,12 @@ async fn a_node_catches_up_from_a_tls_peer_by_snapshot_and_refuses_a_certificate
         Vec::<u64>::new(),
         "n3 holds nothing behind the gap a snapshot would fill"
     );
+    // Below what its peers keep and unable to fetch it, n3 stays not ready, between failed
+    // fetches too (a fetch fails in milliseconds; the registry looks every beat).
+    holds_for(Duration::from_secs(3), "n3 not ready", || async {
+        get(&ca, &n3, "/readyz").await.0 == 503
+    })
+    .await;
     // n2 still serves the caught-up history.
     assert_eq!(ticks(&ca, &n2).await, kept);
 }

@@ -90,6 +90,13 @@ impl RedisBackplane {
         None
     }
 
+    /// Whether the last registry read found this node below what a live peer keeps (it stays
+    /// not ready while so, between failed fetches too).
+    pub(super) fn note_snapshot_needed(&self, needed: bool) {
+        self.needs_snapshot
+            .store(needed, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// True while a snapshot is being fetched.
     pub(super) fn fetching_snapshot(&self) -> bool {
         lock(&self.snapshot_fetch).is_some_and(|since| since.elapsed() < SNAPSHOT_STALE)

@@ -220,6 +220,9 @@ pub struct RedisBackplane {
     ephemeral_queue: Mutex<Option<mpsc::Receiver<Event>>>,
     /// Since when a snapshot is being fetched from a peer.
     snapshot_fetch: Mutex<Option<Instant>>,
+    /// At the last registry read, this node's history was below what a live peer keeps: it
+    /// needs a snapshot (fetched or not), so it is not ready.
+    needs_snapshot: std::sync::atomic::AtomicBool,
     snapshot_token: String,
     snapshot_http: reqwest::Client,
 }
@@ -255,6 +258,7 @@ impl RedisBackplane {
             ephemeral,
             ephemeral_queue: Mutex::new(Some(ephemeral_queue)),
             snapshot_fetch: Mutex::new(None),
+            needs_snapshot: std::sync::atomic::AtomicBool::new(false),
             snapshot_token: options.snapshot_token,
             snapshot_http: options.snapshot_http,
         }))
@@ -400,7 +404,7 @@ impl Backplane for RedisBackplane {
             )
         } else if shared.epoch.is_none() || !shared.shipper_ready {
             (false, format!("redis at {} reached; joining", self.server))
-        } else if self.fetching_snapshot() {
+        } else if self.fetching_snapshot() || self.needs_snapshot.load(Ordering::Relaxed) {
             (
                 false,
                 "catching up from a peer's snapshot: history below what peers keep".to_string(),

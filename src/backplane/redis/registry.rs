@@ -109,7 +109,9 @@ pub(super) async fn run(
         if beat % 5 == 0 {
             backplane.trim_own_stream().await;
         }
-        if let Some(source) = backplane.snapshot_source(&hub.delivered()) {
+        let source = backplane.snapshot_source(&hub.delivered());
+        backplane.note_snapshot_needed(source.is_some());
+        if let Some(source) = source {
             backplane.start_snapshot(&store, source);
         }
         let Some(probed) = unless_stopped(&mut stop, backplane.probe_step(&mut last_probe)).await
