@@ -1,0 +1,6 @@
+use super::*;
+
+#[test]
+fn dump() {
+    std::fs::write("/tmp/openapi.json", openapi().to_pretty_json().unwrap()).unwrap();
+}
