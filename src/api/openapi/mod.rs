@@ -15,6 +15,7 @@
 //! a `101 Switching Protocols` answer.
 
 pub mod schemas;
+mod served;
 pub mod socket;
 
 use std::sync::LazyLock;
@@ -27,6 +28,8 @@ use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+pub use served::{documented_routes, served_routes};
 
 use super::AppState;
 
