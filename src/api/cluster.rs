@@ -49,10 +49,13 @@ struct MemberView {
 /// The answer of `GET /api/cluster` (fields in the order of the JSON).
 #[derive(Serialize, ToSchema)]
 struct ClusterView {
+    #[serde(serialize_with = "crate::api::sorted::keys")]
     #[schema(value_type = schemas::BackplaneHealth)]
     backplane: BackplaneHealth,
     cluster_id: String,
+    #[serde(serialize_with = "crate::api::sorted::keys")]
     links: Vec<LinkInfo>,
+    #[serde(serialize_with = "crate::api::sorted::keys")]
     members: Vec<MemberView>,
     node_id: String,
     /// This node's origin in the event log.

@@ -60,6 +60,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 /// The answer of `/readyz` (the same body for 200 and 503).
 #[derive(Serialize, ToSchema)]
 struct Readyz {
+    #[serde(serialize_with = "crate::api::sorted::keys")]
     #[schema(value_type = schemas::BackplaneHealth)]
     backplane: crate::backplane::BackplaneHealth,
     node_id: String,

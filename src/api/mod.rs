@@ -7,6 +7,9 @@
 //! every HTTP request: a body limit (413) and a timeout (408) on every route. The timeout ends
 //! at the response head, so a WebSocket is bound by it only until its upgrade, and a streamed
 //! answer (a snapshot) only until its first byte.
+//!
+//! Every route is registered with its OpenAPI description ([`routes`]), so the document served
+//! at `GET /api/openapi.json` ([`openapi`]) lists exactly what the router serves.
 
 pub mod admission;
 pub mod assets;
@@ -17,6 +20,7 @@ mod extract;
 mod health;
 pub mod openapi;
 mod snapshot;
+pub mod sorted;
 pub mod tls;
 pub mod ws;
 

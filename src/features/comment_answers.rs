@@ -22,6 +22,7 @@ pub struct CommentBody {
 /// The answer of `POST /api/tracks/{track_id}/comments`.
 #[derive(Serialize, ToSchema)]
 pub struct CommentCreated {
+    #[serde(serialize_with = "crate::api::sorted::keys")]
     #[schema(value_type = Comment)]
     pub comment: CommentRecord,
     /// The event's position in the log.
@@ -35,6 +36,7 @@ pub struct CommentCreated {
 #[derive(Serialize, ToSchema)]
 pub struct CommentList {
     /// The track's comments, oldest first.
+    #[serde(serialize_with = "crate::api::sorted::keys")]
     #[schema(value_type = Vec<Comment>)]
     pub comments: Vec<CommentRecord>,
     /// Always `success`.

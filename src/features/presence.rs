@@ -46,6 +46,7 @@ struct PresenceAnswer {
     /// True when `users` does not name everyone `count` counts.
     truncated: bool,
     /// Sorted by user id, at most `[presence] max_users_per_channel`.
+    #[serde(serialize_with = "crate::api::sorted::keys")]
     users: Vec<PresentUser>,
 }
 
