@@ -33,7 +33,7 @@
 //! | [`mesh`] | the QUIC endpoint, mutual TLS from the cluster secret, peer links, frames |
 //! | [`presence`] | who is on a channel cluster-wide: this node's sockets, peers' tables, the summed view, `presence_join`/`presence_leave` |
 //! | [`auth`] | user JWTs, the API key, channel permissions |
-//! | [`api`] | routes, errors, extractors, HTTP body limit and timeout, socket admission (node, user, address), WebSocket sessions (message rate, liveness) |
+//! | [`api`] | routes and their OpenAPI document, errors, extractors, HTTP body limit and timeout, socket admission (node, user, address), WebSocket sessions (message rate, liveness) |
 //! | [`features`] | broadcasts, track comments, forum, book requests, generic channels, publish, which channels a feature owns |
 //! | [`server`] | assembling and stopping a node |
 //! | [`cli`] | `herald serve`, `cluster join/status/leave`, `token`, `publish`; the load and correctness toolkit beside the server: `bench` and `chaos` |

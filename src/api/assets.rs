@@ -3,10 +3,10 @@
 //! a page served anywhere can `import { HeraldClient } from "http://<node>/client/herald.js"`.
 //! Nothing is fetched from a network at run time.
 
-use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
@@ -15,16 +15,32 @@ pub const HERALD_JS: &str = include_str!("../../clients/js/herald.js");
 /// Its type declarations.
 pub const HERALD_D_TS: &str = include_str!("../../clients/js/herald.d.ts");
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/client/herald.js", get(client))
-        .route("/client/herald.d.ts", get(declarations))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(client))
+        .routes(routes!(declarations))
 }
 
+/// The JavaScript client, an ES module with no dependencies.
+#[utoipa::path(
+    get,
+    path = "/client/herald.js",
+    operation_id = "client_js",
+    tag = "console",
+    responses((status = 200, description = "The JavaScript client", content_type = "text/javascript", body = String)),
+)]
 async fn client() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", HERALD_JS)
 }
 
+/// The JavaScript client's TypeScript declarations.
+#[utoipa::path(
+    get,
+    path = "/client/herald.d.ts",
+    operation_id = "client_declarations",
+    tag = "console",
+    responses((status = 200, description = "The client's type declarations", content_type = "application/typescript", body = String)),
+)]
 async fn declarations() -> impl IntoResponse {
     asset("application/typescript; charset=utf-8", HERALD_D_TS)
 }

@@ -3,26 +3,30 @@
 //! peers this node cannot reach; see `backplane::mesh_quorum`) and `POST /api/cluster/leave`
 //! (graceful leave), both with the API key.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::schemas::{self, ErrorBody};
 use super::{ApiKey, AppState};
-use crate::backplane::PeerSummary;
+use crate::backplane::{BackplaneHealth, PeerSummary};
 use crate::cluster::{Member, MemberState};
 use crate::event::VersionVector;
+use crate::mesh::LinkInfo;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/cluster", get(cluster))
-        .route("/api/cluster/leave", post(leave))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(cluster))
+        .routes(routes!(leave))
 }
 
 /// One row of the members table.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct MemberView {
     node_id: String,
     generation: u64,
@@ -32,6 +36,7 @@ struct MemberView {
     mesh_addr: Option<String>,
     connections: u64,
     users: u64,
+    #[schema(value_type = schemas::VersionVector)]
     log_position: VersionVector,
     log_total: u64,
     /// The node's `replication` setting: this node's, or what a peer announced in gossip.
@@ -41,7 +46,43 @@ struct MemberView {
     is_self: bool,
 }
 
-async fn cluster(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
+/// The answer of `GET /api/cluster` (fields in the order of the JSON).
+#[derive(Serialize, ToSchema)]
+struct ClusterView {
+    #[serde(serialize_with = "crate::api::sorted::keys")]
+    #[schema(value_type = schemas::BackplaneHealth)]
+    backplane: BackplaneHealth,
+    cluster_id: String,
+    #[serde(serialize_with = "crate::api::sorted::keys")]
+    links: Vec<LinkInfo>,
+    #[serde(serialize_with = "crate::api::sorted::keys")]
+    members: Vec<MemberView>,
+    node_id: String,
+    /// This node's origin in the event log.
+    origin: String,
+    /// Null when the backplane has no notion of a quorum.
+    #[schema(value_type = Option<schemas::Quorum>)]
+    quorum: Value,
+    /// Always `success`.
+    status: &'static str,
+    /// The known peers this node cannot reach.
+    unreachable: Vec<String>,
+}
+
+/// The cluster as this node sees it.
+#[utoipa::path(
+    get,
+    path = "/api/cluster",
+    operation_id = "cluster",
+    tag = "cluster",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Members, their state, connections, users and log \
+            positions, links to peers, the quorum and the unreachable peers", body = ClusterView),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+    ),
+)]
+async fn cluster(State(state): State<AppState>, _key: ApiKey) -> Json<ClusterView> {
     let counts = state.hub.counts();
     let position = state.hub.delivered();
     let links = state.backplane.links();
@@ -72,17 +113,17 @@ async fn cluster(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
     };
     let backplane = state.backplane.health();
     let (quorum, unreachable) = super::health::partition_fields(&backplane);
-    Json(json!({
-        "status": "success",
-        "node_id": state.config.node_id.as_str(),
-        "origin": state.store.origin().as_str(),
-        "cluster_id": state.config.cluster_id,
-        "quorum": quorum,
-        "unreachable": unreachable,
-        "backplane": backplane,
-        "members": members,
-        "links": links,
-    }))
+    Json(ClusterView {
+        status: "success",
+        node_id: state.config.node_id.to_string(),
+        origin: state.store.origin().to_string(),
+        cluster_id: state.config.cluster_id.clone(),
+        quorum,
+        unreachable,
+        backplane,
+        members,
+        links,
+    })
 }
 
 fn view(
@@ -143,12 +184,34 @@ fn peer_view(peer: PeerSummary) -> MemberView {
     }
 }
 
-async fn leave(State(state): State<AppState>, _key: ApiKey) -> (StatusCode, Json<Value>) {
+/// The answer of `POST /api/cluster/leave`.
+#[derive(Serialize, ToSchema)]
+struct Leaving {
+    message: &'static str,
+    /// Always `success`.
+    status: &'static str,
+}
+
+/// Asks this node to leave the cluster gracefully.
+#[utoipa::path(
+    post,
+    path = "/api/cluster/leave",
+    operation_id = "cluster_leave",
+    tag = "cluster",
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Leaving: closing clients with 1012, announcing the leave \
+            on gossip, then exiting", body = Leaving),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+    ),
+)]
+async fn leave(State(state): State<AppState>, _key: ApiKey) -> (StatusCode, Json<Leaving>) {
     state.lifecycle.request_leave();
     (
         StatusCode::ACCEPTED,
-        Json(
-            json!({ "status": "success", "message": "leaving: draining clients, announcing, exiting" }),
-        ),
+        Json(Leaving {
+            status: "success",
+            message: "leaving: draining clients, announcing, exiting",
+        }),
     )
 }

@@ -12,13 +12,16 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::schemas::ErrorBody;
 use super::{ApiKey, AppState};
 use crate::auth::{Role, User};
 
@@ -29,18 +32,47 @@ pub const DEMO_BROADCAST_HTML: &str = include_str!("../../clients/demo/broadcast
 /// How long a console token lives; the page asks for a fresh one before every connect.
 const CONSOLE_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(page))
-        .route("/console", get(page))
-        .route("/demo/broadcast", get(demo_broadcast))
-        .route("/api/console/token", post(token))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(root_page))
+        .routes(routes!(console_page))
+        .routes(routes!(demo_broadcast))
+        .routes(routes!(token))
 }
 
-async fn page() -> impl IntoResponse {
+/// The web console.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "root_page",
+    tag = "console",
+    responses((status = 200, description = "The web console", content_type = "text/html", body = String)),
+)]
+async fn root_page() -> impl IntoResponse {
     html(CONSOLE_HTML)
 }
 
+/// The web console (the same page as `/`).
+#[utoipa::path(
+    get,
+    path = "/console",
+    operation_id = "console_page",
+    tag = "console",
+    responses((status = 200, description = "The web console", content_type = "text/html", body = String)),
+)]
+async fn console_page() -> impl IntoResponse {
+    html(CONSOLE_HTML)
+}
+
+/// The broadcast banner demo, on the JavaScript client.
+#[utoipa::path(
+    get,
+    path = "/demo/broadcast",
+    operation_id = "demo_broadcast",
+    tag = "console",
+    params(("token" = Option<String>, Query, description = "A user token for the page's sockets")),
+    responses((status = 200, description = "The broadcast banner demo", content_type = "text/html", body = String)),
+)]
 async fn demo_broadcast() -> impl IntoResponse {
     html(DEMO_BROADCAST_HTML)
 }
@@ -55,16 +87,39 @@ fn html(body: &'static str) -> impl IntoResponse {
     )
 }
 
-async fn token(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
+/// The answer of `POST /api/console/token`.
+#[derive(Serialize, ToSchema)]
+struct ConsoleToken {
+    /// Seconds the token lives.
+    expires_in: u64,
+    /// Always `success`.
+    status: &'static str,
+    /// An admin user token (`herald-console`).
+    token: String,
+}
+
+/// Trades the API key for a short-lived admin token, for the console's sockets.
+#[utoipa::path(
+    post,
+    path = "/api/console/token",
+    operation_id = "console_token",
+    tag = "console",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A one-hour admin token", body = ConsoleToken),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+    ),
+)]
+async fn token(State(state): State<AppState>, _key: ApiKey) -> Json<ConsoleToken> {
     let user = User {
         id: "herald-console".into(),
         name: "console".into(),
         roles: vec![Role::Admin],
         creator_id: None,
     };
-    Json(json!({
-        "status": "success",
-        "token": state.auth.mint(&user, CONSOLE_TOKEN_TTL),
-        "expires_in": CONSOLE_TOKEN_TTL.as_secs(),
-    }))
+    Json(ConsoleToken {
+        status: "success",
+        token: state.auth.mint(&user, CONSOLE_TOKEN_TTL),
+        expires_in: CONSOLE_TOKEN_TTL.as_secs(),
+    })
 }

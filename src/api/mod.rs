@@ -7,6 +7,9 @@
 //! every HTTP request: a body limit (413) and a timeout (408) on every route. The timeout ends
 //! at the response head, so a WebSocket is bound by it only until its upgrade, and a streamed
 //! answer (a snapshot) only until its first byte.
+//!
+//! Every route is registered with its OpenAPI description ([`routes`]), so the document served
+//! at `GET /api/openapi.json` ([`openapi`]) lists exactly what the router serves.
 
 pub mod admission;
 pub mod assets;
@@ -15,7 +18,9 @@ mod console;
 mod error;
 mod extract;
 mod health;
+pub mod openapi;
 mod snapshot;
+pub mod sorted;
 pub mod tls;
 pub mod ws;
 
@@ -28,6 +33,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::Authenticator;
 use crate::backplane::Backplane;
@@ -88,10 +94,10 @@ impl Lifecycle {
     }
 }
 
-/// The whole HTTP application.
-pub fn router(state: AppState) -> Router {
-    let limits = state.config.limits.clone();
-    Router::new()
+/// Every route of the HTTP application with its OpenAPI description: the one list both the
+/// router ([`router`]) and the document ([`openapi::openapi`]) are made from.
+pub fn routes() -> OpenApiRouter<AppState> {
+    openapi::base()
         .merge(health::routes())
         .merge(assets::routes())
         .merge(console::routes())
@@ -103,6 +109,13 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::features::comments::routes())
         .merge(crate::features::forum::routes())
         .merge(crate::features::book_requests::routes())
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let limits = state.config.limits.clone();
+    let (routes, _document) = routes().split_for_parts();
+    routes
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_request_body_bytes))
         .layer(RequestBodyLimitLayer::new(limits.max_request_body_bytes))

@@ -2,21 +2,40 @@
 //! peer that fell below what the cluster keeps (see `crate::backplane::peer_snapshot`). Only a
 //! caller holding the cluster secret gets one.
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::schemas::ErrorBody;
 use super::{ApiError, AppState};
 use crate::backplane::peer_snapshot::{self, SNAPSHOT_PATH};
 use crate::features::channels::query_values;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route(SNAPSHOT_PATH, get(snapshot))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(snapshot))
 }
 
+/// A snapshot of this node's state and retained history, for a peer catching up.
+#[utoipa::path(
+    get,
+    path = SNAPSHOT_PATH,
+    operation_id = "cluster_snapshot",
+    tag = "cluster",
+    security(("snapshot_token" = [])),
+    params(
+        ("since" = Option<String>, Query, description = "The peer's cursor: what it holds already"),
+        ("since_hlc" = Option<String>, Query, description = "The peer's newest hybrid clock"),
+    ),
+    responses(
+        (status = 200, description = "The snapshot, streamed as herald's binary snapshot items",
+            content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "A malformed `since` or `since_hlc`", body = ErrorBody),
+        (status = 401, description = "No valid snapshot token", body = ErrorBody),
+    ),
+)]
 async fn snapshot(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::keys;
 use crate::event::VersionVector;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberState {
     Alive,

@@ -10,30 +10,72 @@
 //! `"replayed": true`, and publishes nothing; a key held for a different event refuses the
 //! batch with 422, and a key named twice for one channel with 400.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::publish_input as input;
-use super::{PublishError, publish_many};
+use super::{ManyAnswer, PublishError, publish_many};
+use crate::api::openapi::schemas::ErrorBody;
 use crate::api::{ApiError, ApiKey, AppState, JsonObject};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/batch", post(batch_route))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(batch_route))
 }
 
-#[derive(Deserialize)]
+/// A batch: its events, each checked by hand so that a wrong one is answered with a message
+/// naming it (`events[i]: ...`).
+#[derive(Deserialize, ToSchema)]
 struct BatchBody {
+    /// 1 to `limits.max_batch` events (default 1,000).
+    #[schema(value_type = Vec<BatchEvent>, required = true)]
     events: Option<Value>,
 }
 
+/// One event of a batch (read by `publish_input::batch_event`): the fields of a publish, with
+/// one `channel` (not `channels`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct BatchEvent {
+    /// A valid channel name that no feature writes, not `herald:*`.
+    #[schema(example = "room:1")]
+    channel: String,
+    /// A JSON object with a non-empty string `type`.
+    #[schema(value_type = Object, example = json!({"type": "new_message", "text": "hi"}))]
+    data: Value,
+    /// Only these users' connections receive it (strings or integers).
+    users: Option<Vec<String>>,
+    /// See `POST /api/publish`: a held key answers the first event, `"replayed": true`.
+    idempotency_key: Option<String>,
+}
+
+/// Publishes several events in one transaction, all or none.
+#[utoipa::path(
+    post,
+    path = "/api/batch",
+    operation_id = "batch",
+    tag = "publish",
+    security(("api_key" = [])),
+    request_body(content = BatchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed: one `{id, cursor}` per event, in order", body = ManyAnswer),
+        (status = 400, description = "A wrong batch or event (`events[i]: ...`), or a key named twice for one channel", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "An event on a channel a feature writes, or a reserved one", body = ErrorBody),
+        (status = 413, description = "An event's `data` over `limits.max_payload_bytes`", body = ErrorBody),
+        (status = 422, description = "An idempotency key names another event", body = ErrorBody),
+        (status = 503, description = "The store is unavailable or full: nothing was committed", body = ErrorBody),
+    ),
+)]
 async fn batch_route(
     State(state): State<AppState>,
     _key: ApiKey,
     body: Result<JsonObject<BatchBody>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ManyAnswer>, ApiError> {
     let _timer = super::PublishTimer::start();
     let JsonObject(body) = body?;
     let limits = &state.config.limits;

@@ -10,15 +10,21 @@
 //! broadcast channel is always counted, never announced); next to it, `unreachable` names the known peers this node cannot reach
 //! right now (a partition: their figures may be stale, or missing once gossip marks them dead).
 
+use axum::Json;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::broadcast_answers::{
+    AcknowledgeBody, ActiveAnswer, ActiveBroadcast, BroadcastAcknowledged, BroadcastCleared,
+    BroadcastCreated, BroadcastLimits, BroadcastStats, BroadcastStatsAnswer, CreateBody,
+};
 use super::publish;
+use crate::api::openapi::schemas::ErrorBody;
+use crate::api::openapi::socket::SocketQuery;
 use crate::api::ws::{
     Heartbeat, SessionInfo, SocketEndpoint, SocketRequest, error_message, serve_socket,
 };
@@ -34,18 +40,15 @@ pub const MAX_BROADCAST_CHARS: usize = 280;
 const RECOMMENDED_LENGTH: usize = 120;
 const MESSAGE_TYPES: &[&str] = &["info", "warning", "alert"];
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/creator/broadcast", post(create))
-        .route("/api/creator/broadcast/clear", post(clear))
-        .route(
-            "/api/creator/broadcast/acknowledge",
-            post(acknowledge_route),
-        )
-        .route("/api/creator/broadcast/active", get(active))
-        .route("/api/creator/broadcast/limits", get(limits))
-        .route("/api/creator/broadcast/stats", get(stats))
-        .route("/api/creator/broadcast/ws", get(socket))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(clear))
+        .routes(routes!(acknowledge_route))
+        .routes(routes!(active))
+        .routes(routes!(limits))
+        .routes(routes!(stats))
+        .routes(routes!(socket))
 }
 
 fn broadcasts_channel() -> ChannelName {
@@ -60,19 +63,27 @@ fn require_creator(user: &User) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Deserialize)]
-struct CreateBody {
-    #[serde(default)]
-    message: Option<Value>,
-    #[serde(default, rename = "type")]
-    message_type: Option<Value>,
-}
-
+/// Shows a banner to every connected user (creator or admin).
+#[utoipa::path(
+    post,
+    path = "/api/creator/broadcast",
+    operation_id = "broadcast_create",
+    tag = "broadcasts",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    request_body(content = CreateBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "BroadcastCreated: `new_broadcast` reaches every broadcast socket", body = BroadcastCreated),
+        (status = 400, description = "An empty or too long message, or an unknown type", body = ErrorBody),
+        (status = 401, description = "No valid user token", body = ErrorBody),
+        (status = 403, description = "Neither creator nor admin", body = ErrorBody),
+        (status = 503, description = "The store is unavailable or full", body = ErrorBody),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     body: Result<JsonObject<CreateBody>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BroadcastCreated>, ApiError> {
     require_creator(&user)?;
     let JsonObject(body) = body?;
     let message = match body.message {
@@ -121,21 +132,35 @@ async fn create(
     .await?;
     let sent_to_users = broadcast_listeners(&state);
     tracing::info!(broadcast_id = %id, creator = %user.id, sent_to_users, "broadcast created");
-    Ok(Json(json!({
-        "status": "success",
-        "id": id,
-        "message": format!("Broadcast sent successfully to {sent_to_users} connected users."),
-        "character_count": character_count,
-        "max_characters": MAX_BROADCAST_CHARS,
-        "sent_to_users": sent_to_users,
-        "cursor": published.cursor,
-    })))
+    Ok(Json(BroadcastCreated {
+        status: "success",
+        id,
+        message: format!("Broadcast sent successfully to {sent_to_users} connected users."),
+        character_count,
+        max_characters: MAX_BROADCAST_CHARS,
+        sent_to_users,
+        cursor: published.cursor,
+    }))
 }
 
+/// Clears the active broadcast (creator or admin).
+#[utoipa::path(
+    post,
+    path = "/api/creator/broadcast/clear",
+    operation_id = "broadcast_clear",
+    tag = "broadcasts",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    responses(
+        (status = 200, description = "BroadcastCleared: `broadcast_cleared` reaches every broadcast socket", body = BroadcastCleared),
+        (status = 401, description = "No valid user token", body = ErrorBody),
+        (status = 403, description = "Neither creator nor admin", body = ErrorBody),
+        (status = 503, description = "The store is unavailable or full", body = ErrorBody),
+    ),
+)]
 async fn clear(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BroadcastCleared>, ApiError> {
     require_creator(&user)?;
     let payload = json!({
         "type": kinds::BROADCAST_CLEARED,
@@ -151,34 +176,45 @@ async fn clear(
     .await?;
     let cleared_for_users = broadcast_listeners(&state);
     tracing::info!(creator = %user.id, "broadcast cleared");
-    Ok(Json(json!({
-        "status": "success",
-        "message": "Broadcast cleared successfully",
-        "cleared_for_users": cleared_for_users,
-        "cursor": published.cursor,
-    })))
+    Ok(Json(BroadcastCleared {
+        status: "success",
+        message: "Broadcast cleared successfully",
+        cleared_for_users,
+        cursor: published.cursor,
+    }))
 }
 
-#[derive(Deserialize)]
-struct AcknowledgeBody {
-    #[serde(default)]
-    broadcast_id: Option<Value>,
-}
-
+/// Acknowledges a broadcast: it is no longer shown to this user.
+#[utoipa::path(
+    post,
+    path = "/api/creator/broadcast/acknowledge",
+    operation_id = "broadcast_acknowledge",
+    tag = "broadcasts",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    request_body(content = AcknowledgeBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "BroadcastAcknowledged (again: no change)", body = BroadcastAcknowledged),
+        (status = 400, description = "No broadcast id", body = ErrorBody),
+        (status = 401, description = "No valid user token", body = ErrorBody),
+        (status = 404, description = "No such broadcast is known here", body = ErrorBody),
+        (status = 503, description = "The store is unavailable or full", body = ErrorBody),
+    ),
+)]
 async fn acknowledge_route(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     body: Result<JsonObject<AcknowledgeBody>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BroadcastAcknowledged>, ApiError> {
     let JsonObject(body) = body?;
     let broadcast_id = match body.broadcast_id {
         Some(Value::String(id)) if !id.is_empty() => id,
         _ => return Err(ApiError::bad_request("Broadcast ID is required")),
     };
     acknowledge(&state, &user, &broadcast_id).await?;
-    Ok(Json(
-        json!({ "status": "success", "message": "Broadcast acknowledged" }),
-    ))
+    Ok(Json(BroadcastAcknowledged {
+        status: "success",
+        message: "Broadcast acknowledged",
+    }))
 }
 
 /// Records that `user` acknowledged `broadcast_id`: 404 when no such broadcast is known here;
@@ -236,38 +272,72 @@ async fn unacknowledged_active(
     Ok(record)
 }
 
+/// The active broadcast, unless this user acknowledged it.
+#[utoipa::path(
+    get,
+    path = "/api/creator/broadcast/active",
+    operation_id = "broadcast_active",
+    tag = "broadcasts",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    responses(
+        (status = 200, description = "The active broadcast, or null", body = ActiveAnswer),
+        (status = 401, description = "No valid user token", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+)]
 async fn active(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-) -> Result<Json<Value>, ApiError> {
-    let broadcast = unacknowledged_active(&state, &user).await?.map(|record| {
-        json!({
-            "id": record.id,
-            "message": record.message,
-            "type": record.message_type,
-            "created_by": record.created_by,
-            "created_at": record.created_at,
-        })
-    });
-    Ok(Json(json!({ "broadcast": broadcast })))
+) -> Result<Json<ActiveAnswer>, ApiError> {
+    let broadcast = unacknowledged_active(&state, &user)
+        .await?
+        .map(ActiveBroadcast::from);
+    Ok(Json(ActiveAnswer { broadcast }))
 }
 
+/// The limits of a broadcast.
+#[utoipa::path(
+    get,
+    path = "/api/creator/broadcast/limits",
+    operation_id = "broadcast_limits",
+    tag = "broadcasts",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    responses(
+        (status = 200, description = "The limits, and whether a broadcast is active", body = BroadcastLimits),
+        (status = 401, description = "No valid user token", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+)]
 async fn limits(
     State(state): State<AppState>,
     AuthUser(_user): AuthUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BroadcastLimits>, ApiError> {
     let active = state.store.read(state::active_broadcast).await?;
-    Ok(Json(json!({
-        "max_characters": MAX_BROADCAST_CHARS,
-        "recommended_length": RECOMMENDED_LENGTH,
-        "current_active_broadcasts": usize::from(active.is_some()),
-    })))
+    Ok(Json(BroadcastLimits {
+        max_characters: MAX_BROADCAST_CHARS,
+        recommended_length: RECOMMENDED_LENGTH,
+        current_active_broadcasts: usize::from(active.is_some()),
+    }))
 }
 
+/// This creator's broadcast figures (creator or admin).
+#[utoipa::path(
+    get,
+    path = "/api/creator/broadcast/stats",
+    operation_id = "broadcast_stats",
+    tag = "broadcasts",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    responses(
+        (status = 200, description = "Broadcasts today, the active one, and who listens", body = BroadcastStatsAnswer),
+        (status = 401, description = "No valid user token", body = ErrorBody),
+        (status = 403, description = "Neither creator nor admin", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+)]
 async fn stats(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BroadcastStatsAnswer>, ApiError> {
     require_creator(&user)?;
     let since_ms = start_of_utc_day_ms();
     let creator = user.id.clone();
@@ -281,17 +351,17 @@ async fn stats(
         })
         .await?;
     let channel = broadcasts_channel();
-    Ok(Json(json!({
-        "status": "success",
-        "stats": {
-            "broadcasts_today": broadcasts_today,
-            "active_broadcast": active,
-            "connected_users": broadcast_listeners(&state),
-            "connected_users_local": state.presence.local_count(&channel),
-            "unreachable": unreachable_peers(&state),
-            "max_characters": MAX_BROADCAST_CHARS,
-        }
-    })))
+    Ok(Json(BroadcastStatsAnswer {
+        status: "success",
+        stats: BroadcastStats {
+            broadcasts_today,
+            active_broadcast: active,
+            connected_users: broadcast_listeners(&state),
+            connected_users_local: state.presence.local_count(&channel),
+            unreachable: unreachable_peers(&state),
+            max_characters: MAX_BROADCAST_CHARS,
+        },
+    }))
 }
 
 /// Users connected to the broadcast socket across the cluster (presence's count).
@@ -312,6 +382,21 @@ fn unreachable_peers(state: &AppState) -> Vec<String> {
 
 // ---- the socket ----
 
+/// The broadcast banner's socket.
+#[utoipa::path(
+    get,
+    path = "/api/creator/broadcast/ws",
+    operation_id = "broadcast_socket",
+    tag = "broadcasts",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(SocketQuery),
+    responses(
+        (status = 101, description = "A WebSocket: `connected`, `active_broadcast` (unless \
+            acknowledged), then `new_broadcast` and `broadcast_cleared`; the client may send \
+            `acknowledge_broadcast {broadcast_id}` and `get_active_broadcast`; the server pings \
+            with the text `ping`. Refusals close it with 1008 and a reason"),
+    ),
+)]
 async fn socket(
     State(state): State<AppState>,
     upgrade: WebSocketUpgrade,

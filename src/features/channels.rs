@@ -15,19 +15,22 @@
 //! same key on the same channel answers the event first published, with `"replayed": true`, and
 //! publishes nothing. Many events in one request: `POST /api/batch` (`super::batch`).
 
+use axum::Json;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
 use axum::http::Uri;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::publish_input as input;
 use super::socket::FeatureSocket;
-use super::{PublishError, publish, publish_many};
+use super::{ManyAnswer, PublishError, publish, publish_many};
+use crate::api::openapi::schemas::{ErrorBody, RenderedEvent};
+use crate::api::openapi::socket::SocketQuery;
 use crate::api::ws::{SocketRequest, serve_socket};
 use crate::api::{ApiError, ApiKey, AppState, Caller, JsonObject};
 use crate::auth::{ChannelAccess, may_subscribe};
@@ -43,44 +46,96 @@ pub use super::publish_input::MAX_TARGET_USERS;
 const DEFAULT_HISTORY_LIMIT: usize = 100;
 const MAX_HISTORY_LIMIT: usize = 1000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/ws", get(socket))
-        .route("/api/publish", post(publish_route))
-        .route("/api/channels/{channel}/history", get(history))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(socket))
+        .routes(routes!(publish_route))
+        .routes(routes!(history))
         .merge(super::batch::routes())
 }
 
 // ---- publish ----
 
-#[derive(Deserialize)]
+/// A publish: `channel` (or `channels`), `data`, and optionally `users` and
+/// `idempotency_key`. Each field is checked by hand, so that a wrong one is answered 400 with
+/// a message naming it.
+#[derive(Deserialize, ToSchema)]
 struct PublishBody {
+    /// The channel: a valid name that no feature writes (`broadcasts`, `track:*`) and not
+    /// `herald:*`. Required unless `channels` is given.
+    #[schema(value_type = Option<String>, example = "forum:thread:7")]
     channel: Option<Value>,
+    /// Instead of `channel`: 1 to `limits.max_batch` channels, the same data published on
+    /// each (one event per channel, one transaction).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
     channels: Option<Value>,
+    /// The event: a JSON object with a non-empty string `type` (at most 128 bytes), at most
+    /// `limits.max_payload_bytes` as JSON.
+    #[schema(value_type = Object, required = true, example = json!({"type": "new_message", "text": "hi"}))]
     data: Option<Value>,
+    /// Only these users' connections receive it (1 to 10,000 ids, strings or integers); absent
+    /// or null for everyone on the channel.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
     users: Option<Value>,
+    /// A retry with the same key on the same channel answers the event first published, with
+    /// `"replayed": true`, and publishes nothing.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     idempotency_key: Option<Value>,
 }
 
 /// The answer to a publish on one channel (fields in the order of the other JSON answers).
-#[derive(Serialize)]
-struct PublishAnswer<'a> {
-    cursor: &'a str,
-    id: &'a str,
+#[derive(Serialize, ToSchema)]
+struct PublishAnswer {
+    /// Resume here (`?since=`) to get the events after this one.
+    cursor: String,
+    id: String,
+    /// Present (true) when the idempotency key named an event held already.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     replayed: bool,
+    /// True when another node confirmed storing the event before this answer
+    /// (`replication = 2`).
     replicated: bool,
+    /// Always `success`.
+    #[schema(example = "success")]
     status: &'static str,
 }
 
+/// The answer to a publish: one event's, or with `channels` one entry per channel.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum Publication {
+    One(PublishAnswer),
+    Many(ManyAnswer),
+}
+
+/// Publishes an event on a channel, or the same data on several, after the commit.
+#[utoipa::path(
+    post,
+    path = "/api/publish",
+    operation_id = "publish",
+    tag = "publish",
+    security(("api_key" = [])),
+    request_body(content = PublishBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed: on one channel `{status, id, cursor, \
+            replicated, replayed?}`; with `channels`, one `{channel, id, cursor}` per channel \
+            in order", body = Publication),
+        (status = 400, description = "A field is missing or wrong (the message names it)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "A channel a feature writes (naming its endpoint), or a reserved one", body = ErrorBody),
+        (status = 413, description = "`data` over `limits.max_payload_bytes`", body = ErrorBody),
+        (status = 422, description = "The idempotency key names another event", body = ErrorBody),
+        (status = 503, description = "The store is unavailable or full: nothing was committed", body = ErrorBody),
+    ),
+)]
 async fn publish_route(
     State(state): State<AppState>,
     _key: ApiKey,
     body: Result<JsonObject<PublishBody>, ApiError>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<Publication>, ApiError> {
     let _timer = super::PublishTimer::start();
     let JsonObject(body) = body?;
     if body.channels.is_some() {
@@ -89,7 +144,8 @@ async fn publish_route(
                 "name either channel or channels, not both",
             ));
         }
-        return Ok(publish_channels(&state, body).await?.into_response());
+        let answer = publish_channels(&state, body).await?;
+        return Ok(Json(Publication::Many(answer)));
     }
     let channel = input::channel(body.channel)?;
     let (data, kind) = input::data(body.data)?;
@@ -105,13 +161,13 @@ async fn publish_route(
             return Err(ApiError::Internal);
         };
         let answer = PublishAnswer {
-            cursor: &event.cursor,
-            id: &event.id,
+            cursor: event.cursor,
+            id: event.id,
             replayed: event.replayed,
             replicated,
             status: "success",
         };
-        return Ok(Json(answer).into_response());
+        return Ok(Json(Publication::One(answer)));
     }
     let draft = input::draft(&state.config.limits, channel, data, kind, users, None)?;
     let published = publish(
@@ -123,18 +179,18 @@ async fn publish_route(
     )
     .await?;
     let answer = PublishAnswer {
-        cursor: &published.cursor,
-        id: &published.id,
+        cursor: published.cursor,
+        id: published.id,
         replayed: false,
         replicated: published.replicated,
         status: "success",
     };
-    Ok(Json(answer).into_response())
+    Ok(Json(Publication::One(answer)))
 }
 
 /// `channels: [...]`: the same data on each channel (one event per channel, in the order given,
 /// one transaction), answered with `events: [{channel, id, cursor}, ...]` in that order.
-async fn publish_channels(state: &AppState, body: PublishBody) -> Result<Json<Value>, ApiError> {
+async fn publish_channels(state: &AppState, body: PublishBody) -> Result<ManyAnswer, ApiError> {
     let max = state.config.limits.max_batch;
     let names = match body.channels {
         Some(Value::Array(names)) if !names.is_empty() && names.len() <= max => names,
@@ -175,17 +231,57 @@ async fn publish_channels(state: &AppState, body: PublishBody) -> Result<Json<Va
     let published = publish_many(state, drafts)
         .await
         .map_err(|PublishError::Store(e)| input::store_error(e, |i| format!("channels[{i}]")))?;
-    Ok(Json(published.answer(Some(&channels))))
+    Ok(published.answer(Some(&channels)))
 }
 
 // ---- history ----
 
+/// The answer of `GET /api/channels/{channel}/history` (fields in the order of the JSON).
+#[derive(Serialize, ToSchema)]
+struct History {
+    channel: String,
+    /// True when this page reaches the newest event; else ask again from `cursor`.
+    complete: bool,
+    /// Resume here: the position after this page.
+    cursor: String,
+    /// The events after `since`, oldest first, at most `limit` (a user sees only those
+    /// addressed to them).
+    #[schema(value_type = Vec<RenderedEvent>)]
+    events: Vec<Value>,
+    /// Always `success`.
+    #[schema(example = "success")]
+    status: &'static str,
+    /// True when `since` is older than what the channel still keeps: reload the channel's
+    /// state from its source.
+    truncated: bool,
+}
+
+/// A channel's events after a cursor.
+#[utoipa::path(
+    get,
+    path = "/api/channels/{channel}/history",
+    operation_id = "history",
+    tag = "channels",
+    security(("api_key" = []), ("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(
+        ("channel" = String, Path, description = "The channel"),
+        ("since" = Option<String>, Query, description = "A cursor: the events after it (default: from the start)"),
+        ("limit" = Option<usize>, Query, description = "1 to 1000 events (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "A page of events", body = History),
+        (status = 400, description = "An invalid channel, cursor or limit", body = ErrorBody),
+        (status = 401, description = "Neither the API key nor a valid user token", body = ErrorBody),
+        (status = 403, description = "The user may not read this channel, or it is reserved", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+)]
 async fn history(
     State(state): State<AppState>,
     caller: Caller,
     Path(channel): Path<String>,
     uri: Uri,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     let channel = ChannelName::new(&channel).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let user_id = match &caller {
         Caller::Backend => None,
@@ -242,18 +338,19 @@ async fn history(
         if user_id.as_deref().is_some_and(|id| !event.is_for_user(id)) {
             continue;
         }
-        let rendered = RawValue::from_string(render_event(event, &position))
+        // A tree, as the answer always had: each event's keys come out sorted.
+        let rendered: Value = serde_json::from_str(&render_event(event, &position))
             .map_err(|_| ApiError::Internal)?;
         events.push(rendered);
     }
-    Ok(Json(json!({
-        "status": "success",
-        "channel": channel.as_str(),
-        "events": events,
-        "cursor": Cursor::encode(&position),
-        "complete": page.complete,
-        "truncated": lost,
-    })))
+    Ok(Json(History {
+        status: "success",
+        channel: channel.as_str().to_string(),
+        events,
+        cursor: Cursor::encode(&position),
+        complete: page.complete,
+        truncated: lost,
+    }))
 }
 
 /// Every value of `key` in the query string, percent-decoded.
@@ -269,6 +366,23 @@ pub fn query_values(uri: &Uri, key: &str) -> Vec<String> {
 
 // ---- the generic socket ----
 
+/// The generic socket: the events of the channels named with `?channel=`.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    operation_id = "channels_socket",
+    tag = "channels",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(
+        ("channel" = Vec<String>, Query, explode = true, description = "A channel to listen to, 1 to 64 of them (`user:{id}` only for one's own id)"),
+        SocketQuery,
+    ),
+    responses(
+        (status = 101, description = "A WebSocket: `connected` with `channels`, `user_id` and \
+            `cursor`, then the channels' events. Refusals (no channel, a forbidden one, a bad \
+            token or cursor) close the socket with 1008 and a reason"),
+    ),
+)]
 async fn socket(
     State(state): State<AppState>,
     upgrade: WebSocketUpgrade,

@@ -9,17 +9,23 @@
 //! [`MAX_COMMENT_CHARS`] characters; `timestamp` (the position in the track, seconds) is a
 //! finite number >= 0.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
-use axum::routing::{get, put};
-use axum::{Json, Router};
 use serde_json::{Map, Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::comment_answers::{
+    CommentBody, CommentCreated, CommentDeleted, CommentEdited, CommentList,
+};
 use super::publish;
 use super::socket::{FeatureSocket, TypingRoute, mentions_channel, personal_channels};
+use crate::api::openapi::schemas::ErrorBody;
+use crate::api::openapi::socket::SocketQuery;
 use crate::api::ws::{SocketRequest, serve_socket};
 use crate::api::{ApiError, AppState, AuthUser};
 use crate::auth::User;
@@ -34,11 +40,11 @@ pub const MAX_COMMENT_CHARS: usize = 2000;
 pub const MAX_MENTIONS: usize = 20;
 const MAX_LISTED: usize = 5000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/tracks/{track_id}/comments", get(list).post(create))
-        .route("/api/comments/{comment_id}", put(edit).delete(delete))
-        .route("/api/ws/track/{track_id}", get(socket))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(edit, delete))
+        .routes(routes!(socket))
 }
 
 fn track_channel(track_id: &str) -> Result<ChannelName, ApiError> {
@@ -96,13 +102,32 @@ fn timestamp_field(fields: &Map<String, Value>, default: f64) -> Result<f64, Api
         .ok_or_else(|| ApiError::bad_request("timestamp must be a number >= 0"))
 }
 
+/// Comments on a track; `@name` mentions notify those users.
+#[utoipa::path(
+    post,
+    path = "/api/tracks/{track_id}/comments",
+    operation_id = "comment_create",
+    tag = "comments",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(("track_id" = String, Path, description = "The track: 1 to 120 of A-Z a-z 0-9 _ . : -")),
+    request_body(content(
+        (CommentBody = "application/json"),
+        (CommentBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "CommentCreated: `new_comment` reaches the track's sockets", body = CommentCreated),
+        (status = 400, description = "An invalid track id, content or timestamp", body = ErrorBody),
+        (status = 401, description = "No valid user token", body = ErrorBody),
+        (status = 503, description = "The store is unavailable or full", body = ErrorBody),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(track_id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CommentCreated>, ApiError> {
     let channel = track_channel(&track_id)?;
     let fields = body_fields(&headers, &body)?;
     let content = content_field(&fields)?;
@@ -128,9 +153,11 @@ async fn create(
     )
     .await?;
     notify_mentions(&state, &user, &comment).await?;
-    Ok(Json(
-        json!({ "status": "success", "comment": comment, "cursor": published.cursor }),
-    ))
+    Ok(Json(CommentCreated {
+        status: "success",
+        comment,
+        cursor: published.cursor,
+    }))
 }
 
 /// Publishes a `mention` to each distinct `@username` in the comment (not the author).
@@ -181,20 +208,37 @@ pub fn mentioned_usernames(content: &str) -> Vec<String> {
     names
 }
 
+/// A track's comments.
+#[utoipa::path(
+    get,
+    path = "/api/tracks/{track_id}/comments",
+    operation_id = "comment_list",
+    tag = "comments",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(("track_id" = String, Path, description = "The track: 1 to 120 of A-Z a-z 0-9 _ . : -")),
+    responses(
+        (status = 200, description = "The comments, at most 5000", body = CommentList),
+        (status = 400, description = "An invalid track id", body = ErrorBody),
+        (status = 401, description = "No valid user token", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     AuthUser(_user): AuthUser,
     Path(track_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CommentList>, ApiError> {
     track_channel(&track_id)?;
     let id = track_id.clone();
     let comments = state
         .store
         .read(move |c| state::track_comments(c, &id, MAX_LISTED))
         .await?;
-    Ok(Json(
-        json!({ "status": "success", "track_id": track_id, "comments": comments }),
-    ))
+    Ok(Json(CommentList {
+        status: "success",
+        track_id,
+        comments,
+    }))
 }
 
 async fn find_comment(state: &AppState, comment_id: &str) -> Result<CommentRecord, ApiError> {
@@ -206,13 +250,34 @@ async fn find_comment(state: &AppState, comment_id: &str) -> Result<CommentRecor
         .ok_or_else(|| ApiError::NotFound("Comment not found".into()))
 }
 
+/// Edits a comment (its author only).
+#[utoipa::path(
+    put,
+    path = "/api/comments/{comment_id}",
+    operation_id = "comment_edit",
+    tag = "comments",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(("comment_id" = String, Path, description = "The comment")),
+    request_body(content(
+        (CommentBody = "application/json"),
+        (CommentBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "CommentEdited: `comment_edited` reaches the track's sockets", body = CommentEdited),
+        (status = 400, description = "An invalid content or timestamp", body = ErrorBody),
+        (status = 401, description = "No valid user token", body = ErrorBody),
+        (status = 403, description = "Not the comment's author", body = ErrorBody),
+        (status = 404, description = "No such comment", body = ErrorBody),
+        (status = 503, description = "The store is unavailable or full", body = ErrorBody),
+    ),
+)]
 async fn edit(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(comment_id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CommentEdited>, ApiError> {
     let comment = find_comment(&state, &comment_id).await?;
     if comment.user_id != user.id {
         return Err(ApiError::Forbidden(
@@ -222,6 +287,7 @@ async fn edit(
     let fields = body_fields(&headers, &body)?;
     let content = content_field(&fields)?;
     let timestamp = timestamp_field(&fields, comment.timestamp)?;
+    let last_edited_at = now_rfc3339();
     let payload = json!({
         "type": kinds::COMMENT_EDITED,
         "track_id": comment.track_id,
@@ -229,7 +295,7 @@ async fn edit(
         "content": content,
         "timestamp": timestamp,
         "is_edited": true,
-        "last_edited_at": now_rfc3339(),
+        "last_edited_at": last_edited_at,
     });
     let channel = track_channel(&comment.track_id)?;
     let published = publish(
@@ -240,17 +306,40 @@ async fn edit(
         None,
     )
     .await?;
-    let mut answer = payload;
-    answer["status"] = json!("success");
-    answer["cursor"] = json!(published.cursor);
-    Ok(Json(answer))
+    Ok(Json(CommentEdited {
+        comment_id: comment.id,
+        content,
+        cursor: published.cursor,
+        is_edited: true,
+        last_edited_at,
+        status: "success",
+        timestamp,
+        track_id: comment.track_id,
+        kind: kinds::COMMENT_EDITED,
+    }))
 }
 
+/// Deletes a comment (its author, a creator, a team member or an admin).
+#[utoipa::path(
+    delete,
+    path = "/api/comments/{comment_id}",
+    operation_id = "comment_delete",
+    tag = "comments",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(("comment_id" = String, Path, description = "The comment")),
+    responses(
+        (status = 200, description = "CommentDeleted: `comment_deleted` reaches the track's sockets", body = CommentDeleted),
+        (status = 401, description = "No valid user token", body = ErrorBody),
+        (status = 403, description = "Neither the author nor staff", body = ErrorBody),
+        (status = 404, description = "No such comment", body = ErrorBody),
+        (status = 503, description = "The store is unavailable or full", body = ErrorBody),
+    ),
+)]
 async fn delete(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(comment_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CommentDeleted>, ApiError> {
     let comment = find_comment(&state, &comment_id).await?;
     if comment.user_id != user.id && !user.is_staff() {
         return Err(ApiError::Forbidden(
@@ -271,11 +360,28 @@ async fn delete(
         None,
     )
     .await?;
-    Ok(Json(
-        json!({ "status": "success", "comment_id": comment.id, "cursor": published.cursor }),
-    ))
+    Ok(Json(CommentDeleted {
+        status: "success",
+        comment_id: comment.id,
+        cursor: published.cursor,
+    }))
 }
 
+/// A track's socket: its comments, who is listening, and typing indicators.
+#[utoipa::path(
+    get,
+    path = "/api/ws/track/{track_id}",
+    operation_id = "track_socket",
+    tag = "comments",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(("track_id" = String, Path, description = "The track"), SocketQuery),
+    responses(
+        (status = 101, description = "A WebSocket: `connected` with `track_id`, `presence` (when \
+            the track has presence), then `new_comment`, `comment_edited`, `comment_deleted`, \
+            `user_typing` (send `{\"type\":\"typing\",\"is_typing\":true}`), and the user's \
+            `mention`s. Refusals close it with 1008 and a reason"),
+    ),
+)]
 async fn socket(
     State(state): State<AppState>,
     Path(track_id): Path<String>,

@@ -8,15 +8,16 @@
 //!   `forum` reach global and v2 sockets;
 //! - `forum_notification` and `forum_notification_count` on `user:{id}` reach that user only.
 
-use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::get;
 use serde_json::{Map, Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::socket::{FeatureSocket, TypingRoute, id_value, personal_channels};
 use crate::api::AppState;
+use crate::api::openapi::socket::SocketQuery;
 use crate::api::ws::{SocketRequest, serve_socket};
 use crate::event::ChannelName;
 use crate::hub::SubscriptionSpec;
@@ -24,11 +25,11 @@ use crate::hub::SubscriptionSpec;
 pub const FORUM_CHANNEL: &str = "forum";
 pub const THREAD_PREFIX: &str = "forum:thread:";
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/forum/ws/thread/{thread_id}", get(thread_socket))
-        .route("/api/forum/ws/global", get(global_socket))
-        .route("/api/forum/ws/v2", get(v2_socket))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(thread_socket))
+        .routes(routes!(global_socket))
+        .routes(routes!(v2_socket))
 }
 
 /// A thread event published without `thread_id` gets it from its channel, so v2 clients can
@@ -40,6 +41,20 @@ pub fn add_thread_id(channel: &ChannelName, data: &mut Map<String, Value>) {
     }
 }
 
+/// A thread's socket: its events and the user's own channels; `typing` from the client.
+#[utoipa::path(
+    get,
+    path = "/api/forum/ws/thread/{thread_id}",
+    operation_id = "forum_thread_socket",
+    tag = "forum",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(("thread_id" = String, Path, description = "The thread"), SocketQuery),
+    responses(
+        (status = 101, description = "A WebSocket: `connected` with `thread_id`, then \
+            `forum:thread:{id}`'s events, `user_typing`, and the user's `user:{id}` and \
+            `mentions:{name}`. Refusals close it with 1008 and a reason"),
+    ),
+)]
 async fn thread_socket(
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
@@ -62,6 +77,19 @@ async fn thread_socket(
     })
 }
 
+/// The forum's global socket: `forum` and the user's own channels.
+#[utoipa::path(
+    get,
+    path = "/api/forum/ws/global",
+    operation_id = "forum_global_socket",
+    tag = "forum",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(SocketQuery),
+    responses(
+        (status = 101, description = "A WebSocket: `connected`, then `forum`'s events and the \
+            user's own. Refusals close it with 1008 and a reason"),
+    ),
+)]
 async fn global_socket(
     State(state): State<AppState>,
     upgrade: WebSocketUpgrade,
@@ -76,6 +104,20 @@ async fn global_socket(
     })
 }
 
+/// The forum's v2 socket: `forum`, every thread, and the user's own channels.
+#[utoipa::path(
+    get,
+    path = "/api/forum/ws/v2",
+    operation_id = "forum_v2_socket",
+    tag = "forum",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(SocketQuery),
+    responses(
+        (status = 101, description = "A WebSocket: `connected` with `version: 2`, then `forum` \
+            and every `forum:thread:*` (with `thread_id`) and the user's own channels. \
+            Refusals close it with 1008 and a reason"),
+    ),
+)]
 async fn v2_socket(
     State(state): State<AppState>,
     upgrade: WebSocketUpgrade,

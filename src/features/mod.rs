@@ -3,8 +3,10 @@
 
 mod batch;
 pub mod book_requests;
+pub mod broadcast_answers;
 pub mod broadcasts;
 pub mod channels;
+pub mod comment_answers;
 pub mod comments;
 pub mod forum;
 pub mod owned;
@@ -15,5 +17,6 @@ pub mod socket;
 
 pub(crate) use publish::PublishTimer;
 pub use publish::{
-    PublishError, PublishedEvent, PublishedMany, publish, publish_ephemeral, publish_many,
+    EventAnswer, ManyAnswer, PublishError, PublishedEvent, PublishedMany, publish,
+    publish_ephemeral, publish_many,
 };

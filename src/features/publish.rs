@@ -107,28 +107,56 @@ pub struct PublishedMany {
 impl PublishedMany {
     /// The JSON answer: `{status, events: [{channel?, id, cursor, replayed?}, ...], replicated}`
     /// in order, each event named with its channel when `channels` are given.
-    pub fn answer(self, channels: Option<&[ChannelName]>) -> serde_json::Value {
-        let events: Vec<serde_json::Value> = self
+    pub fn answer(self, channels: Option<&[ChannelName]>) -> ManyAnswer {
+        let events = self
             .events
             .into_iter()
             .enumerate()
-            .map(|(index, event)| {
-                let mut item = serde_json::json!({"id": event.id, "cursor": event.cursor});
-                if let Some(channel) = channels.and_then(|channels| channels.get(index)) {
-                    item["channel"] = channel.as_str().into();
-                }
-                if event.replayed {
-                    item["replayed"] = true.into();
-                }
-                item
+            .map(|(index, event)| EventAnswer {
+                channel: channels
+                    .and_then(|channels| channels.get(index))
+                    .map(|channel| channel.as_str().to_string()),
+                cursor: event.cursor,
+                id: event.id,
+                replayed: event.replayed,
             })
             .collect();
-        serde_json::json!({
-            "status": "success",
-            "events": events,
-            "replicated": self.replicated,
-        })
+        ManyAnswer {
+            events,
+            replicated: self.replicated,
+            status: "success",
+        }
     }
+}
+
+/// The answer to a publish of several events (`POST /api/batch`, `POST /api/publish` with
+/// `channels`), fields in the order of the other JSON answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ManyAnswer {
+    /// One per event, in the order given.
+    pub events: Vec<EventAnswer>,
+    /// True when another node confirmed storing the newest of them (`replication = 2`), or
+    /// when every one was first published by another node.
+    pub replicated: bool,
+    /// Always `success`.
+    #[schema(example = "success")]
+    pub status: &'static str,
+}
+
+/// One event of a [`ManyAnswer`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventAnswer {
+    /// The event's channel, for a publish to several channels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub channel: Option<String>,
+    /// Covers this event and every event before it in the request.
+    pub cursor: String,
+    pub id: String,
+    /// Present (true) when its idempotency key named an event held already: nothing new was
+    /// published, and `id` and `cursor` are the first publish's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 /// Commits `drafts` in one transaction, all or none (see [`crate::store::Store::append_many`]

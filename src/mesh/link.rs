@@ -21,9 +21,13 @@ pub(super) struct Hello {
 }
 
 /// A link as reported by `/api/cluster`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct LinkInfo {
+    /// The peer's node id.
+    #[schema(value_type = String)]
     pub peer: NodeId,
+    /// The peer's mesh address, `host:port`.
+    #[schema(value_type = String)]
     pub remote_addr: SocketAddr,
     pub generation: u64,
     pub rtt_ms: f64,

@@ -174,7 +174,7 @@ struct ViewChannel {
 }
 
 /// One user in a presence answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PresentUser {
     pub user_id: String,
     pub name: String,
