@@ -283,6 +283,27 @@ fn a_wipe_during_publishing_loses_nothing() {
 }
 
 #[test]
+fn a_node_restored_from_an_older_copy_of_its_database_loses_nothing() {
+    // The copy is taken when each fault begins; the node publishes on for 3 s, then comes
+    // back on the copy while its peers hold what it published since.
+    let Some((passed, verdict)) = chaos(&[
+        "--faults",
+        "restore",
+        "--duration",
+        "12s",
+        "--fault-for",
+        "3s",
+        "--calm",
+        "4s",
+    ]) else {
+        return;
+    };
+    // Every acknowledged event in every log and at every subscriber, the logs identical: the
+    // restored node numbered its new events after what its peers held of it.
+    assert_clean(passed, &verdict, "restore", 2);
+}
+
+#[test]
 fn through_redis_a_partition_and_a_wipe_lose_nothing() {
     let redis_server = Command::new("redis-server")
         .arg("--version")

@@ -169,7 +169,10 @@ impl OwnSeqFence {
 
     /// Waits up to `wait` for the fence to clear.
     pub async fn wait_clear(&self, wait: Duration) -> Result<(), Fenced> {
-        // Subscribed before the first look, so that no change between the two is missed.
+        if self.check().is_ok() {
+            return Ok(());
+        }
+        // Subscribed before the next look, so that no change between the two is missed.
         let mut changes = self.state.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {

@@ -314,12 +314,16 @@ async fn write_live(
     mut floor: Option<VersionVector>,
 ) {
     let close_signal = Arc::clone(&subscription.close_signal);
+    // One wait for the hub's close, kept across the loop (and the writes it races): its waiter
+    // is registered once, not again for every delivery.
+    let closed = close_signal.raised();
+    tokio::pin!(closed);
     // Grown by the first delivery: an idle connection holds no batch buffer.
     let mut batch: Vec<Arc<Delivery>> = Vec::new();
     loop {
         let step = tokio::select! {
             biased;
-            reason = close_signal.raised() => Step::Close(reason),
+            reason = &mut closed => Step::Close(reason),
             outgoing = control.recv() => match outgoing.map(|boxed| *boxed) {
                 Some(Outgoing::Text(text)) => Step::Text(text),
                 Some(Outgoing::Ping) => Step::Ping,
@@ -342,15 +346,15 @@ async fn write_live(
             }
             Step::Text(text) => {
                 let send = sink.send(Message::Text(text.into()));
-                race_close(send, &close_signal).await
+                race_close(send, closed.as_mut()).await
             }
             Step::Ping => {
                 let send = sink.send(Message::Ping(Default::default()));
-                race_close(send, &close_signal).await
+                race_close(send, closed.as_mut()).await
             }
             Step::Deliveries => {
                 let write = write_deliveries(sink, &mut batch, &mut floor);
-                race_close(write, &close_signal).await
+                race_close(write, closed.as_mut()).await
             }
         };
         batch.clear();
@@ -438,16 +442,17 @@ enum Written {
 
 /// Runs a socket write unless the hub asks for a close first (a write to a client that does
 /// not read can wait forever).
-async fn race_close<F, E>(write: F, close_signal: &crate::hub::CloseSignal) -> Written
+async fn race_close<F, E, C>(write: F, closed: std::pin::Pin<&mut C>) -> Written
 where
     F: std::future::Future<Output = Result<(), E>>,
+    C: std::future::Future<Output = CloseReason>,
 {
     tokio::select! {
         result = write => match result {
             Ok(()) => Written::Done,
             Err(_) => Written::Failed,
         },
-        reason = close_signal.raised() => Written::Interrupted(reason),
+        reason = closed => Written::Interrupted(reason),
     }
 }
 

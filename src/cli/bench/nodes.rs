@@ -349,6 +349,41 @@ impl Spawned {
         let _ = std::fs::remove_dir_all(self.data_dir(index));
     }
 
+    /// Copies node `index`'s database while it runs (`VACUUM INTO`: a consistent copy, as an
+    /// online backup takes it), for [`Spawned::restore`].
+    pub fn back_up(&self, index: usize) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let copy = self.backup_path(index);
+        let _ = std::fs::remove_file(&copy);
+        let database = self.data_dir(index).join("herald.db");
+        let connection = rusqlite::Connection::open_with_flags(
+            &database,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .with_context(|| format!("cannot open {} to back it up", database.display()))?;
+        connection
+            .execute("VACUUM INTO ?1", [copy.to_string_lossy().as_ref()])
+            .with_context(|| format!("cannot back up {}", database.display()))?;
+        Ok(())
+    }
+
+    /// Puts the copy [`Spawned::back_up`] took back in place of node `index`'s database (the
+    /// node must be stopped); its `node_id` stays.
+    pub fn restore(&self, index: usize) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let database = self.data_dir(index).join("herald.db");
+        for side in ["herald.db-wal", "herald.db-shm"] {
+            let _ = std::fs::remove_file(self.data_dir(index).join(side));
+        }
+        std::fs::copy(self.backup_path(index), &database)
+            .with_context(|| format!("cannot restore {}", database.display()))?;
+        Ok(())
+    }
+
+    fn backup_path(&self, index: usize) -> PathBuf {
+        self.root.join(format!("backup-n{}.db", index + 1))
+    }
+
     /// The data directory of node `index` (0-based).
     pub fn data_dir(&self, index: usize) -> PathBuf {
         self.root.join(format!("bench-n{}", index + 1))

@@ -99,12 +99,12 @@ pub struct ChaosArgs {
     /// The pid of each --http node, in the same order (for pause).
     #[arg(long = "server-pid")]
     pub server_pids: Vec<u32>,
-    /// The faults to draw from, comma-separated: kill, pause, partition, loss, wipe.
+    /// The faults to draw from, comma-separated: kill, pause, partition, loss, wipe, restore.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "kill,pause,partition,loss,wipe"
+        default_value = "kill,pause,partition,loss,wipe,restore"
     )]
     pub faults: Vec<FaultKind>,
     /// How long to publish and inject faults, for example 60s.
@@ -179,7 +179,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 
 fn validate(args: &ChaosArgs) -> anyhow::Result<()> {
     if args.faults.is_empty() {
-        bail!("--faults needs at least one of kill, pause, partition, loss, wipe");
+        bail!("--faults needs at least one of kill, pause, partition, loss, wipe, restore");
     }
     if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= 10_000.0) {
         bail!("--rate must be above 0 and at most 10000 publishes per second per node");
@@ -371,6 +371,8 @@ impl Cluster {
                     self.spawned()?.wipe(*node);
                 }
             }
+            // The copy is taken now; the node runs on until the heal puts it back.
+            Fault::Restore { node } => self.spawned()?.back_up(*node)?,
             Fault::Pause { node } => match &self.spawned {
                 Some(spawned) => spawned.pause(*node)?,
                 None => nodes::signal(self.nodes[*node].pid, libc::SIGSTOP)?,
@@ -436,9 +438,18 @@ impl Cluster {
         }
     }
 
-    /// Undoes `fault`: restarts a killed or wiped node, resumes a paused one, heals the network.
+    /// Undoes `fault`: restarts a killed or wiped node, restarts a node on its older copy,
+    /// resumes a paused one, heals the network.
     async fn heal(&mut self, fault: &Fault) -> anyhow::Result<()> {
         match fault {
+            Fault::Restore { node } => {
+                self.set_address(*node, None);
+                self.spawned()?.kill(*node).await;
+                self.spawned()?.restore(*node)?;
+                let restarted = self.spawned()?.restart(*node).await?;
+                self.set_address(*node, Some(restarted.http));
+                self.nodes[*node] = restarted;
+            }
             Fault::Kill { node } | Fault::Wipe { node } => {
                 let restarted = self.spawned()?.restart(*node).await?;
                 self.set_address(*node, Some(restarted.http));

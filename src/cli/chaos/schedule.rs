@@ -26,6 +26,10 @@ pub enum FaultKind {
     Loss,
     /// Stop a node, delete its data directory, start it again.
     Wipe,
+    /// Copy a node's database when the fault begins (online, as a backup is taken) and let
+    /// the node run on; at the heal, kill it, put the older copy back and start it again: its
+    /// peers hold its own events past the copy.
+    Restore,
 }
 
 impl FaultKind {
@@ -36,7 +40,10 @@ impl FaultKind {
 
     /// Faults that start nodes again (they need nodes this run spawned).
     pub fn needs_spawned_nodes(self) -> bool {
-        matches!(self, Self::Kill | Self::Wipe | Self::Partition | Self::Loss)
+        matches!(
+            self,
+            Self::Kill | Self::Wipe | Self::Restore | Self::Partition | Self::Loss
+        )
     }
 }
 
@@ -74,6 +81,9 @@ pub enum Fault {
     Wipe {
         node: usize,
     },
+    Restore {
+        node: usize,
+    },
 }
 
 impl Fault {
@@ -85,6 +95,7 @@ impl Fault {
             Self::Partition { .. } => FaultKind::Partition,
             Self::Loss { .. } => FaultKind::Loss,
             Self::Wipe { .. } => FaultKind::Wipe,
+            Self::Restore { .. } => FaultKind::Restore,
         }
     }
 
@@ -95,6 +106,7 @@ impl Fault {
             Self::Kill { node } => format!("kill {}", name(node)),
             Self::Pause { node } => format!("pause {}", name(node)),
             Self::Wipe { node } => format!("wipe {}", name(node)),
+            Self::Restore { node } => format!("restore {} from a copy taken now", name(node)),
             Self::Loss { percent } => format!("loss {percent}% on every link"),
             Self::Partition { minority, one_way } => format!(
                 "partition {} from the rest{}",
@@ -148,6 +160,9 @@ pub fn draw(spec: &ScheduleSpec) -> Vec<Episode> {
             FaultKind::Wipe => Fault::Wipe {
                 node: rng.random_range(0..spec.nodes),
             },
+            FaultKind::Restore => Fault::Restore {
+                node: rng.random_range(0..spec.nodes),
+            },
             FaultKind::Loss => Fault::Loss {
                 percent: spec.loss_percent,
             },
@@ -196,12 +211,13 @@ mod tests {
         }
     }
 
-    const ALL: [FaultKind; 5] = [
+    const ALL: [FaultKind; 6] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Loss,
         FaultKind::Wipe,
+        FaultKind::Restore,
     ];
 
     #[test]
