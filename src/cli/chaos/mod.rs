@@ -935,7 +935,7 @@ mod tests {
     #[test]
     fn the_defaults_draw_every_fault() {
         let args = parse(&[]).unwrap();
-        assert_eq!(args.faults.len(), 5);
+        assert_eq!(args.faults.len(), 6);
         assert_eq!(args.nodes, 3);
         validate(&args).unwrap();
     }
