@@ -302,3 +302,22 @@ async fn the_active_broadcast_is_last_writer_wins_whatever_the_arrival_order() {
         "{outcomes:?}"
     );
 }
+
+/// The writer switches `synchronous` with a statement prepared once: it must take effect
+/// each time, in both directions.
+#[test]
+fn switching_synchronous_takes_effect_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let connection = rusqlite::Connection::open(dir.path().join("sync.db")).unwrap();
+    let current = || -> i64 {
+        connection
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap()
+    };
+    for _ in 0..3 {
+        schema::set_synchronous(&connection, SyncMode::Full).unwrap();
+        assert_eq!(current(), 2, "FULL");
+        schema::set_synchronous(&connection, SyncMode::Normal).unwrap();
+        assert_eq!(current(), 1, "NORMAL");
+    }
+}
