@@ -360,7 +360,6 @@ impl Store {
     /// with an idempotency key goes through [`Store::append_many`] (the event it names may be
     /// held already).
     pub async fn append(&self, draft: EventDraft) -> Result<Appended, StoreError> {
-        self.wait_for_own_fence().await?;
         if draft.idempotency_key.is_some() {
             let mut appended = self.append_many(vec![draft]).await?;
             let one = appended.pop().ok_or(StoreError::Closed)?;
@@ -369,6 +368,7 @@ impl Store {
                 position: one.position,
             });
         }
+        self.wait_for_own_fence().await?;
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(WriteCommand::Append { draft, reply })
