@@ -17,6 +17,10 @@
 //! `(hlc, origin)`, the same on every node once both replicated. Keys go with their event to
 //! peers (mesh frames, Redis entries, snapshots) and are pruned with it.
 //!
+//! The writer numbers this node's own events only while the [`own_fence`] is clear: a
+//! database behind what peers hold of its origin (an older backup restored, a lost disk tail)
+//! waits until the backplane brought those events back, so that no seq is used twice.
+//!
 //! Reads (history since a cursor, active broadcast) run on separate read-only connections on
 //! tokio's blocking pool; nothing here holds a lock across an `.await`.
 //!
