@@ -38,6 +38,10 @@
 //! - Rejoining after a stall (`backplane/mesh_rejoin.rs`): a node whose ticks stopped for more
 //!   than a second (SIGSTOP, a paused VM) is unready until it holds what its peers reported
 //!   after it woke, so that it never passes stale state off as current.
+//! - Own seqs (`backplane/mesh_fence.rs`): the store's own-seq fence learns the highest seq of
+//!   this node's origin that a linked peer holds, and opens once every live peer reported; a
+//!   node restored from an older copy pulls its own events back (anti-entropy pulls any
+//!   origin, its own included) before it numbers new ones.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
