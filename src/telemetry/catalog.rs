@@ -159,7 +159,7 @@ pub const SERIES: &[Series] = &[
     ),
     histogram(
         DELIVERY_LAG,
-        "From an event's hybrid-clock stamp (its publish on its origin node) to its write on a local socket, sampled once per socket write batch.",
+        "From an event's hybrid-clock stamp (its publish on its origin node) to its write on a local socket, sampled on each socket's first write batch and one in 16 after it.",
         LAG_BUCKETS,
     ),
     counter(
@@ -632,7 +632,7 @@ pub fn complete(mut rendered: String) -> String {
 }
 
 /// The delivery-lag histogram's handle, looked up once (the session writer records into it
-/// once per write batch).
+/// for a sample of its write batches).
 pub fn delivery_lag() -> &'static metrics::Histogram {
     static HANDLE: std::sync::OnceLock<metrics::Histogram> = std::sync::OnceLock::new();
     HANDLE.get_or_init(|| metrics::histogram!(DELIVERY_LAG))

@@ -34,6 +34,9 @@ use crate::store::{LogQuery, StoreError};
 const CONTROL_QUEUE: usize = 32;
 /// Queued deliveries written to the socket before one flush.
 const WRITE_BATCH: usize = 64;
+/// One write batch in this many (per socket, the first included) samples the delivery lag:
+/// a sample per batch was a histogram entry per delivery under fan-out.
+const LAG_SAMPLE_EVERY: u32 = 16;
 /// How long a close frame may take to go out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a client dropped as too slow has to take its close frame (behind what was already
@@ -320,6 +323,7 @@ async fn write_live(
     tokio::pin!(closed);
     // Grown by the first delivery: an idle connection holds no batch buffer.
     let mut batch: Vec<Arc<Delivery>> = Vec::new();
+    let mut batches_written = 0u32;
     loop {
         let step = tokio::select! {
             biased;
@@ -353,7 +357,9 @@ async fn write_live(
                 race_close(send, closed.as_mut()).await
             }
             Step::Deliveries => {
-                let write = write_deliveries(sink, &mut batch, &mut floor);
+                let sample_lag = batches_written % LAG_SAMPLE_EVERY == 0;
+                batches_written = batches_written.wrapping_add(1);
+                let write = write_deliveries(sink, &mut batch, &mut floor, sample_lag);
                 race_close(write, closed.as_mut()).await
             }
         };
@@ -460,6 +466,7 @@ async fn write_deliveries(
     sink: &mut Sink,
     batch: &mut [Arc<Delivery>],
     floor: &mut Option<VersionVector>,
+    sample_lag: bool,
 ) -> Result<(), axum::Error> {
     for delivery in batch.iter() {
         let text = match floor {
@@ -484,9 +491,11 @@ async fn write_deliveries(
         sink.feed(Message::Text(text)).await?;
     }
     sink.flush().await?;
-    // One sample per write batch (one clock read), from its oldest stamped event.
-    if let Some(stamp) = batch.iter().map(|d| d.stamp_ms).find(|&ms| ms > 0) {
-        crate::telemetry::catalog::record_delivery_lag(stamp);
+    // One sample per sampled write batch (one clock read), from its oldest stamped event.
+    if sample_lag {
+        if let Some(stamp) = batch.iter().map(|d| d.stamp_ms).find(|&ms| ms > 0) {
+            crate::telemetry::catalog::record_delivery_lag(stamp);
+        }
     }
     Ok(())
 }
