@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -50,9 +51,10 @@ def _drain(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-@pytest.fixture(scope="session")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    root = tmp_path_factory.mktemp("herald")
+@contextmanager
+def running_node(root: Path, *extra: str) -> Iterator[Node]:
+    """A node on port 0 with its data in ``root``, started with ``extra`` arguments, killed on
+    exit."""
     log = root / "herald.log"
     env = {key: value for key, value in os.environ.items() if not key.startswith("HERALD_")}
     env.update(HERALD_API_KEY=API_KEY, HERALD_JWT_SECRET=JWT_SECRET)
@@ -67,6 +69,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         str(root / "data"),
         "--store-sync",
         "normal",
+        *extra,
     ]
     with open(log, "w") as stderr:
         process = subprocess.Popen(
@@ -94,6 +97,12 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     finally:
         process.kill()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    with running_node(tmp_path_factory.mktemp("herald")) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

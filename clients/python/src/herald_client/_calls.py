@@ -8,6 +8,8 @@ its answer); the client's runner sends it to a node, fails over when that is saf
 from __future__ import annotations
 
 import json
+import os
+import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -84,6 +86,13 @@ def headers(api_key: str, call: Call[Any]) -> dict[str, str]:
         "user-agent": USER_AGENT,
         "accept": "application/json",
     }
+
+
+def tls_verify(verify: ssl.SSLContext | str | os.PathLike[str] | bool) -> ssl.SSLContext | bool:
+    """What httpx is given for ``verify``: a CA file's path becomes a context trusting it."""
+    if isinstance(verify, (str, os.PathLike)):
+        return ssl.create_default_context(cafile=os.fspath(verify))
+    return verify
 
 
 def connection_error(base: str, url: str, error: httpx.TransportError) -> HeraldConnectionError:

@@ -3,6 +3,8 @@ methods as :class:`~herald_client.Herald`, awaitable."""
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
@@ -41,7 +43,8 @@ class AsyncHerald:
     answer was 503). The node that answered last is asked first next time.
 
     ``api_key`` is ``HERALD_API_KEY``; ``jwt_secret`` (``HERALD_JWT_SECRET``) is needed only
-    by :meth:`token`. Use it as an async context manager, or ``await close()``.
+    by :meth:`token`. ``verify`` is how an ``https://`` node's certificate is checked, as for
+    :class:`Herald`. Use it as an async context manager, or ``await close()``.
     """
 
     def __init__(
@@ -51,12 +54,15 @@ class AsyncHerald:
         jwt_secret: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         *,
+        verify: ssl.SSLContext | str | os.PathLike[str] | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
         self._nodes = Nodes(base_url)
         self._api_key = api_key
         self._jwt_secret = jwt_secret
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            timeout=timeout, verify=_calls.tls_verify(verify), transport=transport
+        )
 
     @property
     def base_urls(self) -> tuple[str, ...]:

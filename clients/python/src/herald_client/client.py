@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
@@ -39,7 +41,11 @@ class Herald:
     answer was 503). The node that answered last is asked first next time.
 
     ``api_key`` is ``HERALD_API_KEY``; ``jwt_secret`` (``HERALD_JWT_SECRET``) is needed only
-    by :meth:`token`. Use it as a context manager, or call :meth:`close`.
+    by :meth:`token`. ``verify`` is how an ``https://`` node's certificate is checked: the
+    system's roots by default, or a CA file's path (a private CA, as ``herald serve
+    --tls-cert`` may use), or an :class:`ssl.SSLContext`; a certificate that does not verify
+    raises :class:`HeraldConnectionError` naming the node. Use it as a context manager, or
+    call :meth:`close`.
     """
 
     def __init__(
@@ -49,12 +55,15 @@ class Herald:
         jwt_secret: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         *,
+        verify: ssl.SSLContext | str | os.PathLike[str] | bool = True,
         transport: httpx.BaseTransport | None = None,
     ):
         self._nodes = Nodes(base_url)
         self._api_key = api_key
         self._jwt_secret = jwt_secret
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            timeout=timeout, verify=_calls.tls_verify(verify), transport=transport
+        )
 
     @property
     def base_urls(self) -> tuple[str, ...]:
