@@ -52,6 +52,7 @@ pub mod retention;
 mod retire;
 mod schema;
 pub mod snapshot;
+mod write_tx;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -31,6 +31,7 @@ use super::own_fence::OwnSeqFence;
 use super::prune::Pruner;
 use super::retire::{self, LiveOrigins, RetiredOrigins};
 use super::snapshot::{self, SnapshotEnd, SnapshotPart};
+use super::write_tx::WriteTx;
 use super::{CommitSink, StoreError, SyncMode, broadcasts, comments, log, materialize, schema};
 use crate::event::{Event, EventDraft, Hlc, HybridClock, NodeId, SharedEvent, VersionVector};
 
@@ -325,7 +326,7 @@ impl WriterThread {
     /// forgets collected ones after [`retire::RETIRED_KEPT`]), and the acknowledgements and
     /// broadcasts superseded for good.
     fn collect_tombstones(&mut self) -> Result<(), StoreError> {
-        let tx = self.connection.transaction()?;
+        let tx = WriteTx::begin(&self.connection)?;
         let position = &self.position;
         let horizon = self.pruner.horizon();
         let held = |origin: &str, seq: u64| {
@@ -349,7 +350,7 @@ impl WriterThread {
     }
 
     fn retire_idle_origins(&mut self) -> Result<(), StoreError> {
-        let tx = self.connection.transaction()?;
+        let tx = WriteTx::begin(&self.connection)?;
         let retirement = retire::retire_idle(&tx, &self.origin, &self.live_origins, wall_millis())?;
         tx.commit()?;
         self.retired.apply(&retirement);
@@ -384,7 +385,7 @@ impl WriterThread {
     }
 
     fn write_probe(&mut self) -> Result<(), StoreError> {
-        let tx = self.connection.transaction()?;
+        let tx = WriteTx::begin(&self.connection)?;
         tx.prepare_cached(
             "INSERT INTO meta (key, value) VALUES ('probe', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -485,7 +486,7 @@ impl WriterThread {
         appends: &[PendingAppend],
     ) -> Result<Vec<SharedEvent>, StoreError> {
         self.use_sync(self.durability.own)?;
-        let tx = self.connection.transaction()?;
+        let tx = WriteTx::begin(&self.connection)?;
         let mut events = Vec::with_capacity(appends.len());
         let mut seq = self.position.get(&self.origin);
         for (draft, _) in appends {
@@ -527,7 +528,7 @@ impl WriterThread {
     /// The commit reaches the disk as [`Durability::replica`] says.
     fn apply_remote(&mut self, events: Vec<SharedEvent>) -> Result<Applied, StoreError> {
         self.use_sync(self.durability.replica)?;
-        let tx = self.connection.transaction()?;
+        let tx = WriteTx::begin(&self.connection)?;
         let mut inserted = 0;
         let mut walk: BTreeSet<NodeId> = BTreeSet::new();
         let mut in_order: Vec<SharedEvent> = Vec::new();
@@ -627,7 +628,7 @@ impl WriterThread {
         // The events merged here are held back until the snapshot ends.
         self.held_back.forget_all();
         self.use_sync(self.durability.replica)?;
-        let tx = self.connection.transaction()?;
+        let tx = WriteTx::begin(&self.connection)?;
         snapshot::merge_state(&tx, &part)?;
         if let SnapshotPart::Floors(rows) = &part {
             for (channel, origin, seq) in rows {
@@ -667,7 +668,7 @@ impl WriterThread {
     fn finish_snapshot(&mut self, end: SnapshotEnd) -> Result<Applied, StoreError> {
         self.held_back.forget_all();
         self.use_sync(self.durability.replica)?;
-        let tx = self.connection.transaction()?;
+        let tx = WriteTx::begin(&self.connection)?;
         let stamps: std::collections::HashMap<NodeId, u64> = end.upto_hlc.into_iter().collect();
         let mut position = self.position.clone();
         let mut jumped = false;

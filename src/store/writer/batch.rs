@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use super::{BatchAppended, PendingBatch, WriterThread};
 use crate::event::{ChannelName, Event, EventDraft, IdempotencyKey, SharedEvent, VersionVector};
+use crate::store::write_tx::WriteTx;
 use crate::store::{StoreError, log, materialize};
 
 /// What one batch of the transaction became: per draft, the new event's index in the
@@ -100,7 +101,7 @@ impl WriterThread {
     ) -> Result<(Vec<SharedEvent>, Vec<Result<Vec<Slot>, StoreError>>), StoreError> {
         // Acknowledged like single appends: as durable as the node's own commits.
         self.use_sync(self.durability.own)?;
-        let tx = self.connection.transaction()?;
+        let tx = WriteTx::begin(&self.connection)?;
         let mut events: Vec<SharedEvent> = Vec::new();
         let mut outcomes = Vec::with_capacity(batches.len());
         let mut seq = self.position.get(&self.origin);
