@@ -657,4 +657,91 @@ mod tests {
             .unwrap();
         assert_eq!((kept, oldest), (size as i64, 4), "the oldest three went");
     }
+
+    #[test]
+    fn channel_stats_count_every_event_and_keep_the_oldest_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.db");
+        let mut connection = schema::open_writer(&path, SyncMode::Normal, Check::Skip).unwrap();
+        let ttl = Duration::from_secs(60);
+        let retention = ChannelRetention { size: 0, ttl };
+        let policy = RetentionPolicy::new(retention, Vec::new(), 0);
+        let ttl_hlc = policy.for_channel("feed").ttl_hlc().unwrap() as i64;
+        let mut pruner = Pruner::new(&connection, policy, Arc::default()).unwrap();
+        let stats = |connection: &Connection| -> (i64, i64, i64, i64) {
+            connection
+                .query_row(
+                    "SELECT events, bytes, oldest_hlc, expires FROM channel_stats
+                     WHERE channel = 'feed'",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                )
+                .unwrap()
+        };
+        let mut bytes = 0;
+        // Seqs 5, 2 (older: the age goes back), 9 (newer: the age stays), in three commits.
+        for seq in [5, 2, 9] {
+            let tx = connection.transaction().unwrap();
+            let event = crate::store::tests::remote("n1", seq);
+            bytes += event_bytes(&event);
+            log::insert_event(&tx, &event).unwrap();
+            pruner.note_inserted(&tx, [&event]).unwrap();
+            tx.commit().unwrap();
+        }
+        let oldest = crate::store::tests::remote("n1", 2).hlc.0 as i64;
+        assert_eq!(stats(&connection), (3, bytes, oldest, oldest + ttl_hlc));
+        assert_eq!(pruner.totals.events, 3);
+    }
+
+    #[test]
+    fn steps_come_soon_after_many_inserts_and_less_often_after_a_few() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.db");
+        let mut connection = schema::open_writer(&path, SyncMode::Normal, Check::Skip).unwrap();
+        let policy = RetentionPolicy::new(
+            ChannelRetention {
+                size: 1_000_000,
+                ttl: Duration::ZERO,
+            },
+            Vec::new(),
+            0,
+        );
+        let mut pruner = Pruner::new(&connection, policy, Arc::default()).unwrap();
+        let now = Hlc::from_parts(1_000_000, 0);
+        let position = VersionVector::new();
+        pruner.step(&mut connection, &position, now).unwrap();
+        let insert =
+            |connection: &mut Connection, pruner: &mut Pruner, seqs: std::ops::Range<u64>| {
+                let tx = connection.transaction().unwrap();
+                let events: Vec<Event> = seqs
+                    .map(|seq| crate::store::tests::remote("n1", seq))
+                    .collect();
+                for event in &events {
+                    log::insert_event(&tx, event).unwrap();
+                }
+                pruner.note_inserted(&tx, events.iter()).unwrap();
+                tx.commit().unwrap();
+            };
+        // Nothing inserted: the idle pace.
+        pruner.last_step = Instant::now() - AFTER_INSERTS_STEP_EVERY;
+        assert!(!pruner.due());
+        // A few events: due after the short wait, not the busy one.
+        insert(&mut connection, &mut pruner, 1..4);
+        pruner.last_step = Instant::now() - BUSY_STEP_EVERY * 2;
+        assert!(!pruner.due());
+        pruner.last_step = Instant::now() - AFTER_INSERTS_STEP_EVERY;
+        assert!(pruner.due());
+        // Many events: due after the busy wait.
+        insert(
+            &mut connection,
+            &mut pruner,
+            4..(4 + STEP_AFTER_EVENTS as u64),
+        );
+        pruner.last_step = Instant::now() - BUSY_STEP_EVERY * 2;
+        assert!(pruner.due());
+        // A step starts the count again.
+        pruner.step(&mut connection, &position, now).unwrap();
+        pruner.last_step = Instant::now() - BUSY_STEP_EVERY * 2;
+        assert!(!pruner.due());
+    }
 }
