@@ -11,7 +11,8 @@
 //! range. Replies to pulls wait for queue space instead.
 //!
 //! Cut detection: QUIC sends a keep-alive every [`KEEP_ALIVE`] on an otherwise quiet link (and
-//! positions go every 200 ms anyway), and the peer acknowledges each within a few ms. A
+//! positions go every 200 ms anyway), and the peer acknowledges within its 25 ms `max_ack_delay`
+//! (or at once after `ACK_ELICITING_THRESHOLD` packets). A
 //! watchdog closes a link whose peer acknowledged nothing new for [`ACK_SILENCE`] (checked
 //! every [`ACK_CHECK`]; "new" is read from the RTT estimate, which quinn updates only when an
 //! ACK newly covers one of our packets): that is a cut in either direction, also a one-way cut
