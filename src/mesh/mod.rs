@@ -43,7 +43,8 @@ use crate::event::NodeId;
 /// Packets a peer may receive before it must acknowledge (QUIC's ACK frequency extension;
 /// otherwise within its `max_ack_delay`, 25 ms): at QUIC's default of 1 every other live push
 /// cost the receiver an ACK packet, a third of the mesh's packets. Lost packets are still
-/// acknowledged at once (out of order), and the [`ACK_SILENCE`] watchdog is seconds away.
+/// acknowledged at once (out of order), and the [`ACK_SILENCE`] watchdog waits fifty times the
+/// longest delay.
 const ACK_ELICITING_THRESHOLD: u32 = 16;
 /// Frames queued per peer link.
 pub const LINK_QUEUE_FRAMES: usize = 1024;
