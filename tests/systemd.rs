@@ -241,3 +241,55 @@ fn serve_notifies_ready_once_listening_and_stopping_on_sigterm() {
         terminated.elapsed()
     );
 }
+
+/// A signal that comes while the node is still starting is not lost, and does not kill the
+/// process with the default action: SIGTERM (and SIGHUP, which must not end it) as soon as
+/// herald logs its first line, long before it listens; it still stops gracefully.
+#[test]
+fn a_sigterm_during_start_up_still_ends_in_a_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("herald.log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
+        .args(["serve", "--backplane", "local", "--http", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (variable, _) in std::env::vars() {
+        if variable.starts_with("HERALD_") {
+            command.env_remove(variable);
+        }
+    }
+    let mut child = command.spawn().expect("spawn herald serve");
+    // The open-file limit is logged right after the handlers are installed, before the store
+    // opens and the port is bound.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("open-file limit")
+    {
+        assert!(child.try_wait().unwrap().is_none(), "herald exited early");
+        assert!(Instant::now() < deadline, "no first log line within 60 s");
+        std::thread::yield_now();
+    }
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: sends signals to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + stop_timeout() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running long after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "exit status {status}; log: {log}");
+    assert!(log.contains("stopped"), "{log}");
+}

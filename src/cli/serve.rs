@@ -9,6 +9,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // An invalid configuration is one plain line on stderr (see `cli::main`), before any log.
     let config = resolve(&args, super::env_secret)?;
     init_logging(&args, &config);
+    // Before anything else: a signal that came before its handler would kill the process
+    // with the default action, without a graceful shutdown (a SIGTERM right after `READY=1`,
+    // or a SIGHUP during start-up).
+    let (mut stop, mut hangups) = listen_for_signals()?;
     raise_open_files_limit(config.limits.max_connections);
     for variable in config.uses_dev_secrets() {
         tracing::warn!(
@@ -31,7 +35,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &format!("listening on {}", server.http_addr()),
     );
     tokio::select! {
-        _ = wait_for_signal() => {
+        _ = stop.next() => {
             notify_systemd(sd_notify::NotifyState::Stopping, "shutting down");
             server.shutdown().await
         }
@@ -39,7 +43,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             notify_systemd(sd_notify::NotifyState::Stopping, "leaving the cluster");
             server.leave().await
         }
-        _ = reload_tls_on_hangup(&server) => {}
+        _ = reload_tls_on_hangup(&server, &mut hangups) => {}
     }
     Ok(())
 }
@@ -51,31 +55,80 @@ fn init_logging(args: &ServeArgs, config: &crate::config::Config) {
     crate::telemetry::init_logging_as(format, Some(config.node_id.as_str()));
 }
 
-/// On every SIGHUP, reads the TLS certificate and key again (open connections keep theirs).
-/// Never returns.
-async fn reload_tls_on_hangup(server: &Server) {
+/// SIGINT and SIGTERM, listened for from the start (see [`listen_for_signals`]).
+struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+/// SIGHUP, listened for from the start.
+struct Hangups {
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+/// Installs the handlers now (tokio's `ctrl_c()` would only when first polled).
+fn listen_for_signals() -> anyhow::Result<(StopSignals, Hangups)> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hangups) => {
-                while hangups.recv().await.is_some() {
-                    if !server.serves_tls() {
-                        tracing::info!("SIGHUP: no TLS certificate to reload");
-                        continue;
-                    }
-                    match server.reload_tls() {
-                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                        Err(error) => {
-                            tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; the old one stays")
-                        }
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP"),
+        let stop = StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        };
+        let hangups = Hangups {
+            hangup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+        };
+        Ok((stop, hangups))
+    }
+    #[cfg(not(unix))]
+    Ok((StopSignals {}, Hangups {}))
+}
+
+impl StopSignals {
+    /// The next SIGINT or SIGTERM (also one that came before this was called).
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    std::future::pending::<()>().await
+}
+
+impl Hangups {
+    /// The next SIGHUP; never on platforms without it.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if self.hangup.recv().await.is_some() {
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+/// On every SIGHUP, reads the TLS certificate and key again (open connections keep theirs).
+/// Never returns.
+async fn reload_tls_on_hangup(server: &Server, hangups: &mut Hangups) {
+    loop {
+        hangups.next().await;
+        if !server.serves_tls() {
+            tracing::info!("SIGHUP: no TLS certificate to reload");
+            continue;
+        }
+        match server.reload_tls() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; the old one stays")
+            }
+        }
+    }
 }
 
 /// Tells systemd (`Type=notify`; nothing without `NOTIFY_SOCKET`) what the node is doing:
@@ -101,29 +154,5 @@ fn raise_open_files_limit(max_connections: usize) {
             }
         }
         Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
-    }
-}
-
-async fn wait_for_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
     }
 }
