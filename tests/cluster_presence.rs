@@ -164,6 +164,15 @@ async fn presence_is_the_same_on_every_node_and_a_user_on_two_nodes_counts_once(
     let bob_here = join(&cluster, 1, "bob", "").await;
     let bob_there = join(&cluster, 2, "bob", "").await;
     wait_listed_everywhere(&cluster, &all, CHANNEL, &["ann", "bob"], SPREAD_BOUND).await;
+    // Listed once one of bob's joins arrived: the other may still be on its way.
+    wait_for("bob's two sockets everywhere", SPREAD_BOUND, || async {
+        let mut ok = true;
+        for index in all {
+            ok &= listed(&cluster, index, CHANNEL).await.get("bob") == Some(&2);
+        }
+        ok
+    })
+    .await;
     for index in all {
         let users = listed(&cluster, index, CHANNEL).await;
         assert_eq!(users["bob"], 2, "bob's two sockets, on node {index}");
