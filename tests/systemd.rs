@@ -150,6 +150,23 @@ fn next_notification(socket: &UnixDatagram, child: &mut std::process::Child, log
     }
 }
 
+/// `herald serve` on a local backplane and port 0, data in `dir`, stderr to `log`, and none of
+/// the caller's `HERALD_` variables.
+fn serve_command(dir: &Path, log: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
+        .args(["serve", "--backplane", "local", "--http", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(dir.join("data"))
+        .stderr(std::fs::File::create(log).unwrap());
+    for (variable, _) in std::env::vars() {
+        if variable.starts_with("HERALD_") {
+            command.env_remove(variable);
+        }
+    }
+    command
+}
+
 #[test]
 fn serve_notifies_ready_once_listening_and_stopping_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -159,20 +176,11 @@ fn serve_notifies_ready_once_listening_and_stopping_on_sigterm() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let log = dir.path().join("herald.log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    command
-        .args(["serve", "--backplane", "local", "--http", "127.0.0.1:0"])
-        .arg("--data")
-        .arg(dir.path().join("data"))
+    let mut child = serve_command(dir.path(), &log)
         .env("NOTIFY_SOCKET", &socket_path)
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for (variable, _) in std::env::vars() {
-        if variable.starts_with("HERALD_") {
-            command.env_remove(variable);
-        }
-    }
-    let mut child = command.spawn().expect("spawn herald serve");
+        .spawn()
+        .expect("spawn herald serve");
     let mut stdout = child.stdout.take().expect("stdout");
 
     let ready = next_notification(&socket, &mut child, &log);
@@ -249,20 +257,11 @@ fn serve_notifies_ready_once_listening_and_stopping_on_sigterm() {
 fn a_sigterm_during_start_up_still_ends_in_a_graceful_stop() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("herald.log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    command
-        .args(["serve", "--backplane", "local", "--http", "127.0.0.1:0"])
-        .arg("--data")
-        .arg(dir.path().join("data"))
+    let mut child = serve_command(dir.path(), &log)
         .env_remove("NOTIFY_SOCKET")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for (variable, _) in std::env::vars() {
-        if variable.starts_with("HERALD_") {
-            command.env_remove(variable);
-        }
-    }
-    let mut child = command.spawn().expect("spawn herald serve");
+        .spawn()
+        .expect("spawn herald serve");
     // The open-file limit is logged right after the handlers are installed, before the store
     // opens and the port is bound.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -278,17 +277,20 @@ fn a_sigterm_during_start_up_still_ends_in_a_graceful_stop() {
     // SAFETY: sends signals to the child this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + stop_timeout() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still running long after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    // The exit is waited for on a thread of its own, and awaited here with a bound.
+    let (exited, exit) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = exited.send(child.wait());
+    });
+    let status = exit
+        .recv_timeout(stop_timeout() + Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            // SAFETY: the child this test started, still running.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("still running long after SIGTERM")
+        })
+        .expect("wait for herald");
+    let _ = waiter.join();
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(status.code(), Some(0), "exit status {status}; log: {log}");
     assert!(log.contains("stopped"), "{log}");
