@@ -36,8 +36,8 @@
 //! - Replication lag (`backplane/mesh_lag.rs`): how long the oldest own event a peer has not
 //!   reported holding has been committed, and the link state per peer, for `/metrics`.
 //! - Rejoining after a stall (`backplane/mesh_rejoin.rs`): a node whose ticks stopped for more
-//!   than a second (SIGSTOP, a paused VM) is unready until it holds what its peers reported
-//!   after it woke, so that it never passes stale state off as current.
+//!   than a second (SIGSTOP, a paused VM) is unready until it holds what its peers answered
+//!   when it asked them after it woke, so that it never passes stale state off as current.
 //! - Own seqs (`backplane/mesh_fence.rs`): the store's own-seq fence learns the highest seq of
 //!   this node's origin that a linked peer holds, and opens once every live peer reported; a
 //!   node restored from an older copy pulls its own events back (anti-entropy pulls any
@@ -54,7 +54,7 @@ use super::mesh_interest::PeerInterest;
 use super::mesh_lag::ReplicationLag;
 use super::mesh_presence::MeshPresence;
 use super::mesh_quorum::{QuorumMemory, QuorumView};
-use super::mesh_rejoin::Rejoin;
+use super::mesh_rejoin::{PeersSeen, Rejoin};
 use super::mesh_serving::Serving;
 use super::mesh_snapshot::{self, SnapshotCatchUp};
 use super::mesh_validate;
@@ -264,6 +264,19 @@ impl MeshBackplane {
                 Frame::Position { vector } => {
                     self.peer_reported(&from, vector, &hub, store.retired())
                 }
+                Frame::AskPosition { nonce } => {
+                    let answer = Frame::PositionAnswer {
+                        nonce,
+                        vector: hub.delivered(),
+                    };
+                    if let Ok(bytes) = frame::encode(&answer) {
+                        let _ = self.mesh.push_to(&from, &Arc::from(bytes));
+                    }
+                }
+                Frame::PositionAnswer { nonce, vector } => {
+                    self.rejoin.on_answer(&from, nonce, &vector);
+                    self.peer_reported(&from, vector, &hub, store.retired())
+                }
                 Frame::Pull {
                     origin,
                     after,
@@ -444,7 +457,6 @@ impl MeshBackplane {
                 self.request_pull(peer, origin, have, seq, false);
             }
         }
-        self.rejoin.on_position(&vector);
         lock(&self.peer_positions).insert(peer.clone(), vector);
         self.guard_own_seqs();
     }
@@ -515,7 +527,11 @@ impl MeshBackplane {
             self.dial_peers();
             let position = hub.delivered();
             // A stall shows as a long gap between ticks (`mesh_rejoin`).
-            self.rejoin.on_tick(&position, self.believed_alive() > 0);
+            if let Some(nonce) = self.rejoin.on_tick(&position, &self.peers_seen()) {
+                if let Ok(bytes) = frame::encode(&Frame::AskPosition { nonce }) {
+                    self.mesh.push_to_all(&Arc::from(bytes));
+                }
+            }
             if let Ok(bytes) = frame::encode(&Frame::Position {
                 vector: position.clone(),
             }) {
@@ -599,6 +615,25 @@ impl MeshBackplane {
     }
 
     /// Live members (by gossip) other than this node.
+    /// The peers alive by gossip or linked, for `mesh_rejoin`.
+    fn peers_seen(&self) -> PeersSeen {
+        let members = self.cluster.members();
+        let mut reachable = self.mesh.linked_peers();
+        for member in members.iter() {
+            if !member.is_self && member.state == MemberState::Alive {
+                if let Ok(peer) = NodeId::new(&member.node_id) {
+                    if !reachable.contains(&peer) {
+                        reachable.push(peer);
+                    }
+                }
+            }
+        }
+        PeersSeen {
+            reachable,
+            any_known: members.iter().any(|member| !member.is_self),
+        }
+    }
+
     fn believed_alive(&self) -> usize {
         self.cluster
             .members()

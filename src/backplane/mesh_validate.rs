@@ -203,7 +203,8 @@ pub fn check(frame: &Frame, bounds: &Bounds<'_>) -> Result<(), Violation> {
             }
             bounds.events(events)
         }
-        Frame::Position { vector } => {
+        Frame::AskPosition { .. } => Ok(()),
+        Frame::Position { vector } | Frame::PositionAnswer { vector, .. } => {
             bounds.vector(vector)?;
             let claimed = vector.get(bounds.own_origin);
             if claimed > bounds.own_committed.saturating_add(MAX_SEQ_AHEAD) {
@@ -434,9 +435,16 @@ mod tests {
         );
         let mut vector = VersionVector::new();
         vector.advance(&node("self.1"), 100 + MAX_SEQ_AHEAD + 1);
-        let position = Frame::Position { vector };
+        let position = Frame::Position {
+            vector: vector.clone(),
+        };
         assert_eq!(
             check_with(&position, None).unwrap_err().label(),
+            "own_origin_ahead"
+        );
+        let answer = Frame::PositionAnswer { nonce: 1, vector };
+        assert_eq!(
+            check_with(&answer, None).unwrap_err().label(),
             "own_origin_ahead"
         );
         let key = crate::hub::interest::InterestKey::Channel(ChannelName::new("c").unwrap());

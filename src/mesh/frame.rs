@@ -62,6 +62,11 @@ pub enum Frame {
     Interest(InterestMessage),
     /// Who the sender holds on presence channels (`crate::backplane::mesh_presence`).
     Presence(PresenceMessage),
+    /// Asks for the receiver's log position now; sent by a node that woke from a stall
+    /// (`crate::backplane::mesh_rejoin`), whose inbound buffers hold positions from before.
+    AskPosition { nonce: u64 },
+    /// Answers `AskPosition { nonce }` with the sender's log position as it read the ask.
+    PositionAnswer { nonce: u64, vector: VersionVector },
 }
 
 /// The interest protocol: a snapshot when a link comes up, then numbered deltas.
@@ -220,7 +225,11 @@ mod tests {
             Frame::Ephemeral {
                 events: vec![event(0, "{\"type\":\"typing\"}")],
             },
-            Frame::Position { vector },
+            Frame::Position {
+                vector: vector.clone(),
+            },
+            Frame::AskPosition { nonce: 5 },
+            Frame::PositionAnswer { nonce: 5, vector },
             Frame::Pull {
                 origin: NodeId::new("n2").unwrap(),
                 after: 3,
