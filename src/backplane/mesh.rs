@@ -614,7 +614,6 @@ impl MeshBackplane {
         }
     }
 
-    /// Live members (by gossip) other than this node.
     /// The peers alive by gossip or linked, for `mesh_rejoin`.
     fn peers_seen(&self) -> PeersSeen {
         let members = self.cluster.members();
@@ -634,6 +633,7 @@ impl MeshBackplane {
         }
     }
 
+    /// Live members (by gossip) other than this node.
     fn believed_alive(&self) -> usize {
         self.cluster
             .members()
