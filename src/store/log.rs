@@ -58,7 +58,7 @@ pub(super) fn id_at(
 }
 
 // `COLLATE BINARY` on text compared with `=` in sorting or aggregating queries, and `LIMIT
-// +?`: the same plan, prepared once (see `super::prune::OLDEST_EVENTS_SQL`).
+// +?`: the same plan, prepared once (see `super::oldest::NEXT_ORIGIN_SQL`).
 
 pub(super) const BY_IDEMPOTENCY_KEY_SQL: &str =
     "SELECT origin, seq, id, hlc, channel, kind, payload, users, idempotency_key FROM events

@@ -45,6 +45,7 @@ pub mod floors;
 mod held_back;
 mod log;
 mod materialize;
+mod oldest;
 pub mod own_fence;
 mod prune;
 mod readers;

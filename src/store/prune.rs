@@ -23,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::StoreError;
 use super::floors;
+use super::oldest::{self, EVENT_BYTES_SQL};
 use super::retention::RetentionPolicy;
 use super::write_tx::WriteTx;
 use crate::event::{Event, Hlc, NodeId, VersionVector};
@@ -83,29 +84,6 @@ pub(super) fn event_bytes(event: &Event) -> i64 {
         .unwrap_or(0);
     (event.payload.len() + event.channel.as_str().len() + event.kind.len() + users + 64) as i64
 }
-
-macro_rules! event_bytes_sql {
-    () => {
-        "length(payload) + length(channel) + length(kind) + coalesce(length(users), 0) + 64"
-    };
-}
-const EVENT_BYTES_SQL: &str = event_bytes_sql!();
-
-/// The oldest events of a channel (see [`oldest_events`]).
-///
-/// Text compared with `=` in a query that sorts or takes a minimum is marked `COLLATE BINARY`
-/// (the columns' own collation), and a bound `LIMIT` is written `+?`: the plan is the same,
-/// but without them SQLite (built with STAT4) plans the statement again each time it is
-/// taken from the statement cache (whose bindings it clears) and bound.
-pub(super) const OLDEST_EVENTS_SQL: &str = concat!(
-    "SELECT origin, seq, ",
-    event_bytes_sql!(),
-    " FROM events WHERE channel = ?1 COLLATE BINARY AND hlc < ?2
-     ORDER BY hlc, origin, seq LIMIT +?3"
-);
-/// A channel's oldest retained event time.
-pub(super) const CHANNEL_OLDEST_SQL: &str =
-    "SELECT min(hlc) FROM events WHERE channel = ?1 COLLATE BINARY";
 
 /// Retained totals, for the `herald_log_events` and `herald_log_bytes` gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -465,9 +443,7 @@ impl Pruner {
         for (channel, (count, bytes)) in per_channel {
             self.totals.events -= count;
             self.totals.bytes -= bytes;
-            let oldest: Option<i64> = tx
-                .prepare_cached(CHANNEL_OLDEST_SQL)?
-                .query_row([channel], |row| row.get(0))?;
+            let oldest = oldest::channel_oldest(tx, channel)?;
             match oldest {
                 Some(oldest) => {
                     tx.prepare_cached(
@@ -565,26 +541,24 @@ fn over_size_channels(
     Ok(over)
 }
 
-/// The oldest events of `channel` (by hybrid clock, origin, seq), older than `before` if given.
+/// The oldest events of `channel` (see [`oldest::oldest_events`]), older than `before` if
+/// given, as candidates for removal.
 fn oldest_events(
     connection: &Connection,
     channel: &str,
     before: Option<i64>,
     limit: usize,
 ) -> Result<Vec<Doomed>, StoreError> {
-    let mut statement = connection.prepare_cached(OLDEST_EVENTS_SQL)?;
-    let rows = statement.query_map(
-        rusqlite::params![channel, before.unwrap_or(NEVER), limit as i64],
-        |row| {
-            Ok(Doomed {
-                origin: row.get(0)?,
-                seq: row.get::<_, i64>(1)? as u64,
-                channel: channel.to_string(),
-                bytes: row.get(2)?,
-            })
-        },
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let oldest = oldest::oldest_events(connection, channel, before, limit)?;
+    Ok(oldest
+        .into_iter()
+        .map(|event| Doomed {
+            origin: event.origin,
+            seq: event.seq,
+            channel: channel.to_string(),
+            bytes: event.bytes,
+        })
+        .collect())
 }
 
 /// Bytes of the database in use (pages that are not free).

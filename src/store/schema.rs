@@ -130,6 +130,9 @@ const MIGRATIONS: &[&str] = &[
     // 6: the position a keyed event was first answered with (a cursor), on the node that
     // took it, so that a retry answers the same; not replicated.
     "ALTER TABLE events ADD COLUMN answered_at TEXT;",
+    // 7: a channel's oldest events are found per origin through `events_by_channel` (an
+    // origin's seq order is its time order): one b-tree less for every insert and delete.
+    "DROP INDEX events_by_channel_time;",
 ];
 
 /// The origin id of this database: `<node_id>.<creation time in base 36>`, created once; and

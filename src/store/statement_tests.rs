@@ -5,7 +5,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, StatementStatus};
 
 use super::schema::{self, Check};
-use super::{SyncMode, log, prune};
+use super::{SyncMode, log, oldest};
 
 fn store_connection(dir: &tempfile::TempDir) -> Connection {
     let connection =
@@ -53,19 +53,19 @@ fn hot_statements_are_not_prepared_again_for_new_bindings() {
     let connection = store_connection(&dir);
     let cases: Vec<(&str, &str, Vec<Vec<Value>>)> = vec![
         (
-            "oldest events of a channel (pruning)",
-            prune::OLDEST_EVENTS_SQL,
-            ["ch0", "ch1", "ch2"]
+            "the next origin in a channel (pruning)",
+            oldest::NEXT_ORIGIN_SQL,
+            [("ch0", ""), ("ch1", "n0"), ("ch2", "")]
                 .iter()
-                .map(|c| vec![text(c), Value::Integer(i64::MAX), Value::Integer(5)])
+                .map(|(c, o)| vec![text(c), text(o)])
                 .collect(),
         ),
         (
-            "a channel's oldest time (pruning)",
-            prune::CHANNEL_OLDEST_SQL,
-            ["ch0", "ch1", "ch2"]
+            "an origin's oldest events in a channel (pruning)",
+            oldest::ORIGIN_OLDEST_SQL,
+            [("ch0", "n0"), ("ch1", "n1"), ("ch2", "n0")]
                 .iter()
-                .map(|c| vec![text(c)])
+                .map(|(c, o)| vec![text(c), text(o), Value::Integer(5)])
                 .collect(),
         ),
         (
@@ -134,12 +134,12 @@ fn without_the_binary_collation_sqlite_prepares_such_statements_again() {
     let connection = store_connection(&dir);
     let bindings: Vec<Vec<Value>> = ["ch0", "ch1", "ch2"]
         .iter()
-        .map(|c| vec![text(c)])
+        .map(|c| vec![text(c), text("")])
         .collect();
     assert!(
         reprepared(
             &connection,
-            "SELECT min(hlc) FROM events WHERE channel = ?1",
+            "SELECT origin FROM events WHERE channel = ?1 AND origin > ?2 ORDER BY origin LIMIT 1",
             &bindings
         ) > 0
     );
