@@ -108,6 +108,37 @@ pub(super) struct Pruner {
     last_release: Instant,
 }
 
+/// The events one step chose for removal, each once: the size and age rules may both pick a
+/// channel's oldest events.
+#[derive(Default)]
+struct Chosen {
+    events: Vec<Doomed>,
+    keys: HashSet<(String, u64)>,
+    per_channel: HashMap<String, usize>,
+}
+
+impl Chosen {
+    fn add(&mut self, event: Doomed) {
+        if self.keys.insert((event.origin.clone(), event.seq)) {
+            *self.per_channel.entry(event.channel.clone()).or_default() += 1;
+            self.events.push(event);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// How many of `channel`'s events were chosen.
+    fn of_channel(&self, channel: &str) -> usize {
+        self.per_channel.get(channel).copied().unwrap_or(0)
+    }
+}
+
 /// One event chosen for removal.
 struct Doomed {
     origin: String,
@@ -238,7 +269,7 @@ impl Pruner {
         self.inserted = 0;
         let horizon = self.horizon.get();
         let tx = WriteTx::begin(connection)?;
-        let mut doomed: Vec<Doomed> = Vec::new();
+        let mut doomed = Chosen::default();
         let budget = PRUNE_BATCH;
         let keep = |origin: &str, seq: u64, strict: bool| -> bool {
             let Ok(id) = NodeId::new(origin) else {
@@ -281,7 +312,7 @@ impl Pruner {
             // so each origin still loses a prefix.
             for event in oldest {
                 if !keep(&event.origin, event.seq, true) {
-                    doomed.push(event);
+                    doomed.add(event);
                 }
             }
             if doomed.len() - before < excess {
@@ -309,10 +340,11 @@ impl Pruner {
                     continue;
                 };
                 let cutoff = now.0.saturating_sub(ttl) as i64;
-                let take = budget - doomed.len();
+                // What the size rule took of this channel comes back first: counted out.
+                let take = budget - doomed.len() + doomed.of_channel(&channel);
                 for event in oldest_events(&tx, &channel, Some(cutoff), take)? {
                     if !keep(&event.origin, event.seq, true) {
-                        doomed.push(event);
+                        doomed.add(event);
                     }
                 }
             }
@@ -329,10 +361,11 @@ impl Pruner {
                 rows.collect::<Result<_, _>>()?
             };
             for channel in oldest_channels {
-                let take = (budget - doomed.len()).min(budget / 4).max(1);
+                let take =
+                    (budget - doomed.len()).min(budget / 4).max(1) + doomed.of_channel(&channel);
                 for event in oldest_events(&tx, &channel, None, take)? {
                     if !keep(&event.origin, event.seq, false) {
-                        doomed.push(event);
+                        doomed.add(event);
                     }
                 }
                 if doomed.len() >= budget {
@@ -349,7 +382,7 @@ impl Pruner {
 
         let removed = doomed.len();
         if removed > 0 {
-            self.remove(&tx, &doomed)?;
+            self.remove(&tx, &doomed.events)?;
         }
         tx.commit()?;
         if removed > 0 {
@@ -630,6 +663,45 @@ mod tests {
             )
             .unwrap();
         assert_eq!((kept, oldest), (size as i64, 4), "the oldest three went");
+    }
+
+    #[test]
+    fn a_channel_over_its_size_and_past_its_ttl_loses_each_event_once() {
+        // Both rules pick the same oldest events in one step: each is removed and counted once.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.db");
+        let mut connection = schema::open_writer(&path, SyncMode::Normal, Check::Skip).unwrap();
+        let retention = ChannelRetention {
+            size: 64,
+            ttl: Duration::from_secs(60),
+        };
+        let policy = RetentionPolicy::new(retention, Vec::new(), 0);
+        let ttl_hlc = policy.for_channel("feed").ttl_hlc().unwrap();
+        let mut pruner = Pruner::new(&connection, policy, Arc::default()).unwrap();
+        let mut position = VersionVector::new();
+        let tx = connection.transaction().unwrap();
+        let events: Vec<Event> = (1..=100)
+            .map(|seq| crate::store::tests::remote("n1", seq))
+            .collect();
+        for event in &events {
+            log::insert_event(&tx, event).unwrap();
+            position.advance(&event.origin, event.seq);
+        }
+        pruner.note_inserted(&tx, events.iter()).unwrap();
+        tx.commit().unwrap();
+        // Seqs 1 to 80 outlived the ttl; 36 are over the size.
+        let now = Hlc(crate::store::tests::remote("n1", 81).hlc.0 + ttl_hlc);
+        assert_eq!(pruner.step(&mut connection, &position, now).unwrap(), 80);
+        let (kept, counted): (i64, i64) = connection
+            .query_row(
+                "SELECT (SELECT count(*) FROM events), events FROM channel_stats
+                 WHERE channel = 'feed'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((kept, counted), (20, 20));
+        assert_eq!(pruner.totals.events, 20);
     }
 
     #[test]
